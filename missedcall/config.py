@@ -1,0 +1,245 @@
+"""Settings: a python-dotenv file plus the environment, validated into one frozen object.
+
+Real environment variables win over the file, so an admin can try a value for
+one command without editing anything. Every check here fails with a one-line
+``ConfigError`` that names the key; nothing else in the package reads
+``os.environ`` for settings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from missedcall import freepbx
+from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db_url, target_from_amp_conf
+
+DEFAULT_CONFIG = "/etc/missedcall/missedcall.env"
+
+#: Every reason the product knows, in queue_log's vocabulary (DESIGN §1).
+REASONS = (
+    "ABANDON",
+    "TIMEOUT",
+    "EXITEMPTY",
+    "JOINEMPTY",
+    "LEAVEEMPTY",
+    "JOINUNAVAIL",
+    "LEAVEUNAVAIL",
+    "FULL",
+    "EXITWITHKEY",
+)
+
+#: key -> (default, one-line meaning); the single source for the README table,
+#: the commented config file that install.sh writes, and unknown-key warnings.
+KEYS: dict[str, tuple[str, str]] = {
+    "MISSEDCALL_DB_URL": ("", "mysql://user:pass@host:port/db or sqlite:////abs/path; empty: FreePBX's own database, else SQLite"),
+    "MISSEDCALL_FREEPBX_CONF": ("/etc/freepbx.conf", "where FreePBX keeps its database credentials"),
+    "MISSEDCALL_TRANSPORT": ("sendmail", "sendmail or smtp"),
+    "MISSEDCALL_SENDMAIL": ("/usr/sbin/sendmail", "sendmail-compatible binary"),
+    "MISSEDCALL_SMTP_HOST": ("localhost", "SMTP relay host"),
+    "MISSEDCALL_SMTP_PORT": ("25", "SMTP relay port"),
+    "MISSEDCALL_SMTP_USER": ("", "SMTP login (empty: no login)"),
+    "MISSEDCALL_SMTP_PASSWORD": ("", "SMTP password"),
+    "MISSEDCALL_SMTP_SECURITY": ("none", "starttls, ssl or none"),
+    "MISSEDCALL_SMTP_CAFILE": ("", "CA bundle to verify the relay's certificate (empty: system CAs)"),
+    "MISSEDCALL_SMTP_TIMEOUT": ("10", "seconds before an SMTP relay is given up (the AGI caps it lower)"),
+    "MISSEDCALL_FROM": ("", "From address (empty: asterisk@<this host's FQDN>)"),
+    "MISSEDCALL_FALLBACK_TO": ("", "comma-separated addresses for queues with no recipients of their own"),
+    "MISSEDCALL_LANGUAGE": ("en", "en or ru"),
+    "MISSEDCALL_TEMPLATE_DIR": ("", "folder whose subject.txt / body.txt replace the bundled templates"),
+    "MISSEDCALL_REASONS": ("", "comma-separated reasons that notify (empty: all)"),
+    "MISSEDCALL_MIN_WAIT": ("0", "abandons shorter than this many seconds are recorded, not mailed"),
+    "MISSEDCALL_QUEUE_LOG": ("/var/log/asterisk/queue_log", "Asterisk's queue_log"),
+    "MISSEDCALL_FLOOD_LIMIT": ("20", "single mails per recipient per window before a digest"),
+    "MISSEDCALL_FLOOD_WINDOW": ("5", "flood window, minutes"),
+    "MISSEDCALL_SPOOL_DIR": ("/var/spool/missedcall", "where calls wait when the database is unreachable"),
+    "MISSEDCALL_TIMEZONE": ("", "time zone for mails, e.g. Europe/Moscow (empty: the system's)"),
+}
+
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line naming the key."""
+
+
+def is_address(text: str) -> bool:
+    """A bare addr-spec (no display name, no comments): all we ever put in a header or argv."""
+    return len(text) <= 254 and _ADDRESS.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: DbTarget
+    transport: str = "sendmail"
+    sendmail: str = "/usr/sbin/sendmail"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_security: str = "none"
+    smtp_cafile: str = ""
+    smtp_timeout: float = 10.0
+    mail_from: str = ""
+    fallback_to: tuple[str, ...] = ()
+    language: str = "en"
+    template_dir: str = ""
+    reasons: frozenset[str] = frozenset(REASONS)
+    min_wait: int = 0
+    queue_log: str = "/var/log/asterisk/queue_log"
+    flood_limit: int = 20
+    flood_window: int = 5
+    spool_dir: str = "/var/spool/missedcall"
+    timezone: str = ""
+    config_path: str = ""
+    freepbx_conf: str = "/etc/freepbx.conf"
+    is_freepbx: bool = False
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """The file's keys; an absent file is an empty config, an unreadable one an error."""
+    try:
+        with open(path, encoding="utf-8", errors="strict") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}") from None
+    from io import StringIO
+
+    from dotenv import dotenv_values
+
+    # interpolate=False: a "$" in a password must stay a "$".
+    values = dotenv_values(stream=StringIO(text), interpolate=False)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _int(values: Mapping[str, str], key: str, low: int, high: int) -> int:
+    text = values.get(key, "").strip() or KEYS[key][0]
+    try:
+        number = int(text)
+    except ValueError:
+        raise ConfigError(f"{key} must be a whole number, not {text[:40]!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{key} must be between {low} and {high}, not {number}")
+    return number
+
+
+def _addresses(values: Mapping[str, str], key: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for part in values.get(key, "").split(","):
+        address = part.strip()
+        if not address:
+            continue
+        if not is_address(address):
+            raise ConfigError(f"{key}: {address[:60]!r} is not a plain e-mail address")
+        if address.lower() not in (a.lower() for a in found):
+            found.append(address)
+    return tuple(found)
+
+
+def _choice(values: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str:
+    text = (values.get(key, "").strip() or KEYS[key][0]).lower()
+    if text not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {text[:40]!r}")
+    return text
+
+
+def _read_freepbx(values: Mapping[str, str]) -> tuple[DbTarget | None, bool, str]:
+    """FreePBX's credentials, from freepbx.conf then amportal.conf; (None, False) without FreePBX."""
+    conf_path = values.get("MISSEDCALL_FREEPBX_CONF", "").strip() or KEYS["MISSEDCALL_FREEPBX_CONF"][0]
+    candidates = [conf_path]
+    if conf_path == KEYS["MISSEDCALL_FREEPBX_CONF"][0]:
+        candidates.append("/etc/amportal.conf")
+    for path in candidates:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"cannot read FreePBX config {path}: {exc.strerror}") from None
+        conf = freepbx.parse_amp_conf(text)
+        if not conf.get("AMPDBUSER"):
+            continue  # freepbx.conf without credentials: amportal.conf may have them
+        try:
+            return target_from_amp_conf(conf, path), True, conf_path
+        except DbUrlError as exc:
+            raise ConfigError(str(exc)) from None
+    return None, False, conf_path
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file named by MISSEDCALL_CONFIG (or the default) and the environment."""
+    env = os.environ if environ is None else environ
+    config_path = env.get("MISSEDCALL_CONFIG", "") or DEFAULT_CONFIG
+    values: dict[str, str] = dict(read_env_file(config_path))
+    values.update({k: v for k, v in env.items() if k.startswith("MISSEDCALL_")})
+    for key, value in values.items():
+        if "\x00" in value or "\n" in value or "\r" in value:
+            raise ConfigError(f"{key} contains a control character")
+
+    fpbx_target, is_freepbx, freepbx_conf = _read_freepbx(values)
+    url = values.get("MISSEDCALL_DB_URL", "").strip()
+    if url:
+        try:
+            db = parse_db_url(url)
+        except DbUrlError as exc:
+            raise ConfigError(str(exc)) from None
+    elif fpbx_target is not None:
+        db = fpbx_target
+    else:
+        db = DbTarget(kind="sqlite", path=DEFAULT_SQLITE_PATH, origin="default")
+
+    reasons_text = values.get("MISSEDCALL_REASONS", "").strip()
+    if reasons_text:
+        chosen = {r.strip().upper() for r in reasons_text.split(",") if r.strip()}
+        unknown = sorted(chosen - set(REASONS))
+        if unknown:
+            raise ConfigError(f"MISSEDCALL_REASONS: unknown reason {unknown[0][:40]!r} (known: {', '.join(REASONS)})")
+        reasons = frozenset(chosen)
+    else:
+        reasons = frozenset(REASONS)
+
+    mail_from = values.get("MISSEDCALL_FROM", "").strip()
+    if mail_from and not is_address(mail_from):
+        raise ConfigError(f"MISSEDCALL_FROM: {mail_from[:60]!r} is not a plain e-mail address")
+    if not mail_from:
+        mail_from = f"asterisk@{socket.getfqdn() or 'localhost'}"
+        if not is_address(mail_from):
+            mail_from = "asterisk@localhost"
+
+    template_dir = values.get("MISSEDCALL_TEMPLATE_DIR", "").strip()
+    if template_dir and not os.path.isabs(template_dir):
+        raise ConfigError("MISSEDCALL_TEMPLATE_DIR must be an absolute path")
+
+    return Settings(
+        db=db,
+        transport=_choice(values, "MISSEDCALL_TRANSPORT", ("sendmail", "smtp")),
+        sendmail=values.get("MISSEDCALL_SENDMAIL", "").strip() or KEYS["MISSEDCALL_SENDMAIL"][0],
+        smtp_host=values.get("MISSEDCALL_SMTP_HOST", "").strip() or "localhost",
+        smtp_port=_int(values, "MISSEDCALL_SMTP_PORT", 1, 65535),
+        smtp_user=values.get("MISSEDCALL_SMTP_USER", "").strip(),
+        smtp_password=values.get("MISSEDCALL_SMTP_PASSWORD", ""),
+        smtp_security=_choice(values, "MISSEDCALL_SMTP_SECURITY", ("none", "starttls", "ssl")),
+        smtp_cafile=values.get("MISSEDCALL_SMTP_CAFILE", "").strip(),
+        smtp_timeout=float(_int(values, "MISSEDCALL_SMTP_TIMEOUT", 1, 600)),
+        mail_from=mail_from,
+        fallback_to=_addresses(values, "MISSEDCALL_FALLBACK_TO"),
+        language=_choice(values, "MISSEDCALL_LANGUAGE", ("en", "ru")),
+        template_dir=template_dir,
+        reasons=reasons,
+        min_wait=_int(values, "MISSEDCALL_MIN_WAIT", 0, 86400),
+        queue_log=values.get("MISSEDCALL_QUEUE_LOG", "").strip() or KEYS["MISSEDCALL_QUEUE_LOG"][0],
+        flood_limit=_int(values, "MISSEDCALL_FLOOD_LIMIT", 1, 100000),
+        flood_window=_int(values, "MISSEDCALL_FLOOD_WINDOW", 1, 1440),
+        spool_dir=values.get("MISSEDCALL_SPOOL_DIR", "").strip() or KEYS["MISSEDCALL_SPOOL_DIR"][0],
+        timezone=values.get("MISSEDCALL_TIMEZONE", "").strip(),
+        config_path=config_path,
+        freepbx_conf=freepbx_conf,
+        is_freepbx=is_freepbx,
+    )

@@ -1,0 +1,179 @@
+"""Build the notification e-mail: template text in, a well-formed UTF-8 message out. Pure.
+
+Everything a caller controls (number, name) is cleaned of control characters
+before it reaches a template, and headers are set through ``email``'s own
+policy, which refuses CR/LF: a caller ID can change words in the subject, never
+add a header or a recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from string import Template
+
+from missedcall.storage import CallRecord
+
+#: The reasons in words, per language (DESIGN §1 vocabulary).
+REASON_TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "ABANDON": "the caller hung up while waiting",
+        "TIMEOUT": "the queue's maximum wait time ran out",
+        "EXITEMPTY": "no agents were left in the queue",
+        "JOINEMPTY": "the queue had no agents when the call arrived",
+        "LEAVEEMPTY": "all agents left the queue while the caller waited",
+        "JOINUNAVAIL": "no agent was available when the call arrived",
+        "LEAVEUNAVAIL": "no agent was available while the caller waited",
+        "FULL": "the queue was full",
+        "EXITWITHKEY": "the caller left the queue by pressing a key",
+    },
+    "ru": {
+        "ABANDON": "абонент положил трубку, не дождавшись ответа",
+        "TIMEOUT": "истекло максимальное время ожидания в очереди",
+        "EXITEMPTY": "в очереди не осталось операторов",
+        "JOINEMPTY": "в очереди не было операторов, когда поступил звонок",
+        "LEAVEEMPTY": "все операторы покинули очередь во время ожидания",
+        "JOINUNAVAIL": "ни один оператор не был доступен, когда поступил звонок",
+        "LEAVEUNAVAIL": "ни один оператор не был доступен во время ожидания",
+        "FULL": "очередь была переполнена",
+        "EXITWITHKEY": "абонент вышел из очереди нажатием клавиши",
+    },
+}
+_WORDS = {
+    "en": {"unknown": "unknown", "no_caller": "unknown caller", "min": "min", "s": "s", "none": "—"},
+    "ru": {"unknown": "неизвестно", "no_caller": "номер не определён", "min": "мин", "s": "с", "none": "—"},
+}
+#: The placeholders a template may use (documented in the README).
+PLACEHOLDERS = (
+    "caller", "caller_num", "caller_name", "queue", "queue_label", "queue_display", "reason",
+    "reason_text", "wait", "wait_seconds", "position", "entered_at", "ended_at", "path", "did",
+    "callid", "linkedid", "host",
+)  # fmt: skip
+_SUBJECT_MAX = 200
+_FIELD_MAX = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+class TemplateError(ValueError):
+    """A template folder that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Templates:
+    subject: str
+    body: str
+
+
+def clean(text: str, limit: int = _FIELD_MAX) -> str:
+    """One line of printable text: control characters become a space, length is capped."""
+    text = _CONTROL.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def load_templates(language: str, template_dir: str = "") -> Templates:
+    """The bundled templates of ``language``, each replaced by the override folder's file if present."""
+    # A plain path, not importlib.resources: the AGI pays for every import.
+    bundled = Path(__file__).resolve().parent / "templates" / language
+    subject = (bundled / "subject.txt").read_text(encoding="utf-8")
+    body = (bundled / "body.txt").read_text(encoding="utf-8")
+    if template_dir:
+        folder = Path(template_dir)
+        if not folder.is_dir():
+            raise TemplateError(f"MISSEDCALL_TEMPLATE_DIR {template_dir} is not a folder")
+        # Only these two names are ever opened, so nothing in a setting can reach other files.
+        for name in ("subject.txt", "body.txt"):
+            path = folder / name
+            if path.is_file():
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise TemplateError(f"cannot read template {path}: {exc}") from None
+                if name == "subject.txt":
+                    subject = text
+                else:
+                    body = text
+    return Templates(subject=subject, body=body)
+
+
+def format_wait(seconds: int | None, language: str) -> str:
+    words = _WORDS[language]
+    if seconds is None:
+        return words["unknown"]
+    minutes, secs = divmod(max(0, seconds), 60)
+    if minutes:
+        return f"{minutes} {words['min']} {secs:02d} {words['s']}"
+    return f"{secs} {words['s']}"
+
+
+def format_time(moment: datetime | None, zone: tzinfo | None, language: str) -> str:
+    """Local time with the zone's name and offset, e.g. ``2026-11-26 06:17:05 MSK (UTC+03:00)``."""
+    if moment is None:
+        return _WORDS[language]["unknown"]
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    local = moment.astimezone(zone)  # None: the system's local zone
+    offset = local.strftime("%z")
+    offset = f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
+    name = local.tzname() or ""
+    shown = f"{name} ({offset})" if name and name != "UTC" and not name.startswith(("+", "-")) else offset
+    return f"{local:%Y-%m-%d %H:%M:%S} {shown}"
+
+
+def describe_caller(num: str, name: str, language: str) -> str:
+    num, name = clean(num, 128), clean(name, 300)
+    if name and num and name != num:
+        return f"{name} <{num}>"
+    return name or num or _WORDS[language]["no_caller"]
+
+
+def render(call: CallRecord, *, label: str, language: str, templates: Templates, zone: tzinfo | None, host: str) -> tuple[str, str]:
+    """(subject, body) for ``call``; unknown ``$names`` in a template stay as they are."""
+    words = _WORDS[language]
+    queue = clean(call.queue, 64)
+    label = clean(label, 128)
+    values = {
+        "caller": describe_caller(call.caller_num, call.caller_name, language),
+        "caller_num": clean(call.caller_num, 128) or words["unknown"],
+        "caller_name": clean(call.caller_name, 300) or words["unknown"],
+        "queue": queue,
+        "queue_label": label,
+        "queue_display": f"{queue} ({label})" if label and label != queue else queue,
+        "reason": call.reason,
+        "reason_text": REASON_TEXT[language].get(call.reason, call.reason),
+        "wait": format_wait(call.wait_seconds, language),
+        "wait_seconds": "" if call.wait_seconds is None else str(call.wait_seconds),
+        "position": words["none"] if call.position is None else str(call.position),
+        "entered_at": format_time(call.entered_at or call.ended_at, zone, language),
+        "ended_at": format_time(call.ended_at, zone, language),
+        "path": " > ".join(clean(q, 64) for q in call.path) or queue,
+        "did": clean(call.extra.get("did", ""), 64) or words["none"],
+        "callid": clean(call.callid, 64),
+        "linkedid": clean(call.linkedid, 64) or words["none"],
+        "host": clean(host, 255),
+    }
+    subject = clean(Template(templates.subject).safe_substitute(values), _SUBJECT_MAX)
+    body = Template(templates.body).safe_substitute(values)
+    return subject, body
+
+
+def build_message(*, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime) -> EmailMessage:
+    """The message itself; ``recipients`` are already validated bare addresses."""
+    message = EmailMessage()
+    message["From"] = sender
+    if recipients:
+        message["To"] = ", ".join(recipients)
+    message["Subject"] = clean(subject, _SUBJECT_MAX)
+    message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
+    domain = sender.rsplit("@", 1)[-1]
+    message["Message-ID"] = make_msgid("missedcall", domain=domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._:-]", "_", callid)[:64]
+    # Quoted-printable keeps the message 7-bit clean, so no relay can refuse or mangle Cyrillic.
+    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+    return message

@@ -1,0 +1,117 @@
+"""Was this call missed? Pure decisions from queue_log lines or, failing those, channel variables.
+
+DESIGN §3: with queue_log lines for the call, it is missed iff no agent
+CONNECTed, and the reason and wait come from its last exit line. Without them,
+the channel variables describe only the last queue, and QUEUESTATUS may be a
+stale TIMEOUT from an earlier queue, so only ABANDONED or an explicit REASON
+argument count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from missedcall.queuelog import EXIT_EVENTS, QueueLogEvent
+
+# queue_log event -> the reason we report
+_EXIT_REASON = {
+    "ABANDON": "ABANDON",
+    "EXITWITHTIMEOUT": "TIMEOUT",
+    "EXITEMPTY": "EXITEMPTY",
+    "EXITWITHKEY": "EXITWITHKEY",
+}
+#: Reasons an AGI argument may name (passed right after Queue() returned).
+ARGUMENT_REASONS = frozenset({"TIMEOUT", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL", "FULL", "EXITWITHKEY", "ABANDON", "EXITEMPTY"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    missed: bool
+    queue: str
+    reason: str = ""
+    path: tuple[str, ...] = ()
+    wait_seconds: int | None = None
+    position: int | None = None
+    entered_at: int | None = None  # epoch seconds
+    ended_at: int | None = None
+    caller_num: str = ""
+    did: str = ""
+    source: str = "queue_log"  # what the verdict rests on: "queue_log" or "channel"
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def _exit_numbers(event: QueueLogEvent) -> tuple[int | None, int | None]:
+    """(position, wait seconds) of an exit line."""
+    data = event.data
+    if event.event == "EXITWITHKEY":
+        # EXITWITHKEY|key|position|origposition|waittime
+        data = data[1:]
+    position = _int(data[0]) if len(data) > 0 else None
+    wait = _int(data[2]) if len(data) > 2 else None
+    return position, wait
+
+
+def path_of(events: Sequence[QueueLogEvent]) -> tuple[str, ...]:
+    """The queues the call entered, in order, repeated entries of the same queue folded."""
+    path: list[str] = []
+    for event in events:
+        if event.event == "ENTERQUEUE" and event.queue and (not path or path[-1] != event.queue):
+            path.append(event.queue)
+    return tuple(path)
+
+
+def judge_events(events: Sequence[QueueLogEvent]) -> Verdict | None:
+    """The verdict on one call's lines (oldest first); None while the call has no exit line."""
+    exits = [e for e in events if e.event in EXIT_EVENTS]
+    if not exits:
+        return None
+    if any(e.event == "ENTERQUEUE" for e in events[events.index(exits[-1]) :]):
+        return None  # it left one queue and is waiting in the next
+    path = path_of(events)
+    enters = [e for e in events if e.event == "ENTERQUEUE"]
+    entered_at = enters[0].time if enters else None
+    caller_num = ""
+    if enters and len(enters[0].data) >= 2:
+        # ENTERQUEUE|url|callerid|position: a "|" in the caller ID shifts the fields,
+        # so the caller ID is everything between the URL and the position.
+        caller_num = "|".join(enters[0].data[1:-1]) if len(enters[0].data) > 2 else enters[0].data[1]
+    did = next((e.data[0] for e in reversed(events) if e.event == "DID" and e.data), "")
+    last = exits[-1]
+    queue = last.queue or (path[-1] if path else "")
+    if any(e.event == "CONNECT" for e in events):
+        return Verdict(missed=False, queue=queue, path=path, entered_at=entered_at, ended_at=last.time, caller_num=caller_num, did=did)
+    position, wait = _exit_numbers(last)
+    return Verdict(
+        missed=True,
+        queue=queue,
+        reason=_EXIT_REASON.get(last.event, last.event),
+        path=path or (queue,),
+        wait_seconds=wait,
+        position=position,
+        entered_at=entered_at,
+        ended_at=last.time,
+        caller_num=caller_num,
+        did=did,
+    )
+
+
+def judge_channel(queue: str, *, reason_arg: str, abandoned: str, position: str = "") -> Verdict:
+    """The fallback verdict from what the channel knows about its last queue."""
+    reason = ""
+    if reason_arg:
+        reason = reason_arg
+    elif abandoned.strip().upper() == "TRUE":
+        reason = "ABANDON"
+    return Verdict(
+        missed=bool(reason),
+        queue=queue,
+        reason=reason,
+        path=(queue,) if queue else (),
+        position=_int(position),
+        source="channel",
+    )
