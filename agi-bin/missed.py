@@ -4,6 +4,7 @@
 Deliberately thin: everything lives in the missedcall package. Whatever
 happens, it exits 0 and prints nothing but AGI commands.
 """
+
 import sys
 
 try:

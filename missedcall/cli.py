@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from missedcall import __version__, config, mail, notify, recipients
-from missedcall.storage import CALL_STATUSES, CallRecord, Recipient, Store, StorageError, utcnow
+from missedcall.storage import CALL_STATUSES, CallRecord, Recipient, StorageError, Store, utcnow
 
 PROG = "missedcall-admin"
 
@@ -122,7 +122,9 @@ def queue_arg(text: str) -> str:
 def email_arg(text: str) -> str:
     text = text.strip()
     if not config.is_address(text):
-        raise argparse.ArgumentTypeError(f"{printable(text, 60)!r} is not a plain e-mail address (like ops@example.com)")
+        raise argparse.ArgumentTypeError(
+            f"{printable(text, 60)!r} is not a plain e-mail address (like ops@example.com)"
+        )
     return text
 
 
@@ -192,7 +194,7 @@ def _recipients(args: argparse.Namespace, store: Store) -> int:
 def _import_csv(path: str, store: Store) -> int:
     """All rows or none: a file with one bad row changes nothing and says which row."""
     try:
-        handle = sys.stdin if path == "-" else open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     wanted: list[tuple[str, str, str]] = []
@@ -239,7 +241,14 @@ def cmd_queues(args: argparse.Namespace) -> int:
         fallback = ", ".join(settings.fallback_to) or "none"
         print_table(
             ["QUEUE", "LABEL", "RECIPIENTS"],
-            [[x["queue"], printable(x["label"]), str(x["recipients"]) if x["recipients"] else f"0 (fallback: {fallback})"] for x in listing],
+            [
+                [
+                    x["queue"],
+                    printable(x["label"]),
+                    str(x["recipients"]) if x["recipients"] else f"0 (fallback: {fallback})",
+                ]
+                for x in listing
+            ],
         )
     return 0
 
@@ -356,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration: /etc/missedcall/missedcall.env (or MISSEDCALL_CONFIG); see the README.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $MISSEDCALL_CONFIG or /etc/missedcall/missedcall.env)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $MISSEDCALL_CONFIG or /etc/missedcall/missedcall.env)",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
 

@@ -13,7 +13,6 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from missedcall import freepbx
 from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db_url, target_from_amp_conf
@@ -36,7 +35,10 @@ REASONS = (
 #: key -> (default, one-line meaning); the single source for the README table,
 #: the commented config file that install.sh writes, and unknown-key warnings.
 KEYS: dict[str, tuple[str, str]] = {
-    "MISSEDCALL_DB_URL": ("", "mysql://user:pass@host:port/db or sqlite:////abs/path; empty: FreePBX's own database, else SQLite"),
+    "MISSEDCALL_DB_URL": (
+        "",
+        "mysql://user:pass@host:port/db or sqlite:////abs/path; empty: FreePBX's own database, else SQLite",
+    ),
     "MISSEDCALL_FREEPBX_CONF": ("/etc/freepbx.conf", "where FreePBX keeps its database credentials"),
     "MISSEDCALL_TRANSPORT": ("sendmail", "sendmail or smtp"),
     "MISSEDCALL_SENDMAIL": ("/usr/sbin/sendmail", "sendmail-compatible binary"),
@@ -60,7 +62,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "MISSEDCALL_TIMEZONE": ("", "time zone for mails, e.g. Europe/Moscow (empty: the system's)"),
 }
 
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 
 
 class ConfigError(ValueError):
@@ -108,7 +112,9 @@ def read_env_file(path: str) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfigError(
+            f"cannot read config {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     from io import StringIO
 
     from dotenv import dotenv_values

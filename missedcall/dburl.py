@@ -57,8 +57,7 @@ def parse_db_url(url: str) -> DbTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb", "mysql+pymysql"):
         raise DbUrlError(
-            "MISSEDCALL_DB_URL must start with mysql:// or sqlite:// "
-            f"(got scheme {parts.scheme or 'none'!r})"
+            f"MISSEDCALL_DB_URL must start with mysql:// or sqlite:// (got scheme {parts.scheme or 'none'!r})"
         )
     database = unquote(parts.path.lstrip("/"))
     if not database:

@@ -30,9 +30,7 @@ def _unescape_double(text: str) -> str:
 def _strip_php_comments(text: str) -> str:
     # Block comments can hide a whole old credential set; line comments a single line.
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return "\n".join(
-        line for line in text.splitlines() if not line.lstrip().startswith(("//", "#"))
-    )
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("//", "#")))
 
 
 def parse_freepbx_conf(text: str) -> dict[str, str]:

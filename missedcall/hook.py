@@ -126,7 +126,7 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
 
 def _record_and_notify(session: AgiSession, settings: Settings, call: CallRecord, deadline: float) -> None:
     from missedcall import notify
-    from missedcall.storage import Store, StorageError
+    from missedcall.storage import StorageError, Store
 
     remaining = deadline - time.monotonic()
     try:
@@ -146,8 +146,12 @@ def _record_and_notify(session: AgiSession, settings: Settings, call: CallRecord
             return
         remaining = deadline - time.monotonic()
         done = notify.notify(store, settings, call, timeout=max(0.3, min(settings.smtp_timeout, remaining - 0.1)))
-        _report(session, f"missed call {call.callid} in queue {call.queue} ({call.reason}): {done.status}"
-                + (f" - {done.last_error}" if done.last_error else ""), error=done.status in ("pending", "failed"))
+        _report(
+            session,
+            f"missed call {call.callid} in queue {call.queue} ({call.reason}): {done.status}"
+            + (f" - {done.last_error}" if done.last_error else ""),
+            error=done.status in ("pending", "failed"),
+        )
     finally:
         store.close()
 

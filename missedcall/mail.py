@@ -132,7 +132,9 @@ def describe_caller(num: str, name: str, language: str) -> str:
     return name or num or _WORDS[language]["no_caller"]
 
 
-def render(call: CallRecord, *, label: str, language: str, templates: Templates, zone: tzinfo | None, host: str) -> tuple[str, str]:
+def render(
+    call: CallRecord, *, label: str, language: str, templates: Templates, zone: tzinfo | None, host: str
+) -> tuple[str, str]:
     """(subject, body) for ``call``; unknown ``$names`` in a template stay as they are."""
     words = _WORDS[language]
     queue = clean(call.queue, 64)
@@ -162,7 +164,9 @@ def render(call: CallRecord, *, label: str, language: str, templates: Templates,
     return subject, body
 
 
-def build_message(*, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime) -> EmailMessage:
+def build_message(
+    *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime
+) -> EmailMessage:
     """The message itself; ``recipients`` are already validated bare addresses."""
     message = EmailMessage()
     message["From"] = sender
@@ -173,7 +177,7 @@ def build_message(*, subject: str, body: str, sender: str, recipients: list[str]
     domain = sender.rsplit("@", 1)[-1]
     message["Message-ID"] = make_msgid("missedcall", domain=domain)
     message["Auto-Submitted"] = "auto-generated"
-    message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._:-]", "_", callid)[:64]
+    message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._-]", "_", callid)[:64]
     # Quoted-printable keeps the message 7-bit clean, so no relay can refuse or mangle Cyrillic.
     message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
     return message

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 from missedcall import log, mail, recipients, transport
 from missedcall.config import Settings
-from missedcall.storage import CallRecord, Store, StorageError, utcnow
+from missedcall.storage import CallRecord, StorageError, Store, utcnow
 
 MAX_ATTEMPTS = 5
 
@@ -135,4 +135,3 @@ def _record(
         # The mail went (or not) but the row could not be updated: say so; the row stays as claimed.
         log.error(f"call {call.callid}: could not record status {status}: {exc}")
     return call
-

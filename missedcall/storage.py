@@ -223,9 +223,10 @@ class Store:
             "password": target.password,
             "database": target.database,
             "charset": "utf8mb4",
-            "connect_timeout": max(1, int(round(timeout))),
-            "read_timeout": max(1, int(round(timeout))),
-            "write_timeout": max(1, int(round(timeout))),
+            # PyMySQL accepts float seconds: the AGI needs sub-second bounds.
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "write_timeout": timeout,
             "autocommit": True,
         }
         if target.unix_socket:
@@ -334,9 +335,14 @@ class Store:
 
     def set_state(self, name: str, value: str) -> None:
         if self.kind == "sqlite":
-            sql = "INSERT INTO missedcall_state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+            sql = (
+                "INSERT INTO missedcall_state (name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+            )
         else:
-            sql = "INSERT INTO missedcall_state (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"
+            sql = (
+                "INSERT INTO missedcall_state (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"
+            )
         self._execute(sql, (name, value))
 
     # -- recipients --------------------------------------------------------
@@ -522,4 +528,3 @@ def _db_reason(exc: Exception) -> str:
     if exc.__class__.__module__.startswith("pymysql"):
         return _mysql_reason(exc)
     return f"{exc.__class__.__name__}: {exc}"
-

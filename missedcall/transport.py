@@ -72,7 +72,9 @@ def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, 
         refused = client.send_message(message, from_addr=settings.mail_from, to_addrs=recipients)
         if refused:
             first = next(iter(refused.items()))
-            raise TransportError(f"relay refused {len(refused)} recipient(s), e.g. {first[0]}: {first[1][0]}", temporary=False)
+            raise TransportError(
+                f"relay refused {len(refused)} recipient(s), e.g. {first[0]}: {first[1][0]}", temporary=False
+            )
     except smtplib.SMTPResponseException as exc:
         text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
         raise TransportError(
@@ -82,11 +84,12 @@ def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, 
     except smtplib.SMTPRecipientsRefused as exc:
         raise TransportError(f"SMTP relay refused every recipient ({len(exc.recipients)})", temporary=False) from None
     except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-        raise TransportError(f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc.__class__.__name__}: {exc}") from None
+        raise TransportError(
+            f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc.__class__.__name__}: {exc}"
+        ) from None
     finally:
         if client is not None:
             try:
                 client.quit()
             except (smtplib.SMTPException, OSError):
                 client.close()
-

@@ -22,7 +22,9 @@ _EXIT_REASON = {
     "EXITWITHKEY": "EXITWITHKEY",
 }
 #: Reasons an AGI argument may name (passed right after Queue() returned).
-ARGUMENT_REASONS = frozenset({"TIMEOUT", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL", "FULL", "EXITWITHKEY", "ABANDON", "EXITEMPTY"})
+ARGUMENT_REASONS = frozenset(
+    {"TIMEOUT", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL", "FULL", "EXITWITHKEY", "ABANDON", "EXITEMPTY"}
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,15 @@ def judge_events(events: Sequence[QueueLogEvent]) -> Verdict | None:
     last = exits[-1]
     queue = last.queue or (path[-1] if path else "")
     if any(e.event == "CONNECT" for e in events):
-        return Verdict(missed=False, queue=queue, path=path, entered_at=entered_at, ended_at=last.time, caller_num=caller_num, did=did)
+        return Verdict(
+            missed=False,
+            queue=queue,
+            path=path,
+            entered_at=entered_at,
+            ended_at=last.time,
+            caller_num=caller_num,
+            did=did,
+        )
     position, wait = _exit_numbers(last)
     return Verdict(
         missed=True,

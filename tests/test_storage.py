@@ -1,0 +1,142 @@
+"""The same storage behaviour on a real MariaDB (FreePBX-style user) and on SQLite."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from missedcall.dburl import parse_db_url
+from missedcall.storage import SCHEMA_VERSION, CallRecord, Store, StorageError
+
+
+@pytest.fixture
+def store(db_url: str):
+    with Store.open(parse_db_url(db_url)) as opened:
+        opened.init()
+        yield opened
+
+
+def sample(callid: str = "1795659185.13", **overrides: object) -> CallRecord:
+    values: dict[str, object] = {
+        "callid": callid,
+        "queue": "601",
+        "reason": "ABANDON",
+        "source": "agi",
+        "path": ("600", "601"),
+        "caller_num": "79161234567",
+        "caller_name": "Иван Петров",
+        "wait_seconds": 12,
+        "position": 1,
+        "entered_at": datetime(2026, 11, 26, 9, 0, 5, tzinfo=timezone.utc),
+        "ended_at": datetime(2026, 11, 26, 9, 0, 17, tzinfo=timezone.utc),
+    }
+    values.update(overrides)
+    return CallRecord(**values)  # type: ignore[arg-type]
+
+
+def test_init_is_idempotent_and_records_the_version(db_url: str) -> None:
+    with Store.open(parse_db_url(db_url)) as first:
+        assert first.init() == (None, SCHEMA_VERSION)
+        assert first.init() == (SCHEMA_VERSION, SCHEMA_VERSION)
+        assert first.schema_version() == SCHEMA_VERSION
+        for table in ("missedcall_recipients", "missedcall_calls", "missedcall_state"):
+            assert first.table_exists(table)
+
+
+def test_claim_is_once_per_callid(store: Store) -> None:
+    assert store.claim_call(sample())
+    assert not store.claim_call(sample(source="queue_log"))
+    got = store.get_call("1795659185.13")
+    assert got is not None
+    assert got.source == "agi" and got.path == ("600", "601") and got.caller_name == "Иван Петров"
+    assert got.entered_at == datetime(2026, 11, 26, 9, 0, 5, tzinfo=timezone.utc)
+    assert got.status == "pending" and got.attempts == 0
+
+
+def test_concurrent_claims_have_exactly_one_winner(db_url: str) -> None:
+    with Store.open(parse_db_url(db_url)) as setup:
+        setup.init()
+    wins: list[bool] = []
+
+    def claim() -> None:
+        with Store.open(parse_db_url(db_url)) as own:
+            wins.append(own.claim_call(sample("race.1")))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_update_and_filters(store: Store) -> None:
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    store.claim_call(sample("a.1", queue="600", ended_at=now - timedelta(days=3)))
+    store.claim_call(sample("a.2", queue="601", ended_at=now - timedelta(hours=1)))
+    store.claim_call(sample("a.3", queue="601", ended_at=now - timedelta(minutes=5)))
+    store.update_call("a.3", status="sent", attempts=1, recipients=["x@example.com", "y@example.com"], notified_at=now)
+    assert [c.callid for c in store.calls()] == ["a.3", "a.2", "a.1"]
+    assert [c.callid for c in store.calls(since=now - timedelta(hours=2))] == ["a.3", "a.2"]
+    assert [c.callid for c in store.calls(queue="601", status="sent")] == ["a.3"]
+    assert [c.callid for c in store.calls(limit=1)] == ["a.3"]
+    sent = store.get_call("a.3")
+    assert sent and sent.recipients == ("x@example.com", "y@example.com") and sent.notified_at == now
+
+
+def test_recipients(store: Store) -> None:
+    assert store.add_recipient("600", "ops@example.com", "Ops")
+    assert not store.add_recipient("600", "ops@example.com")
+    assert store.add_recipient("*", "boss@example.com")
+    assert store.add_recipient("601", "other@example.com")
+    assert store.recipients_for("600") == (["ops@example.com"], ["boss@example.com"])
+    assert store.recipients_for("602") == ([], ["boss@example.com"])
+    assert store.recipients_for("*") == ([], ["boss@example.com"])
+    assert [r.email for r in store.recipients("600")] == ["ops@example.com"]
+    assert store.remove_recipient("600", "ops@example.com")
+    assert not store.remove_recipient("600", "ops@example.com")
+
+
+def test_hostile_values_are_stored_verbatim_and_clipped(store: Store) -> None:
+    name = "Robert'); DROP TABLE missedcall_calls;-- \x00 " + "я" * 600
+    assert store.claim_call(sample("h.1", caller_name=name, caller_num="1' OR '1'='1"))
+    got = store.get_call("h.1")
+    assert got is not None
+    assert got.caller_num == "1' OR '1'='1"
+    assert got.caller_name == name[:512]
+    assert store.table_exists("missedcall_calls")
+
+
+def test_state(store: Store) -> None:
+    assert store.get_state("queue_log_position") is None
+    store.set_state("queue_log_position", "1:2:3")
+    store.set_state("queue_log_position", "1:2:4")
+    assert store.get_state("queue_log_position") == "1:2:4"
+
+
+def test_unreachable_database_is_a_storage_error_without_the_password() -> None:
+    target = parse_db_url("mysql://freepbxuser:S3cretPw@127.0.0.1:1/asterisk")
+    with pytest.raises(StorageError) as caught:
+        Store.open(target, timeout=1)
+    assert "S3cretPw" not in str(caught.value)
+    assert "127.0.0.1:1" in str(caught.value)
+
+
+def test_wrong_password_is_a_storage_error(mariadb_url: str) -> None:
+    target = parse_db_url(mariadb_url)
+    bad = parse_db_url(mariadb_url.replace(f":{target.password}@", ":wrong-Pw@"))
+    with pytest.raises(StorageError) as caught:
+        Store.open(bad, timeout=2)
+    assert "Access denied" in str(caught.value) and "wrong-Pw" not in str(caught.value)
+
+
+def test_freepbx_queue_labels(mariadb_url: str) -> None:
+    with Store.open(parse_db_url(mariadb_url)) as store:
+        assert store.freepbx_queues() is None
+        assert store.queue_label("600") == ""
+        store._execute("CREATE TABLE queues_config (extension VARCHAR(20) PRIMARY KEY, descr VARCHAR(35))")
+        store._execute("INSERT INTO queues_config VALUES ('600', 'Продажи'), ('601', 'Support')")
+        assert store.freepbx_queues() == {"600": "Продажи", "601": "Support"}
+        assert store.queue_label("600") == "Продажи"
