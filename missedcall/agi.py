@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import select
 import signal
 import time
@@ -177,7 +176,7 @@ class AgiSession(AGI):  # type: ignore[misc]
         """
         if self.closed:
             return None
-        nonce = "mc" + secrets.token_hex(6)
+        nonce = "mc" + os.urandom(6).hex()  # not secrets: it costs the AGI 10 ms of imports
         sep = "|"  # the values we ask for are Asterisk's own (no caller ID), never holding "|"
         expression = nonce + sep + sep.join(expressions) + sep + nonce
         try:
