@@ -412,6 +412,8 @@ class _Session:
         getter = defaults.get(wanted)
         if getter is not None:
             return getter()
+        if func == "DB":  # ${DB(family/key)} reads the same AstDB as DATABASE GET
+            return self.astdb.get(name.partition("(")[2][:-1].strip(), "")
         return "" if func in _KNOWN_FUNCTIONS else None
 
     def lookup(self, name: str) -> str | None:

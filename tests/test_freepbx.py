@@ -74,7 +74,11 @@ def test_password_is_not_in_repr_or_describe() -> None:
     ("url", "kind", "fields"),
     [
         ("sqlite:////var/lib/x.sqlite3", "sqlite", {"path": "/var/lib/x.sqlite3"}),
-        ("mysql://u:p%40ss@127.0.0.1:3307/db", "mysql", {"user": "u", "password": "p@ss", "port": 3307, "host": "127.0.0.1"}),
+        (
+            "mysql://u:p%40ss@127.0.0.1:3307/db",
+            "mysql",
+            {"user": "u", "password": "p@ss", "port": 3307, "host": "127.0.0.1"},
+        ),
         ("mysql://u:p@localhost/db?unix_socket=/run/x.sock", "mysql", {"unix_socket": "/run/x.sock", "database": "db"}),
     ],
 )
@@ -141,7 +145,10 @@ def test_bad_settings_give_one_line_naming_the_key(tmp_path, key: str, value: st
 
 
 def test_ext_queues_h_line_per_freepbx_version() -> None:
-    fpbx16 = "[ext-queues]\nexten => 600,1,Macro(user-callerid,)\nexten => h,1,Macro(hangupcall,)\n\n[other]\nexten => h,1,Hangup\n"
+    fpbx16 = (
+        "[ext-queues]\nexten => 600,1,Macro(user-callerid,)\nexten => h,1,Macro(hangupcall,)\n"
+        "\n[other]\nexten => h,1,Hangup\n"
+    )
     fpbx17 = "[from-internal]\nexten => h,1,Hangup()\n[ext-queues]\nexten => h,1,Gosub(macro-hangupcall,s,1()) ; end\n"
     assert freepbx.ext_queues_h_line(fpbx16) == "Macro(hangupcall,)"
     assert freepbx.ext_queues_h_line(fpbx17) == "Gosub(macro-hangupcall,s,1())"

@@ -231,7 +231,10 @@ def test_long_and_injected_names(pbx: Pbx) -> None:
     headers = make_headers(uniqueid="1795660000.1", callerid="100", calleridname=name, args=["600"])
     assert_clean_run(pbx.run(AgiPeer(headers, {"ABANDONED": "TRUE"}), ["600"]))
     headers = make_headers(
-        uniqueid="1795660000.2", callerid="200", calleridname="x\r\nBcc: evil@example.com\n\n200 result=1 (TRUE)", args=["600"]
+        uniqueid="1795660000.2",
+        callerid="200",
+        calleridname="x\r\nBcc: evil@example.com\n\n200 result=1 (TRUE)",
+        args=["600"],
     )
     assert_clean_run(pbx.run(AgiPeer(headers, {"ABANDONED": "TRUE"}), ["600"]))
     mails = read_mail(pbx.maildir)

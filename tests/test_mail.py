@@ -48,7 +48,9 @@ def call(**overrides: object) -> CallRecord:
     return CallRecord(**values)  # type: ignore[arg-type]
 
 
-def build(record: CallRecord, language: str = "en", recipients: list[str] | None = None, template_dir: str = "") -> EmailMessage:
+def build(
+    record: CallRecord, language: str = "en", recipients: list[str] | None = None, template_dir: str = ""
+) -> EmailMessage:
     templates = mail.load_templates(language, template_dir)
     subject, body = mail.render(
         record, label="Sales", language=language, templates=templates, zone=ZoneInfo("Europe/Moscow"), host="pbx1"
@@ -100,8 +102,18 @@ def test_russian_message_is_readable() -> None:
 def test_hostile_caller_names_cannot_add_headers_or_recipients(name: str, language: str) -> None:
     msg = build(call(caller_name=name, caller_num="555\r\nCc: x@example.com"), language=language)
     assert sorted(k.lower() for k in msg.keys()) == sorted(
-        ["from", "to", "subject", "date", "message-id", "auto-submitted", "x-missedcall-callid",
-         "content-type", "content-transfer-encoding", "mime-version"]
+        [
+            "from",
+            "to",
+            "subject",
+            "date",
+            "message-id",
+            "auto-submitted",
+            "x-missedcall-callid",
+            "content-type",
+            "content-transfer-encoding",
+            "mime-version",
+        ]
     )
     assert msg["To"] == "ops@example.com, boss@example.com"
     assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]

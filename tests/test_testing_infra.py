@@ -87,6 +87,9 @@ PROBE = """
         recv = [stdin.readline().decode()]
         while recv[-1] and not re.match(r"\\d{3}[ -]", recv[-1]):
             recv.append(stdin.readline().decode())
+        if recv[-1].startswith("520-"):  # a multi-line usage reply runs to "520 "
+            while recv[-1] and not recv[-1].startswith("520 "):
+                recv.append(stdin.readline().decode())
         exchanges.append({"send": command, "recv": recv})
     with open(out_path, "w") as handle:
         json.dump({"header": header.decode(), "exchanges": exchanges, "events": events}, handle)
@@ -203,6 +206,7 @@ def test_dead_channel_allows_the_safe_commands(tmp_path: Path) -> None:
             "NOOP",
             "DATABASE PUT missedcall last 42",
             "DATABASE GET missedcall last",
+            "GET FULL VARIABLE ${DB(missedcall/last)}",
             "DATABASE DEL missedcall last",
             "DATABASE GET missedcall last",
             "GET VARIABLE",
@@ -221,6 +225,7 @@ def test_dead_channel_allows_the_safe_commands(tmp_path: Path) -> None:
         "200 result=0\n",
         "200 result=0\n",
         "200 result=1\n",
+        "200 result=1 (42)\n",
         "200 result=1 (42)\n",
         "200 result=1\n",
         "200 result=0\n",
@@ -721,6 +726,7 @@ def test_write_env_file_round_trips_hostile_values(tmp_path: Path) -> None:
     path = write_env_file(tmp_path, **nasty)
     assert path == tmp_path / "missedcall.env"
     assert path.stat().st_mode & 0o777 == 0o640
-    assert dotenv_values(path) == nasty
+    # python-dotenv expands ${...} in any quoting; missedcall.config reads with interpolate=False.
+    assert dotenv_values(path, interpolate=False) == nasty
     with pytest.raises(ValueError):
         write_env_file(tmp_path, **{"BAD KEY": "x"})

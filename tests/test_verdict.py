@@ -62,7 +62,9 @@ def test_unknown_callid_gives_no_lines_and_absent_file_gives_none(tmp_path: Path
 
 def test_every_call_in_the_fixtures_gets_a_consistent_verdict() -> None:
     for path in (LAB, FREEPBX):
-        callids = {e.callid for e in map(queuelog.parse_line, path.read_text().splitlines()) if e and e.callid != "NONE"}
+        callids = {
+            e.callid for e in map(queuelog.parse_line, path.read_text().splitlines()) if e and e.callid != "NONE"
+        }
         assert len(callids) > 40
         for callid in callids:
             events = queuelog.read_call_events(str(path), callid)
@@ -102,8 +104,15 @@ def test_tail_reader_finds_lines_across_chunk_boundaries(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     "line",
-    ["", "garbage", "abc|1.2|600|NONE|ABANDON", "1795659165|1.2|600|NONE", "1795659165||600|NONE|ABANDON|1|1|3",
-     "1795659165|1.2|600|NONE|abandon|1", "\x00\x01|||||"],
+    [
+        "",
+        "garbage",
+        "abc|1.2|600|NONE|ABANDON",
+        "1795659165|1.2|600|NONE",
+        "1795659165||600|NONE|ABANDON|1|1|3",
+        "1795659165|1.2|600|NONE|abandon|1",
+        "\x00\x01|||||",
+    ],
 )
 def test_garbage_lines_are_none(line: str) -> None:
     assert queuelog.parse_line(line) is None
