@@ -19,6 +19,7 @@ import pytest
 from missedcall.dburl import parse_db_url
 from missedcall.storage import CallRecord, Store
 from missedcall.testing import AgiPeer, AgiRun, make_headers
+from tests.conftest import write_env_file
 from tests.mailbox import SENDMAIL, read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +43,7 @@ class Pbx:
 
     def configure(self, **keys: str) -> None:
         self.settings.update(keys)
-        lines = [f"{k}={v}" for k, v in self.settings.items()]
-        path = self.tmp / "missedcall.env"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        path.chmod(0o640)
+        write_env_file(self.tmp, **self.settings)
 
     def store(self) -> Store:
         return Store.open(parse_db_url(self.db_url))
