@@ -121,7 +121,12 @@ def format_time(moment: datetime | None, zone: tzinfo | None, language: str) -> 
     offset = local.strftime("%z")
     offset = f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
     name = local.tzname() or ""
-    shown = f"{name} ({offset})" if name and name != "UTC" and not name.startswith(("+", "-")) else offset
+    if name in ("UTC", "GMT") and offset == "UTC+00:00":
+        shown = "UTC"
+    elif name and not name.startswith(("+", "-", "UTC")):
+        shown = f"{name} ({offset})"
+    else:
+        shown = offset
     return f"{local:%Y-%m-%d %H:%M:%S} {shown}"
 
 
