@@ -1,0 +1,193 @@
+"""The files install.sh writes, rendered in Python so that they are tested precisely.
+
+- the commented configuration file (every key of :data:`missedcall.config.KEYS`
+  with its default), written once and never overwritten;
+- ``install.state`` beside it: where install.sh put things, read by
+  ``missedcall-admin doctor``;
+- the cron file for ``sweep`` and ``retry``;
+- a hash of the source folder, so that re-running install.sh with the same
+  code leaves the virtualenv alone and an upgrade replaces it.
+
+``python -m missedcall.installer VERB`` prints them for install.sh. Everything
+but ``drop-tables`` needs only the standard library, so install.sh runs it from
+the copied folder with the system Python, before any virtualenv exists (and in
+``--dry-run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from missedcall import __version__
+from missedcall.config import DEFAULT_CONFIG, KEYS
+
+STATE_NAME = "install.state"
+#: install.state keys and their values on a default install (DESIGN §8).
+STATE_DEFAULTS: dict[str, str] = {
+    "version": __version__,
+    "prefix": "/opt/missedcall",
+    "agi_dir": "/var/lib/asterisk/agi-bin",
+    "asterisk_etc": "/etc/asterisk",
+    "config_dir": os.path.dirname(DEFAULT_CONFIG),
+    "data_dir": "/var/lib/missedcall",
+    "cron_file": "/etc/cron.d/missedcall",
+    "link": "/usr/local/bin/missedcall-admin",
+    "asterisk_user": "asterisk",
+    "asterisk_bin": "",
+    "dialplan": "",  # freepbx | plain | none (--no-dialplan) | pending (FreePBX without queues yet)
+}
+CRON_VERBS = ("sweep", "retry")
+
+
+def render_env() -> str:
+    """The configuration file install.sh writes when there is none: every key, commented, with its default."""
+    lines = [
+        "# missedcall configuration (python-dotenv syntax: KEY=value; a '#' line is a comment).",
+        "# Every key is listed with its default, commented out: remove the '#' and edit to change one.",
+        "# Real environment variables win over this file. The README explains each key.",
+        "# install.sh wrote this file because there was none; it never overwrites it.",
+        "# It may hold passwords: keep it 0640 root:asterisk.",
+    ]
+    for key, (default, meaning) in KEYS.items():
+        lines += ["", f"# {meaning}", f"#{key}={default}"]
+    return "\n".join(lines) + "\n"
+
+
+def state_path(config_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), STATE_NAME)
+
+
+def render_state(values: Mapping[str, str]) -> str:
+    unknown = sorted(set(values) - set(STATE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown install.state key {unknown[0]}")
+    lines = ["# Written by missedcall's install.sh and read by missedcall-admin doctor; --uninstall removes it."]
+    for key, default in STATE_DEFAULTS.items():
+        value = values.get(key, default)
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"install.state {key} contains a newline")
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def read_state(path: str) -> dict[str, str] | None:
+    """install.state as a dict with defaults filled in; None when there is no such file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    values = dict(STATE_DEFAULTS)
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if key.strip() in STATE_DEFAULTS:
+            values[key.strip()] = value.strip()
+    return values
+
+
+def render_cron(prefix: str, user: str, data_dir: str, config_path: str = DEFAULT_CONFIG) -> str:
+    """/etc/cron.d/missedcall: sweep and retry every minute, as the Asterisk user, never two at once.
+
+    Only stderr (the one-line errors) reaches syslog, tagged ``missedcall-<verb>``.
+    """
+    admin = os.path.join(prefix, "venv", "bin", "missedcall-admin")
+    lines = [
+        "# missedcall: periodic work, written by install.sh (install.sh --uninstall removes it).",
+        "# sweep records missed calls from queue_log that the AGI did not see; retry re-sends what failed or waited.",
+        "SHELL=/bin/sh",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ]
+    if os.path.abspath(config_path) != DEFAULT_CONFIG:
+        lines.append(f"MISSEDCALL_CONFIG={config_path}")
+    for verb in CRON_VERBS:
+        lock = os.path.join(data_dir, f"cron-{verb}.lock")
+        lines.append(f"* * * * * {user} flock -n {lock} {admin} {verb} 2>&1 >/dev/null | logger -t missedcall-{verb}")
+    return "\n".join(lines) + "\n"
+
+
+def source_hash(src: str) -> str:
+    """sha256 over the files that make the installed package (paths and contents, sorted)."""
+    digest = hashlib.sha256()
+    names: list[str] = []
+    for name in ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in"):
+        if os.path.isfile(os.path.join(src, name)):
+            names.append(name)
+    for top, dirs, files in os.walk(os.path.join(src, "missedcall")):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in files:
+            if not name.endswith((".pyc", ".pyo")):
+                names.append(os.path.relpath(os.path.join(top, name), src))
+    for name in sorted(names):
+        digest.update(name.encode() + b"\0")
+        with open(os.path.join(src, name), "rb") as handle:
+            digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
+def drop_tables(*, describe_only: bool) -> str:
+    """Drop every missedcall_* table of the configured database (needs the installed package's deps).
+
+    Returns "<database>: <tables>" for the confirmation prompt and the report.
+    """
+    from missedcall.config import load_settings
+    from missedcall.storage import Store
+
+    settings = load_settings()
+    with Store.open(settings.db, timeout=10.0, create=False) as store:
+        if store.kind == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        tables = sorted(name for name in (str(row[0]) for row in store._rows(sql)) if name.startswith("missedcall_"))
+        if tables and not describe_only:
+            if store.kind == "mysql":
+                store._execute("SET FOREIGN_KEY_CHECKS = 0")
+            for table in tables:
+                # Names come from the catalogue and start with missedcall_: safe to quote into the statement.
+                store._execute(f'DROP TABLE IF EXISTS "{table}"' if store.kind == "sqlite" else f"DROP TABLE `{table}`")
+    return f"{settings.db.describe()}: {', '.join(tables) or 'no missedcall tables'}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m missedcall.installer")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("env", help="print the commented configuration file")
+    sub = verbs.add_parser("state", help="print install.state from KEY=VALUE arguments")
+    sub.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    sub = verbs.add_parser("cron", help="print the cron file")
+    sub.add_argument("--prefix", required=True)
+    sub.add_argument("--user", required=True)
+    sub.add_argument("--data-dir", required=True)
+    sub.add_argument("--config", default=DEFAULT_CONFIG)
+    sub = verbs.add_parser("source-hash", help="print the hash of a source folder")
+    sub.add_argument("src")
+    sub = verbs.add_parser("drop-tables", help="drop the missedcall tables of the configured database")
+    sub.add_argument("--describe", action="store_true", help="only print which database that is")
+    args = parser.parse_args(argv)
+    try:
+        if args.verb == "env":
+            sys.stdout.write(render_env())
+        elif args.verb == "state":
+            values = dict(pair.split("=", 1) for pair in args.pairs)
+            sys.stdout.write(render_state(values))
+        elif args.verb == "cron":
+            sys.stdout.write(render_cron(args.prefix, args.user, args.data_dir, args.config))
+        elif args.verb == "source-hash":
+            print(source_hash(args.src))
+        else:
+            print(drop_tables(describe_only=args.describe))
+    except Exception as exc:
+        print(f"install.sh: {args.verb}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
