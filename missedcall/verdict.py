@@ -9,10 +9,16 @@ argument count.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from missedcall.queuelog import EXIT_EVENTS, QueueLogEvent
+
+if TYPE_CHECKING:
+    from missedcall.storage import CallRecord
 
 # queue_log event -> the reason we report
 _EXIT_REASON = {
@@ -21,6 +27,8 @@ _EXIT_REASON = {
     "EXITEMPTY": "EXITEMPTY",
     "EXITWITHKEY": "EXITWITHKEY",
 }
+#: Lines that only an answered call has: a tail that starts after its CONNECT is still answered.
+ANSWER_EVENTS = frozenset({"CONNECT", "COMPLETEAGENT", "COMPLETECALLER"})
 #: Reasons an AGI argument may name (passed right after Queue() returned).
 ARGUMENT_REASONS = frozenset(
     {"TIMEOUT", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL", "FULL", "EXITWITHKEY", "ABANDON", "EXITEMPTY"}
@@ -44,7 +52,8 @@ class Verdict:
 
 def _int(text: str) -> int | None:
     text = text.strip()
-    return int(text) if text.isdigit() else None
+    # ASCII digits of sane length: int() raises on "²" or on 4300+ digits, and queue_log is outside input.
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
 
 
 def _exit_numbers(event: QueueLogEvent) -> tuple[int | None, int | None]:
@@ -72,7 +81,9 @@ def judge_events(events: Sequence[QueueLogEvent]) -> Verdict | None:
     exits = [e for e in events if e.event in EXIT_EVENTS]
     if not exits:
         return None
-    if any(e.event == "ENTERQUEUE" for e in events[events.index(exits[-1]) :]):
+    # By position, not events.index(): two identical lines (a duplicated log line) compare equal.
+    last_exit = max(i for i, e in enumerate(events) if e.event in EXIT_EVENTS)
+    if any(e.event == "ENTERQUEUE" for e in events[last_exit:]):
         return None  # it left one queue and is waiting in the next
     path = path_of(events)
     enters = [e for e in events if e.event == "ENTERQUEUE"]
@@ -85,7 +96,7 @@ def judge_events(events: Sequence[QueueLogEvent]) -> Verdict | None:
     did = next((e.data[0] for e in reversed(events) if e.event == "DID" and e.data), "")
     last = exits[-1]
     queue = last.queue or (path[-1] if path else "")
-    if any(e.event == "CONNECT" for e in events):
+    if any(e.event in ANSWER_EVENTS for e in events):
         return Verdict(
             missed=False,
             queue=queue,
@@ -124,4 +135,57 @@ def judge_channel(queue: str, *, reason_arg: str, abandoned: str, position: str 
         path=(queue,) if queue else (),
         position=_int(position),
         source="channel",
+    )
+
+
+_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def clean_id(text: str) -> str:
+    """Callids and queue names as they may appear in a row or a header: no separators, bounded."""
+    return _ID.sub("_", text.strip())[:64]
+
+
+def _when(epoch: int | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def call_record(
+    callid: str,
+    judged: Verdict,
+    *,
+    source: str,
+    now: datetime,
+    queue_fallback: str = "",
+    linkedid: str = "",
+    caller_num: str = "",
+    caller_name: str = "",
+    entered_fallback: int | None = None,
+) -> CallRecord:
+    """The row for a missed verdict, built alike by both detectors (the AGI hook and the sweeper).
+
+    ``caller_num`` (the AGI's header) wins over the queue_log's; ``entered_fallback``
+    (FreePBX's QUEUEJOINTIME) stands in when no ENTERQUEUE line was seen; without a
+    wait in the exit line, the wait runs from entering to ``now``.
+    """
+    from missedcall.storage import CallRecord
+
+    entered = _when(judged.entered_at) or _when(entered_fallback)
+    wait = judged.wait_seconds
+    if wait is None and entered is not None:
+        wait = max(0, int((now - entered).total_seconds()))
+    return CallRecord(
+        callid=clean_id(callid),
+        linkedid=clean_id(linkedid),
+        queue=clean_id(judged.queue) or queue_fallback or "unknown",
+        path=tuple(clean_id(q) for q in judged.path),
+        caller_num=caller_num or judged.caller_num,
+        caller_name=caller_name,
+        reason=judged.reason,
+        wait_seconds=wait,
+        position=judged.position,
+        entered_at=entered,
+        ended_at=_when(judged.ended_at) or now,
+        source=source,
+        extra={"did": judged.did} if judged.did else {},
     )

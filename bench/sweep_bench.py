@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""How fast is ``missedcall-admin sweep --from-start`` on a big queue_log, and how much memory does it take?
+
+Generates a realistic queue_log (default 1,000,000 lines: FreePBX DID lines, ENTERQUEUE,
+RINGNOANSWER per agent, abandons, timeouts with and without an overflow queue,
+EXITEMPTY, EXITWITHKEY, answered calls with COMPLETE*, member events, a few garbage
+lines and unknown events, callers left waiting for ever; calls overlap in time), then
+measures, each in a fresh child process (wall time, peak RSS from
+``resource.getrusage(RUSAGE_CHILDREN)``):
+
+* baselines over the same file: ``wc -l`` and a plain Python loop over its lines;
+* ``missedcall-admin sweep --from-start --dry-run`` against an initialised (empty) SQLite
+  database, so every missed call is also looked up;
+* with ``--real``: ``missedcall-admin sweep --from-start`` for real against that SQLite
+  database (every missed call claimed and passed to the notifier; MISSEDCALL_REASONS=FULL,
+  which no call in the log has, so the notifier records them as skipped instead of spawning
+  tens of thousands of sendmails);
+* with ``--lines-small N``: the dry run again on a file of N lines, to show that memory
+  does not grow with the file.
+
+Usage: python bench/sweep_bench.py [--lines 1000000] [--real] [--lines-small 100000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ADMIN = Path(sys.executable).with_name("missedcall-admin")
+AGENTS = ("Agent One", "Agent Two", "Agent Three")
+
+
+def generate(path: Path, lines: int, seed: int = 4) -> dict[str, int]:
+    """Write ``lines`` queue_log lines (time-ordered, calls interleaved); return what was put in."""
+    rng = random.Random(seed)
+    now = int(time.time())
+    clock = now - 86400 * 30  # a month-old log: every finished call is decidable at once
+    pending: list[tuple[int, int, str]] = []
+    seq = 0
+    written = 0
+    counts = {"calls": 0}
+    uniq = 0
+
+    def emit(at: int, text: str) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(pending, (at, seq, f"{at}|{text}\n"))
+
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(f"{clock}|NONE|NONE|NONE|QUEUESTART|\n")
+        written = 1
+        while written < lines:
+            clock += rng.randint(1, 4)
+            uniq += 2
+            callid = f"{clock}.{uniq}"
+            caller = f"7916{rng.randint(1000000, 9999999)}"
+            counts["calls"] += 1
+            at = clock
+            queues = ["600"]
+            outcome = rng.random()
+            if outcome < 0.07:
+                queues = ["600", "601"]  # timeout, then an overflow queue
+            for index, queue in enumerate(queues):
+                emit(at, f"{callid}|{queue}|NONE|DID|5559000")
+                emit(at, f"{callid}|{queue}|NONE|ENTERQUEUE||{caller}|1")
+                rings = rng.randint(0, 4)
+                for _ in range(rings):
+                    at += rng.randint(2, 15)
+                    for agent in AGENTS[: rng.randint(1, 3)]:
+                        emit(at, f"{callid}|{queue}|{agent}|RINGNOANSWER|15000")
+                at += rng.randint(1, 10)
+                wait = at - clock
+                last = index == len(queues) - 1
+                if not last:
+                    emit(at, f"{callid}|{queue}|NONE|EXITWITHTIMEOUT|1|1|{wait}")
+                    continue
+                if outcome < 0.035 or 0.07 <= outcome < 0.27:
+                    emit(at, f"{callid}|{queue}|NONE|ABANDON|1|1|{wait}")
+                elif 0.27 <= outcome < 0.32:
+                    emit(at, f"{callid}|{queue}|NONE|EXITWITHTIMEOUT|1|1|{wait}")
+                elif 0.32 <= outcome < 0.335:
+                    emit(at, f"{callid}|{queue}|NONE|EXITEMPTY|1|1|{wait}")
+                elif 0.335 <= outcome < 0.34:
+                    emit(at, f"{callid}|{queue}|NONE|EXITWITHKEY|5|1|1|{wait}")
+                elif 0.34 <= outcome < 0.3405:
+                    pass  # entered, never left: dropped after the day's horizon
+                else:
+                    agent = rng.choice(AGENTS)
+                    emit(at, f"{callid}|{queue}|{agent}|CONNECT|{wait}|{callid}1|{rng.randint(1, 9)}")
+                    at += rng.randint(20, 900)
+                    kind = "COMPLETEAGENT" if rng.random() < 0.5 else "COMPLETECALLER"
+                    emit(at, f"{callid}|{queue}|{agent}|{kind}|{wait}|{at - clock}|1")
+            if rng.random() < 0.01:
+                emit(clock, f"NONE|600|Agent {rng.randint(1, 3)}|PAUSE|lunch")
+            if rng.random() < 0.0005:
+                emit(clock, "NONE|600|NONE|SOMENEWEVENT|x")
+            # Flush what can no longer be overtaken by a later call's lines.
+            while pending and pending[0][0] < clock - 1000 and written < lines:
+                out.write(heapq.heappop(pending)[2])
+                written += 1
+                if written % 200_000 == 0:
+                    out.write("this is not a queue_log line\n")
+                    written += 1
+        while pending and written < lines:
+            out.write(heapq.heappop(pending)[2])
+            written += 1
+    counts["lines"] = written
+    return counts
+
+
+def measure(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run ``argv`` in a fresh child (via this script) so its peak RSS is its own."""
+    wrapper = [sys.executable, __file__, "--measure-child", "--", *argv]
+    done = subprocess.run(wrapper, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child(argv: list[str]) -> None:
+    with tempfile.TemporaryFile() as sink:
+        started = time.perf_counter()
+        done = subprocess.run(argv, stdout=sink, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - started
+        sink.seek(max(0, sink.seek(0, os.SEEK_END) - 4096))
+        tail = sink.read().decode("utf-8", "replace").strip().splitlines()
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        sys.exit(done.returncode)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "rss_mb": usage.ru_maxrss / 1024,
+                "last_line": tail[-1] if tail else "",
+            }
+        )
+    )
+
+
+PY_LOOP = "import sys\nn = 0\nfor line in open(sys.argv[1], 'rb'):\n    n += line.count(b'|') > 4\nprint(n)"
+
+
+def bench_file(label: str, log: Path, env: dict[str, str], real: bool) -> list[tuple[str, dict[str, float]]]:
+    results = [
+        (f"wc -l ({label})", measure(["wc", "-l", str(log)], env)),
+        (f"python line loop ({label})", measure([sys.executable, "-c", PY_LOOP, str(log)], env)),
+        (f"sweep --from-start --dry-run ({label})", measure([str(ADMIN), "sweep", "--from-start", "--dry-run"], env)),
+    ]
+    if real:
+        results.append((f"sweep --from-start, real ({label})", measure([str(ADMIN), "sweep", "--from-start"], env)))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--lines-small", type=int, default=0, help="also run on a file this long (memory check)")
+    parser.add_argument("--real", action="store_true", help="also run the real sweep against SQLite")
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
+    args = parser.parse_args()
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        sizes = [("big", args.lines)] + ([("small", args.lines_small)] if args.lines_small else [])
+        rows: list[tuple[str, dict[str, float]]] = []
+        for label, count in sizes:
+            log = work / f"queue_log.{label}"
+            started = time.perf_counter()
+            made = generate(log, count)
+            print(
+                f"generated {log} ({made['lines']} lines, {log.stat().st_size / 1e6:.0f} MB, "
+                f"{made['calls']} calls started) in {time.perf_counter() - started:.1f} s"
+            )
+            db = work / f"{label}.sqlite3"
+            db.unlink(missing_ok=True)
+            conf = work / f"{label}.env"
+            conf.write_text(
+                f"MISSEDCALL_DB_URL=sqlite:///{db}\nMISSEDCALL_QUEUE_LOG={log}\n"
+                f"MISSEDCALL_FREEPBX_CONF={work}/no-freepbx.conf\nMISSEDCALL_REASONS=FULL\n"
+                f"MISSEDCALL_SENDMAIL=/bin/false\n"
+            )
+            env = {**os.environ, "MISSEDCALL_CONFIG": str(conf)}
+            subprocess.run([str(ADMIN), "init"], env=env, check=True, capture_output=True)
+            results = bench_file(f"{count} lines", log, env, args.real)
+            for name, result in results:
+                if name.startswith("sweep"):
+                    print(f"  {name}: {result['last_line']}")
+            rows += results
+        print()
+        baseline = {}
+        for name, result in rows:
+            key = name.split("(")[-1]
+            if name.startswith("python line loop"):
+                baseline[key] = result["wall"]
+        print(f"{'run':<52} {'wall s':>7} {'cpu s':>7} {'peak RSS MB':>12} {'x python loop':>14}")
+        for name, result in rows:
+            ratio = result["wall"] / baseline[name.split("(")[-1]]
+            print(f"{name:<52} {result['wall']:>7.2f} {result['cpu']:>7.2f} {result['rss_mb']:>12.1f} {ratio:>14.1f}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--measure-child":
+        child(sys.argv[3:])
+        sys.exit(0)
+    sys.exit(main())
