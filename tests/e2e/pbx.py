@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.message
+import email.policy
 import errno
 import fcntl
 import hashlib
@@ -36,6 +37,7 @@ import itertools
 import json
 import mailbox
 import os
+import re
 import selectors
 import shlex
 import shutil
@@ -726,6 +728,19 @@ class LocalCall:
         """Lines of the full log that name this call's channels."""
         return [line for line in self.pbx.full_log().splitlines() if self.channel_prefix in line]
 
+    def thread_log_lines(self) -> list[str]:
+        """Lines of the full log tagged with this call's [C-xxxxxxxx] call ids.
+
+        Some of Asterisk's lines about a call do not name its channel: res_agi
+        logs what a script says through VERBOSE as "missed.py,600: ..." only.
+        """
+        lines = self.pbx.full_log().splitlines()
+        tags = set()
+        for line in lines:
+            if self.channel_prefix in line:
+                tags.update(re.findall(r"\[(C-[0-9a-f]{8})\]", line))
+        return [line for line in lines if any(f"[{tag}]" in line for tag in tags)]
+
     def queue_log(self) -> list[list[str]]:
         """This call's queue_log lines, split on '|'."""
         callid = self.uniqueid()
@@ -744,6 +759,10 @@ class LocalCall:
             return None
 
         return wait_for(find, timeout, f"{'/'.join(events)} for call {self.token}")
+
+    def wait_hungup(self, timeout: float = 30.0) -> None:
+        """Wait until both halves of the call are gone (its h extension, AGI included, has run)."""
+        self.pbx.wait_no_channels(self.channel_prefix, timeout=timeout)
 
 
 class Pbx:
@@ -1229,6 +1248,58 @@ class Pbx:
 
     def postfix_log(self) -> str:
         return self.read_text("/var/log/postfix.log")
+
+    def asterisk_output(self) -> str:
+        """What Asterisk (and every AGI script it ran, which inherit it) wrote on stdout/stderr."""
+        return self._tail("asterisk", size=10**7)
+
+    def channels(self) -> list[str]:
+        """Names of the channels up right now (``core show channels concise``)."""
+        out = self.rx("core show channels concise")
+        return [line.split("!", 1)[0] for line in out.splitlines() if "!" in line]
+
+    def wait_no_channels(self, prefix: str = "", timeout: float = 30.0) -> None:
+        """Wait until no channel whose name starts with prefix is up (prefix "": none at all)."""
+
+        def gone() -> bool:
+            return not any(name.startswith(prefix) for name in self.channels())
+
+        wait_for(gone, timeout, f"channels {prefix or '(any)'}* to hang up", 0.1)
+
+    POSTFIX_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+    def mail_queued(self) -> list[str]:
+        """Messages postfix still holds (submitted but not yet delivered), by queue/file."""
+        found = []
+        for queue in self.POSTFIX_QUEUES:
+            top = self.path(f"/var/spool/postfix/{queue}")
+            if top.is_dir():
+                found += [f"{queue}/{f.name}" for f in top.rglob("*") if f.is_file()]
+        return found
+
+    def wait_mail_idle(self, timeout: float = 30.0) -> None:
+        """Wait until postfix has delivered everything handed to it so far.
+
+        A message handed to sendmail sits in maildrop until pickup moves it on; every
+        later step is a rename, so an empty set of queues means all is delivered.
+        """
+        wait_for(lambda: not self.mail_queued(), timeout, "postfix to deliver what it was given", 0.1)
+
+    def messages(self, user: str = "ops") -> list[email.message.EmailMessage]:
+        """Like mailbox(), parsed with the modern policy: headers decoded, get_content() works."""
+        path = self.path(f"/var/mail/{user}")
+        if not path.exists():
+            return []
+        box = mailbox.mbox(str(path), create=False)
+        try:
+            parsed = []
+            for key in box.keys():
+                message = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+                assert isinstance(message, email.message.EmailMessage)
+                parsed.append(message)
+            return parsed
+        finally:
+            box.close()
 
     def mailbox(self, user: str = "ops") -> list[email.message.Message]:
         """Messages delivered to /var/mail/<user> (every unknown recipient lands in ops)."""
