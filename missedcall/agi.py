@@ -60,14 +60,16 @@ class LineReader:
         while b"\n" not in self._buffer:
             if self.eof:
                 break
-            remaining = limit - time.monotonic()
-            if remaining <= 0:
-                raise AgiClosed("Asterisk did not answer in time")
+            # Past the deadline, still take what Asterisk already sent (select with 0 s): on an
+            # overloaded box the budget can run out before a reply that is waiting in the pipe is read.
+            remaining = max(0.0, limit - time.monotonic())
             try:
                 ready, _, _ = select.select([self.fd], [], [], remaining)
             except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
                 continue
             if not ready:
+                if remaining <= 0:
+                    raise AgiClosed("Asterisk did not answer in time")
                 continue
             chunk = os.read(self.fd, 65536)
             if not chunk:
@@ -90,14 +92,21 @@ def parse_headers(lines: Sequence[str]) -> dict[str, str]:
     """The AGI environment; a line that is no ``agi_`` header continues the previous value.
 
     Asterisk writes caller ID raw, so ``Line1<LF>Line2`` arrives as
-    ``agi_calleridname: Line1`` followed by a bare ``Line2``.
+    ``agi_calleridname: Line1`` followed by a bare ``Line2``. The first line of a
+    key wins: a caller name holding ``<LF>agi_uniqueid: X`` cannot replace the real
+    uniqueid (written before the caller ID), and the real line of a key it forged
+    later is dropped with its continuations rather than glued onto the name.
     """
     env: dict[str, str] = {}
     last: str | None = None
     for line in lines:
         match = _HEADER.match(line)
         if match:
-            last = match.group(1)
+            key = match.group(1)
+            if key in env:
+                last = None  # a repeated key: the caller forged one of them; keep the first
+                continue
+            last = key
             env[last] = match.group(2)
         elif last is not None:
             env[last] += "\n" + line
@@ -129,6 +138,11 @@ class AgiSession(AGI):  # type: ignore[misc]
         self._get_agi_env()
 
     def _get_agi_env(self) -> None:
+        # Asterisk writes the block at once; without it there is no call to record. So the block
+        # gets header_timeout even when the budget is already gone (an overloaded box can spend
+        # it all on start-up before the peer's write is scheduled), then the budget applies again.
+        budget = self.stdin.deadline
+        self.stdin.deadline = max(budget, time.monotonic() + self._header_timeout)
         try:
             while True:
                 line = self.stdin.readline(timeout=self._header_timeout)
@@ -137,6 +151,8 @@ class AgiSession(AGI):  # type: ignore[misc]
                 self.header_lines.append(line)
         except AgiClosed:
             self.closed = True
+        finally:
+            self.stdin.deadline = budget
         self.env = parse_headers(self.header_lines)
 
     def test_hangup(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from missedcall import __version__, config, mail, notify, recipients
 from missedcall.storage import CALL_STATUSES, CallRecord, Recipient, StorageError, Store, utcnow
 
 PROG = "missedcall-admin"
+CSV_MAX = 10 << 20  # bytes of a recipients CSV
 
 
 class UserError(Exception):
@@ -72,6 +74,7 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "last_error": call.last_error,
         "recipients": list(call.recipients),
         "notified_at": iso(call.notified_at),
+        "next_attempt_at": iso(call.next_attempt_at),
     }
 
 
@@ -128,9 +131,28 @@ def email_arg(text: str) -> str:
     return text
 
 
+def text_arg(text: str) -> str:
+    """Free text from the command line: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) become U+FFFD, so they cannot crash an encoder later on."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def name_arg(text: str) -> str:
-    cleaned = mail.clean(text, 128)
+    cleaned = mail.clean(text_arg(text), 128)
     return cleaned
+
+
+def bounded_int(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{printable(text_arg(text))!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
 
 
 # --- verbs ------------------------------------------------------------------
@@ -157,7 +179,13 @@ def cmd_recipients(args: argparse.Namespace) -> int:
     settings = load_settings()
     with open_store(settings) as store:
         try:
-            return _recipients(args, store)
+            done = _recipients(args, store)
+            if args.action in ("add", "remove", "import"):
+                # The AGI mails from this copy when it cannot reach the database.
+                from missedcall import lastknown
+
+                lastknown.refresh(store, settings.spool_dir)
+            return done
         except StorageError as exc:
             raise UserError(str(exc)) from None
 
@@ -193,10 +221,21 @@ def _recipients(args: argparse.Namespace, store: Store) -> int:
 
 def _import_csv(path: str, store: Store) -> int:
     """All rows or none: a file with one bad row changes nothing and says which row."""
+    # Read whole but bounded (a path to /dev/zero, or a NUL stream on stdin, has no end of line).
     try:
-        handle = sys.stdin if path == "-" else open(path, encoding="utf-8-sig", newline="")
+        if path == "-":
+            raw = sys.stdin.buffer.read(CSV_MAX + 1)
+        else:
+            with open(path, "rb") as binary:
+                raw = binary.read(CSV_MAX + 1)
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > CSV_MAX:
+        raise UserError(f"{path}: larger than {CSV_MAX >> 20} MB, not a recipients list")
+    try:
+        handle = io.StringIO(raw.decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 CSV file") from None
     wanted: list[tuple[str, str, str]] = []
     with handle:
         try:
@@ -349,13 +388,51 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    from missedcall import retry
+
+    settings = load_settings()
+    with open_store(settings) as store:
+        try:
+            report = retry.run(store, settings, failed=args.failed)
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+    print(report.summary())
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from missedcall import doctor
+
+    return doctor.run(args.state)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from missedcall import sweep
+
+    settings = load_settings()
+    try:
+        return sweep.run(
+            settings,
+            grace=args.grace,
+            from_start=args.from_start,
+            dry_run=args.dry_run,
+            follow=args.follow,
+            interval=args.interval,
+            verbose=args.verbose,
+        )
+    except sweep.SweepError as exc:
+        raise UserError(str(exc)) from None
+
+
 # --- parser -----------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line and exit 2, as DESIGN §7 asks (argparse would print the whole usage too).
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        # argparse quotes the offending value in full: keep the line short and printable.
+        self.exit(2, f"{self.prog}: error: {printable(text_arg(message), 300)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,10 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verbs.add_parser("test", help="send (or, with --dry-run, print) a sample notification for QUEUE")
     sub.add_argument("queue", metavar="QUEUE", type=queue_arg)
-    sub.add_argument("--caller", default="5551234", help="caller number to show (default 5551234)")
-    sub.add_argument("--caller-name", default="Test Caller", help="caller name to show")
+    sub.add_argument("--caller", type=text_arg, default="5551234", help="caller number to show (default 5551234)")
+    sub.add_argument("--caller-name", type=text_arg, default="Test Caller", help="caller name to show")
     sub.add_argument("--reason", default="ABANDON", choices=config.REASONS, help="reason to show (default ABANDON)")
-    sub.add_argument("--wait", type=int, default=42, help="seconds waited to show (default 42)")
+    sub.add_argument("--wait", type=bounded_int(0, 86400), default=42, help="seconds waited to show (default 42)")
     sub.add_argument("--dry-run", action="store_true", help="print the mail instead of sending it")
     sub.add_argument("--raw", action="store_true", help="with --dry-run: print the exact bytes (MIME-encoded)")
     sub.set_defaults(func=cmd_test)
@@ -413,9 +490,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--since", type=parse_since, help="30m, 24h, 7d or YYYY-MM-DD")
     sub.add_argument("--queue", type=queue_arg)
     sub.add_argument("--status", choices=CALL_STATUSES)
-    sub.add_argument("--limit", type=int, default=50, help="at most N calls (default 50)")
+    sub.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, help="at most N calls (default 50)")
     sub.add_argument("--json", action="store_true", help="JSON output")
     sub.set_defaults(func=cmd_log)
+
+    sub = verbs.add_parser(
+        "retry", help="record spooled calls, resend pending ones whose back-off is over, send due flood digests"
+    )
+    sub.add_argument(
+        "--failed", action="store_true", help="first queue failed calls and digests again (after fixing the relay)"
+    )
+    sub.set_defaults(func=cmd_retry)
+
+    from missedcall import sweep
+
+    sub = verbs.add_parser("sweep", help="record missed calls the hook did not see, from queue_log (cron or --follow)")
+    sweep.add_arguments(sub)
+    sub.set_defaults(func=cmd_sweep)
+
+    sub = verbs.add_parser("doctor", help="check the installation: one OK/WARN/FAIL line per check, exit 1 on FAIL")
+    sub.add_argument(
+        "--state", metavar="FILE", help="install.sh's record of paths (default: install.state beside the config file)"
+    )
+    sub.set_defaults(func=cmd_doctor)
 
     return parser
 
@@ -428,7 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # One line, whatever the message quotes (a path, a value from the command line).
+        print(f"{PROG}: error: {printable(text_arg(str(exc)), 500)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

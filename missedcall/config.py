@@ -18,6 +18,7 @@ from missedcall import freepbx
 from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db_url, target_from_amp_conf
 
 DEFAULT_CONFIG = "/etc/missedcall/missedcall.env"
+MAX_FILE = 1 << 20  # configuration files are read up to this many characters
 
 #: Every reason the product knows, in queue_log's vocabulary (DESIGN §1).
 REASONS = (
@@ -71,6 +72,13 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line naming the key."""
 
 
+def shown(text: str, limit: int = 100) -> str:
+    """A path or value from outside, fit for a one-line message: control characters escaped, length capped."""
+    head = text[:limit].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    head = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in head)
+    return head + ("..." if len(text) > limit else "")
+
+
 def is_address(text: str) -> bool:
     """A bare addr-spec (no display name, no comments): all we ever put in a header or argv."""
     return len(text) <= 254 and _ADDRESS.fullmatch(text) is not None
@@ -108,13 +116,15 @@ def read_env_file(path: str) -> dict[str, str]:
     """The file's keys; an absent file is an empty config, an unreadable one an error."""
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
-            text = handle.read()
+            text = handle.read(MAX_FILE + 1)  # bounded: a path to /dev/zero must not eat the memory
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"cannot read config {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
+            f"cannot read config {shown(path)}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
         ) from None
+    if len(text) > MAX_FILE:
+        raise ConfigError(f"config {shown(path)} is larger than {MAX_FILE // 1024} KB: not a configuration file")
     from io import StringIO
 
     from dotenv import dotenv_values
@@ -164,11 +174,11 @@ def _read_freepbx(values: Mapping[str, str]) -> tuple[DbTarget | None, bool, str
     for path in candidates:
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
-                text = handle.read()
+                text = handle.read(MAX_FILE)  # freepbx.conf is a few lines; never read a device whole
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise ConfigError(f"cannot read FreePBX config {path}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read FreePBX config {shown(path)}: {exc.strerror}") from None
         conf = freepbx.parse_amp_conf(text)
         if not conf.get("AMPDBUSER"):
             continue  # freepbx.conf without credentials: amportal.conf may have them

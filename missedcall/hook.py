@@ -10,7 +10,6 @@ or the relay hangs.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -19,15 +18,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported lazily at run time: the AGI pays for every import
     from missedcall.agi import AgiSession
     from missedcall.config import Settings
-    from missedcall.storage import CallRecord
+    from missedcall.storage import CallRecord, Store
+
+from missedcall.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
 
 BUDGET = 2.7  # seconds for everything after start-up; DESIGN §4 allows 3 in all
-_ID = re.compile(r"[^A-Za-z0-9._-]")
+TOTAL = 2.8  # ... and from the exec itself: on a busy box start-up alone can take a good part of a second
 
 
 def main(argv: Sequence[str], *, fd_in: int = 0, fd_out: int = 1) -> int:
     """Run the hook; always returns 0, whatever happened (Asterisk must never be held up)."""
-    deadline = time.monotonic() + BUDGET
+    deadline = min(time.monotonic() + BUDGET, _started() + TOTAL)
     session = None
     try:
         _silence_stderr()
@@ -38,6 +39,21 @@ def main(argv: Sequence[str], *, fd_in: int = 0, fd_out: int = 1) -> int:
     except Exception as exc:  # the last line of defence: log it, never show Asterisk a traceback
         _report(session, f"internal error: {exc.__class__.__name__}: {exc}", error=True)
     return 0
+
+
+def _started() -> float:
+    """time.monotonic() when this process was exec'd (Linux /proc), or now when that is unknown."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            stat = handle.read()
+        start_ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22: starttime
+        with open("/proc/uptime", "rb") as handle:
+            uptime = float(handle.read().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - min(max(age, 0.0), 5.0)
 
 
 def _silence_stderr() -> None:
@@ -61,15 +77,9 @@ def _report(session: AgiSession | None, message: str, *, error: bool = False) ->
         session.say(message)
 
 
-def clean_id(text: str) -> str:
-    """Callids and queue names as they may appear in a row or a header: no separators, bounded."""
-    return _ID.sub("_", text.strip())[:64]
-
-
 def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
     from missedcall import config, queuelog, verdict
     from missedcall.agi import header_value
-    from missedcall.storage import CallRecord
 
     env = session.env
     queue_arg = clean_id(argv[0]) if argv else ""
@@ -101,62 +111,81 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         _report(session, f"call {callid}: answered or not missed; nothing to do")
         return
 
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    entered = _epoch(judged.entered_at) or _epoch(int(jointime) if jointime.isdigit() else None)
-    wait = judged.wait_seconds
-    if wait is None and entered is not None:
-        wait = max(0, int((now - entered).total_seconds()))
-    call = CallRecord(
-        callid=callid,
-        linkedid=clean_id(linkedid),
-        queue=clean_id(judged.queue) or queue_arg or "unknown",
-        path=tuple(clean_id(q) for q in judged.path),
-        caller_num=header_value(env, "agi_callerid") or judged.caller_num,
-        caller_name=header_value(env, "agi_calleridname"),
-        reason=judged.reason,
-        wait_seconds=wait,
-        position=judged.position,
-        entered_at=entered,
-        ended_at=_epoch(judged.ended_at) or now,
+    call = verdict.call_record(
+        callid,
+        judged,
         source="agi",
-        extra={"did": judged.did} if judged.did else {},
+        now=datetime.now(timezone.utc).replace(microsecond=0),
+        queue_fallback=queue_arg,
+        linkedid=linkedid,
+        caller_num=header_value(env, "agi_callerid"),
+        caller_name=header_value(env, "agi_calleridname"),
+        entered_fallback=int(jointime) if jointime.isascii() and jointime.isdigit() and len(jointime) <= 12 else None,
     )
     _record_and_notify(session, settings, call, deadline)
 
 
 def _record_and_notify(session: AgiSession, settings: Settings, call: CallRecord, deadline: float) -> None:
     from missedcall import notify
-    from missedcall.storage import StorageError, Store
+    from missedcall.storage import StorageError
 
-    remaining = deadline - time.monotonic()
     try:
-        store = Store.open(settings.db, timeout=max(0.3, min(1.0, remaining / 3)))
+        store = _open_store(settings, deadline)
     except StorageError as exc:
-        _report(session, f"call {call.callid}: database unreachable: {exc}", error=True)
+        _offline(session, settings, call, deadline, str(exc))
         return
     try:
         try:
             claimed = store.claim_call(call)
         except StorageError:
-            # Tables missing (init never ran): create them once and try again.
+            # Tables missing (init never ran) or older: create or migrate them once and try again.
             store.init()
             claimed = store.claim_call(call)
         if not claimed:
             _report(session, f"call {call.callid}: already recorded; nothing sent")
             return
-        remaining = deadline - time.monotonic()
-        done = notify.notify(store, settings, call, timeout=max(0.3, min(settings.smtp_timeout, remaining - 0.1)))
+        # notify() raises StorageError only before anything was sent: then mail from the local copy.
+        done = notify.notify(store, settings, call, timeout=settings.smtp_timeout, deadline=deadline)
         _report(
             session,
             f"missed call {call.callid} in queue {call.queue} ({call.reason}): {done.status}"
             + (f" - {done.last_error}" if done.last_error else ""),
             error=done.status in ("pending", "failed"),
         )
+    except StorageError as exc:
+        _offline(session, settings, call, deadline, str(exc))
     finally:
         store.close()
 
 
-def _epoch(value: int | None) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, timezone.utc)
+def _open_store(settings: Settings, deadline: float) -> Store:
+    """Connect within the budget. A server that is merely full (too many connections) is tried
+    again after a short random pause while enough time is left to mail from the local copy."""
+    import random
+
+    from missedcall.storage import BusyError, Store
+
+    pause = 0.05
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            # A third of what is left, at most 1 s: a database that accepts and never answers
+            # (PyMySQL bounds the handshake by read_timeout) still leaves time for the mail.
+            return Store.open(settings.db, timeout=max(0.3, min(1.0, remaining / 3)))
+        except BusyError:
+            if deadline - time.monotonic() < 1.2 + pause:
+                raise
+            time.sleep(random.uniform(pause / 2, pause))  # noqa: S311 - jitter, not a secret
+            pause = min(pause * 2, 0.4)
+
+
+def _offline(session: AgiSession, settings: Settings, call: CallRecord, deadline: float, reason: str) -> None:
+    from missedcall import offline
+
+    outcome = offline.deliver(settings, call, deadline=deadline, reason=reason)
+    _report(
+        session,
+        f"missed call {call.callid} in queue {call.queue} ({call.reason}): database unreachable ({reason});"
+        f" {outcome.status}: {outcome.detail}; " + ("spooled for retry" if outcome.spooled else "NOT spooled"),
+        error=True,
+    )

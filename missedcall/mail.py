@@ -76,6 +76,19 @@ def clean(text: str, limit: int = _FIELD_MAX) -> str:
     return text
 
 
+def header_text(text: str) -> str:
+    """Text that is safe as a header value: no RFC 2047 encoded-word can start in it.
+
+    Python's email package decodes ``=?charset?q?...?=`` in a header value it is
+    given, and writes what it decoded (a CR/LF, say) raw: a caller name
+    ``=?utf-8?q?x=0D=0ABcc:_evil@example.com?=`` would add a Bcc header. "=?" becomes
+    "= ?", which no decoder takes for an encoded-word.
+    """
+    while "=?" in text:
+        text = text.replace("=?", "= ?")
+    return text
+
+
 def load_templates(language: str, template_dir: str = "") -> Templates:
     """The bundled templates of ``language``, each replaced by the override folder's file if present."""
     # A plain path, not importlib.resources: the AGI pays for every import.
@@ -85,13 +98,15 @@ def load_templates(language: str, template_dir: str = "") -> Templates:
     if template_dir:
         folder = Path(template_dir)
         if not folder.is_dir():
-            raise TemplateError(f"MISSEDCALL_TEMPLATE_DIR {template_dir} is not a folder")
+            shown = "".join(ch if ch.isprintable() else "?" for ch in template_dir[:100])
+            raise TemplateError(f"MISSEDCALL_TEMPLATE_DIR {shown} is not a folder")
         # Only these two names are ever opened, so nothing in a setting can reach other files.
         for name in ("subject.txt", "body.txt"):
             path = folder / name
             if path.is_file():
                 try:
-                    text = path.read_text(encoding="utf-8")
+                    with path.open(encoding="utf-8") as handle:
+                        text = handle.read(256 * 1024)  # a template is small; never read a huge file whole
                 except (OSError, UnicodeDecodeError) as exc:
                     raise TemplateError(f"cannot read template {path}: {exc}") from None
                 if name == "subject.txt":
@@ -177,7 +192,7 @@ def build_message(
     message["From"] = sender
     if recipients:
         message["To"] = ", ".join(recipients)
-    message["Subject"] = clean(subject, _SUBJECT_MAX)
+    message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
     message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
     domain = sender.rsplit("@", 1)[-1]
     message["Message-ID"] = make_msgid("missedcall", domain=domain)

@@ -9,15 +9,25 @@ recipient resolution live here so both detectors apply them alike.
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from email.message import EmailMessage
 
-from missedcall import log, mail, recipients, transport
+from missedcall import flood, lastknown, log, mail, recipients, spool, transport
 from missedcall.config import Settings
 from missedcall.storage import CallRecord, StorageError, Store, utcnow
 
 MAX_ATTEMPTS = 5
+#: Seconds before attempt N+1 when attempt N failed (index N-1; the last one repeats):
+#: 1, 5, 15, 60 minutes, so the five attempts span about 80 minutes of relay trouble.
+BACKOFF = (60, 300, 900, 3600)
+#: With a deadline (the AGI), the least time worth starting a transport with. With less, the
+#: call is left pending for ``retry`` rather than having its mail program killed half-way,
+#: which might already have queued the mail (and the retry would then send it twice).
+SEND_RESERVE = 0.5
+DEFERRED = "not sent yet: the AGI ran out of time (an overloaded box?); retry sends it"
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,26 @@ def zone(settings: Settings) -> tzinfo | None:
         return None
 
 
-def plan(call: CallRecord, settings: Settings, store: Store | None, *, now: datetime | None = None) -> Plan:
-    """Recipients and message for ``call``; ``store`` None means recipients unknown (no database)."""
+def backoff(attempts: int) -> timedelta:
+    """How long to wait after ``attempts`` attempts before the next one."""
+    return timedelta(seconds=BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1])
+
+
+def plan(
+    call: CallRecord,
+    settings: Settings,
+    store: Store | None,
+    *,
+    now: datetime | None = None,
+    cache_dir: str = "",
+    known_rows: Sequence[tuple[str, str]] | None = None,
+) -> Plan:
+    """Recipients and message for ``call``.
+
+    ``store`` None means no database: recipients come from ``known_rows`` (the last
+    known copy, see missedcall.lastknown) or only the fallback. With ``cache_dir``,
+    a successful look-up refreshes that copy.
+    """
     reason = skip_reason(call, settings)
     if reason:
         return Plan([], None, reason)
@@ -59,8 +87,13 @@ def plan(call: CallRecord, settings: Settings, store: Store | None, *, now: date
     star: list[str] = []
     label = ""
     if store is not None:
-        own, star = store.recipients_for(call.queue)
+        rows = lastknown.all_rows(store)
+        if cache_dir:
+            lastknown.save(cache_dir, rows)
+        own, star = lastknown.split(rows, call.queue)
         label = store.queue_label(call.queue)
+    elif known_rows is not None:
+        own, star = lastknown.split(list(known_rows), call.queue)
     addresses = recipients.resolve(own, star, settings.fallback_to)
     templates = mail.load_templates(settings.language, settings.template_dir)
     subject, body = mail.render(
@@ -84,27 +117,109 @@ def plan(call: CallRecord, settings: Settings, store: Store | None, *, now: date
     return Plan(addresses, message)
 
 
-def notify(store: Store, settings: Settings, call: CallRecord, *, timeout: float) -> CallRecord:
-    """Mail a recorded call and record the outcome on its row; returns the updated record."""
+def notify(
+    store: Store,
+    settings: Settings,
+    call: CallRecord,
+    *,
+    timeout: float,
+    now: datetime | None = None,
+    deadline: float | None = None,
+) -> CallRecord:
+    """Mail a recorded (claimed, or pending) call and record the outcome on its row; returns the record.
+
+    Order matters for "exactly once": a copy the AGI already mailed while the
+    database was down is adopted, not resent; storm control splits the addresses
+    into single mails and digest entries (first attempt only); the attempt is
+    counted on the row *before* the mail goes, so a crash right after sending
+    costs one duplicate at most and never a loop. ``deadline`` (time.monotonic)
+    bounds the send for the AGI. Raises StorageError only before anything was sent.
+    """
+    now = now or utcnow()
+    spooled = spool.find(settings.spool_dir, call.callid) if settings.spool_dir else None
+    if spooled is not None and spooled.mailed:
+        return _adopt(store, call, spooled)
     try:
-        the_plan = plan(call, settings, store)
+        the_plan = plan(call, settings, store, cache_dir=settings.spool_dir)
     except mail.TemplateError as exc:
-        return _record(store, call, status="pending", error=str(exc))
+        if not store.begin_attempt(call, next_attempt_at=now + backoff(call.attempts + 1)):
+            return call
+        status = "failed" if call.attempts >= MAX_ATTEMPTS else "pending"
+        return _record(store, call, status=status, error=str(exc))
     if the_plan.message is None or not the_plan.recipients:
         if not the_plan.recipients and the_plan.message is not None:
             log.warning(f"call {call.callid}: {the_plan.skip_reason}; recorded, not mailed")
         return _record(store, call, status="skipped", error=the_plan.skip_reason)
+    if call.attempts >= MAX_ATTEMPTS:
+        # Every attempt was counted before it was made; a row still pending here lost its
+        # process after the last one (a crash): give up rather than risk a loop.
+        return _record(store, call, status="failed", error=call.last_error or f"gave up after {call.attempts} attempts")
+    everyone = the_plan.recipients
+    if deadline is not None and deadline - time.monotonic() - 0.25 < SEND_RESERVE:
+        return _record(store, call, status="pending", error=DEFERRED, recipients=everyone, next_attempt_at=now)
+    # The attempt is ours from here (another process that read the same row gets False).
+    if not store.begin_attempt(call, next_attempt_at=now + backoff(call.attempts + 1)):
+        log.info(f"call {call.callid}: another process is sending it")
+        return call
+    if call.attempts == 1:  # the first attempt makes the storm-control decision, once
+        split = flood.reserve(
+            store, call, everyone, limit=settings.flood_limit, window_minutes=settings.flood_window, now=now
+        )
+        single, held = split.single, split.held
+    else:
+        held_now = {a.lower() for a in flood.held_addresses(store, call.callid)}
+        single = [a for a in everyone if a.lower() not in held_now]
+        held = [a for a in everyone if a.lower() in held_now]
+    if held:
+        log.info(f"call {call.callid}: flood limit reached for {', '.join(held)}; held for the digest")
+    if not single:
+        status = "held" if flood.waiting(store, call.callid) else "sent"
+        return _record(store, call, status=status, error="", recipients=everyone, notified=status == "sent")
+    if deadline is not None:
+        timeout = max(0.1, min(timeout, deadline - time.monotonic() - 0.25))  # then record, report, exit
+    message = the_plan.message
+    assert message is not None
+    if single != everyone:
+        del message["To"]
+        message["To"] = ", ".join(single)
     try:
-        transport.send(the_plan.message, the_plan.recipients, settings, timeout=timeout)
+        transport.send(message, single, settings, timeout=timeout)
     except transport.TransportError as exc:
-        attempts = call.attempts + 1
-        status = "failed" if (not exc.temporary or attempts >= MAX_ATTEMPTS) else "pending"
-        log.warning(f"call {call.callid}: mail not sent ({exc}); status {status}")
-        return _record(store, call, status=status, error=str(exc), attempts=attempts, recipients=the_plan.recipients)
-    log.info(f"call {call.callid} in queue {call.queue}: mailed {len(the_plan.recipients)} recipient(s)")
-    return _record(
-        store, call, status="sent", error="", attempts=call.attempts + 1, recipients=the_plan.recipients, notified=True
-    )
+        status = "failed" if (not exc.temporary or call.attempts >= MAX_ATTEMPTS) else "pending"
+        log.warning(f"call {call.callid}: mail not sent ({exc}); status {status}, attempt {call.attempts}")
+        return _record(store, call, status=status, error=str(exc), recipients=everyone)
+    log.info(f"call {call.callid} in queue {call.queue}: mailed {len(single)} recipient(s)")
+    status = "sent"
+    if held:
+        try:
+            status = "held" if flood.waiting(store, call.callid) else "sent"
+        except StorageError:
+            status = "held"
+    return _record(store, call, status=status, error="", recipients=everyone, notified=True)
+
+
+def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord:
+    """The AGI mailed this call while the database was down: record that, never send it again."""
+    copy = spooled.call
+    call.status, call.last_error = "sent", ""
+    call.attempts = max(call.attempts, copy.attempts)
+    call.recipients = copy.recipients
+    call.notified_at = copy.notified_at or utcnow()
+    try:
+        store.update_call(
+            call.callid,
+            status="sent",
+            last_error="",
+            attempts=call.attempts,
+            recipients=list(call.recipients),
+            notified_at=call.notified_at,
+        )
+    except StorageError as exc:
+        log.error(f"call {call.callid}: could not record status sent: {exc}")
+        return call
+    log.info(f"call {call.callid}: mailed by the AGI while the database was down; recorded as sent")
+    spool.remove(spooled.path)
+    return call
 
 
 def _record(
@@ -115,9 +230,13 @@ def _record(
     error: str,
     attempts: int | None = None,
     recipients: list[str] | None = None,
-    notified: bool = False,
+    notified: bool | datetime = False,
+    next_attempt_at: datetime | None = None,
 ) -> CallRecord:
     fields: dict[str, object] = {"status": status, "last_error": error[:512]}
+    if next_attempt_at is not None:
+        fields["next_attempt_at"] = next_attempt_at
+        call.next_attempt_at = next_attempt_at
     if attempts is not None:
         fields["attempts"] = attempts
         call.attempts = attempts
@@ -125,7 +244,7 @@ def _record(
         fields["recipients"] = recipients
         call.recipients = tuple(recipients)
     if notified:
-        fields["notified_at"] = utcnow()
+        fields["notified_at"] = notified if isinstance(notified, datetime) else utcnow()
         call.notified_at = fields["notified_at"]  # type: ignore[assignment]
     call.status = status
     call.last_error = error[:512]

@@ -12,20 +12,26 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from missedcall.dburl import DbTarget
 
-SCHEMA_VERSION = 1
+# 2: missedcall_calls.next_attempt_at (back-off and claim lease); missedcall_flood and
+#    missedcall_held (storm control, see missedcall/flood.py).
+SCHEMA_VERSION = 2
+#: Seconds a fresh claim keeps ``retry`` away from a call, so that the detector that claimed
+#: it (the AGI: 3 s at most; the sweeper: one relay timeout) sends it alone. Longer than
+#: spool.SETTLE, so a retry imports a spooled copy of a call before it may resend its row.
+CLAIM_LEASE = 60
 CALL_STATUSES = ("pending", "held", "sent", "skipped", "failed")
 CALL_COLUMNS = (
     "id", "callid", "linkedid", "queue", "path", "caller_num", "caller_name", "reason",
     "wait_seconds", "position", "entered_at", "ended_at", "source", "status", "attempts",
-    "last_error", "recipients", "notified_at",
+    "last_error", "recipients", "notified_at", "next_attempt_at",
 )  # fmt: skip
 RECIPIENT_COLUMNS = ("id", "queue", "email", "name", "created_at")
-_TIME_COLUMNS = ("entered_at", "ended_at", "notified_at", "created_at")
+_TIME_COLUMNS = ("entered_at", "ended_at", "notified_at", "created_at", "next_attempt_at")
 
 
 class StorageError(RuntimeError):
@@ -53,6 +59,7 @@ class CallRecord:
     last_error: str = ""
     recipients: tuple[str, ...] = ()
     notified_at: datetime | None = None
+    next_attempt_at: datetime | None = None  # pending: not retried before then (back-off / claim lease)
     id: int | None = None
     extra: dict[str, str] = field(default_factory=dict)  # not stored: the DID, say
 
@@ -100,9 +107,30 @@ _DDL_MYSQL = (
         last_error VARCHAR(512) NOT NULL DEFAULT '',
         recipients TEXT NULL,
         notified_at DATETIME NULL,
+        next_attempt_at DATETIME NULL,
         UNIQUE KEY missedcall_calls_callid (callid),
         KEY missedcall_calls_ended (ended_at),
         KEY missedcall_calls_status (status)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # Storm control (missedcall/flood.py): one counting window per recipient address ...
+    """CREATE TABLE IF NOT EXISTS missedcall_flood (
+        email VARCHAR(254) NOT NULL PRIMARY KEY,
+        window_start DATETIME NOT NULL,
+        sent INT NOT NULL DEFAULT 0
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # ... and one row per (call, address) that waits for that address's digest.
+    """CREATE TABLE IF NOT EXISTS missedcall_held (
+        callid VARCHAR(64) NOT NULL,
+        email VARCHAR(254) NOT NULL,
+        held_at DATETIME NOT NULL,
+        due_at DATETIME NOT NULL,
+        status VARCHAR(16) NOT NULL DEFAULT 'held',
+        attempts INT NOT NULL DEFAULT 0,
+        last_error VARCHAR(512) NOT NULL DEFAULT '',
+        lease VARCHAR(32) NOT NULL DEFAULT '',
+        sent_at DATETIME NULL,
+        PRIMARY KEY (callid, email),
+        KEY missedcall_held_due (status, due_at)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
 )
 
@@ -137,11 +165,33 @@ _DDL_SQLITE = (
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT NOT NULL DEFAULT '',
         recipients TEXT NULL,
-        notified_at TEXT NULL
+        notified_at TEXT NULL,
+        next_attempt_at TEXT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS missedcall_calls_ended ON missedcall_calls (ended_at)",
     "CREATE INDEX IF NOT EXISTS missedcall_calls_status ON missedcall_calls (status)",
+    """CREATE TABLE IF NOT EXISTS missedcall_flood (
+        email TEXT NOT NULL PRIMARY KEY,
+        window_start TEXT NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS missedcall_held (
+        callid TEXT NOT NULL,
+        email TEXT NOT NULL,
+        held_at TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'held',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        lease TEXT NOT NULL DEFAULT '',
+        sent_at TEXT NULL,
+        PRIMARY KEY (callid, email)
+    )""",
+    "CREATE INDEX IF NOT EXISTS missedcall_held_due ON missedcall_held (status, due_at)",
 )
+#: Columns added after version 1, as (table, column, MariaDB type, SQLite type): ``init`` adds
+#: whichever a table lacks, so it is idempotent and safe when several processes run it at once.
+_ADDED_COLUMNS = (("missedcall_calls", "next_attempt_at", "DATETIME NULL", "TEXT NULL"),)
 
 # Column limits shared by both engines, so SQLite keeps what MariaDB would keep.
 _LIMITS = {"callid": 64, "linkedid": 64, "queue": 64, "path": 1024, "caller_num": 128,
@@ -237,7 +287,9 @@ class Store:
         try:
             conn = pymysql.connect(**kwargs)
         except pymysql.MySQLError as exc:
-            raise StorageError(f"cannot connect to {target.describe()}: {_mysql_reason(exc)}") from None
+            # 1040 too many connections, 1203/1226 max_user_connections: a moment later may work.
+            kind = BusyError if getattr(exc, "args", (None,))[0] in (1040, 1203, 1226) else StorageError
+            raise kind(f"cannot connect to {target.describe()}: {_mysql_reason(exc)}") from None
         except OSError as exc:
             raise StorageError(f"cannot connect to {target.describe()}: {exc.strerror or exc}") from None
         return cls(conn, "mysql", target)
@@ -313,9 +365,28 @@ class Store:
         """Create or migrate the tables; idempotent. Returns (version before, version now)."""
         before = self.schema_version()
         self._create_tables()
-        # Later versions add their ALTER TABLE steps here, keyed by the version they lead to.
-        self.set_state("schema_version", str(SCHEMA_VERSION))
-        return before, SCHEMA_VERSION
+        for table, column, mysql_type, sqlite_type in _ADDED_COLUMNS:
+            if not self._has_column(table, column):
+                try:
+                    self._execute(
+                        f"ALTER TABLE {table} ADD COLUMN {column} {mysql_type if self.kind == 'mysql' else sqlite_type}"
+                    )
+                except StorageError:
+                    if not self._has_column(table, column):  # not another process's ALTER winning the race
+                        raise
+        if before is None or before < SCHEMA_VERSION:
+            self.set_state("schema_version", str(SCHEMA_VERSION))
+        return before, max(before or 0, SCHEMA_VERSION)
+
+    def _has_column(self, table: str, column: str) -> bool:
+        if self.kind == "sqlite":
+            return any(row[1] == column for row in self._rows(f"PRAGMA table_info({table})"))
+        rows = self._rows(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?"
+            " AND column_name = ?",
+            (table, column),
+        )
+        return bool(rows)
 
     def table_exists(self, name: str) -> bool:
         if self.kind == "sqlite":
@@ -422,6 +493,8 @@ class Store:
             "last_error": call.last_error,
             "recipients": ",".join(call.recipients),
             "notified_at": call.notified_at,
+            # Every claim starts with a lease: retry leaves the call to its claimer for a while.
+            "next_attempt_at": call.next_attempt_at or utcnow() + timedelta(seconds=CLAIM_LEASE),
         }
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
@@ -433,7 +506,34 @@ class Store:
         except DuplicateError:
             return False
         call.id = cursor.lastrowid
+        call.next_attempt_at = values["next_attempt_at"]  # type: ignore[assignment]
         return True
+
+    def begin_attempt(self, call: CallRecord, *, next_attempt_at: datetime) -> bool:
+        """Count one more delivery attempt *before* it is made; False when another process got there first.
+
+        The row must still be ``pending`` with the attempts this process read, so two
+        retries (or a retry and a late detector) never mail the same call at once, and
+        a crash after the mail left costs at most the attempts left, never a loop.
+        """
+        cursor = self._execute(
+            "UPDATE missedcall_calls SET attempts = attempts + 1, next_attempt_at = ?"
+            " WHERE callid = ? AND status = 'pending' AND attempts = ?",
+            (next_attempt_at, call.callid, call.attempts),
+        )
+        if cursor.rowcount != 1:
+            return False
+        call.attempts += 1
+        call.next_attempt_at = next_attempt_at
+        return True
+
+    def due_calls(self, now: datetime, *, limit: int = 1000) -> list[CallRecord]:
+        """Pending calls whose back-off (or claim lease) is over, oldest first."""
+        return self._select_calls(
+            "WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            f" ORDER BY id LIMIT {int(limit)}",
+            (now,),
+        )
 
     def update_call(self, callid: str, **fields: Any) -> None:
         unknown = set(fields) - set(CALL_COLUMNS)
@@ -504,11 +604,16 @@ def _call_from_row(row: dict[str, Any]) -> CallRecord:
         last_error=row["last_error"] or "",
         recipients=tuple(a for a in (row["recipients"] or "").split(",") if a),
         notified_at=_from_db(row["notified_at"]),
+        next_attempt_at=_from_db(row["next_attempt_at"]),
     )
 
 
 class DuplicateError(StorageError):
     """A unique key refused the row."""
+
+
+class BusyError(StorageError):
+    """The server is there but has no room right now (too many connections): worth another try."""
 
 
 def _is_integrity_error(exc: Exception) -> bool:

@@ -7,7 +7,11 @@ reaps the binary when its time is up).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import threading
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import default as default_policy
 
@@ -37,17 +41,70 @@ def send_sendmail(message: EmailMessage, recipients: list[str], settings: Settin
     argv = [settings.sendmail, "-oi", "-f", settings.mail_from, "--", *recipients]
     data = message.as_bytes(policy=default_policy.clone(linesep="\n"))
     try:
-        done = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise TransportError(f"{settings.sendmail} did not finish within {timeout:.0f} s") from None
+        # A session of its own, so that on timeout its helpers (postdrop, a relay client) die
+        # with it: the AGI must leave no process behind.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),  # only set when this process has a single thread
+        )
     except OSError as exc:
         raise TransportError(f"cannot run {settings.sendmail}: {exc.strerror or exc}") from None
-    if done.returncode != 0:
-        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    try:
+        _out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise TransportError(f"{settings.sendmail} did not finish within {timeout:.1f} s (stopped)") from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    if proc.returncode != 0:
+        said = err.decode("utf-8", "replace").strip().splitlines()
         detail = f": {said[-1][:200]}" if said else ""
         # sysexits: 75 (EX_TEMPFAIL) is explicitly temporary; treat the rest as worth a retry too,
         # since a broken relay is fixed by an admin, not by giving up.
-        raise TransportError(f"{settings.sendmail} exited with {done.returncode}{detail}")
+        raise TransportError(f"{settings.sendmail} exited with {proc.returncode}{detail}")
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """Make the mail program die with this process (Linux PR_SET_PDEATHSIG).
+
+    Killed half-way (SIGKILL, the OOM killer), the AGI leaves its call pending and retry
+    sends it; a mail program that lived on would deliver it as well, and the retry would
+    be a duplicate. With this, the duplicate window shrinks to the moment between the mail
+    program queueing the message and the row saying so. Only for a process with one
+    thread (the AGI; a small retry): preexec_fn is unsafe once threads exist.
+    """
+    if threading.active_count() != 1:
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl: do not send on its behalf
+            os._exit(75)
+
+    return arm
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, *, timeout: float) -> None:
@@ -79,10 +136,12 @@ def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, 
         text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
         raise TransportError(
             f"SMTP {settings.smtp_host}:{settings.smtp_port} answered {exc.smtp_code} {text[:200]}",
-            temporary=400 <= exc.smtp_code < 500,
+            # A 5xx refusal of the whole message is retried like a 4xx: it is usually the relay's
+            # configuration (relaying denied, a full mailbox), which an admin fixes, and giving up
+            # at once would lose the call. The attempts (notify.MAX_ATTEMPTS) still run out.
         ) from None
     except smtplib.SMTPRecipientsRefused as exc:
-        raise TransportError(f"SMTP relay refused every recipient ({len(exc.recipients)})", temporary=False) from None
+        raise TransportError(f"SMTP relay refused every recipient ({len(exc.recipients)})") from None
     except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
         raise TransportError(
             f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc.__class__.__name__}: {exc}"

@@ -8,18 +8,12 @@ parses the mail back.
 
 from __future__ import annotations
 
-import os
-import sys
-from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from missedcall.dburl import parse_db_url
-from missedcall.storage import CallRecord, Store
 from missedcall.testing import AgiPeer, AgiRun, make_headers
-from tests.conftest import write_env_file
+from tests.agibox import Pbx  # shared with the reliability suites
 from tests.mailbox import SENDMAIL, read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,40 +23,6 @@ AGI_FIXTURES = SHARED / "asterisk22-agi"
 FREEPBX_LOG = SHARED / "queue_log" / "freepbx17-shaped.queue_log"
 LAB_LOG = SHARED / "queue_log" / "asterisk22-lab.queue_log"
 SAFE_ON_DEAD_CHANNEL = ("GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VERBOSE", "EXEC", "NOOP", "DATABASE")
-
-
-@dataclass
-class Pbx:
-    """One configured box: a database with recipients, a config file, a maildir, a queue_log."""
-
-    tmp: Path
-    db_url: str
-    maildir: Path
-    queue_log: Path
-    settings: dict[str, str]
-
-    def configure(self, **keys: str) -> None:
-        self.settings.update(keys)
-        write_env_file(self.tmp, **self.settings)
-
-    def store(self) -> Store:
-        return Store.open(parse_db_url(self.db_url))
-
-    def run(self, peer: AgiPeer, args: list[str], **env: str) -> AgiRun:
-        environ = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "MISSEDCALL_CONFIG": str(self.tmp / "missedcall.env"),
-            "MISSEDCALL_TEST_MAILDIR": str(self.maildir),
-            **env,
-        }
-        return peer.run([sys.executable, str(MISSED), *args], env=environ, timeout=15)
-
-    def mails(self) -> list[EmailMessage]:
-        return [m.message for m in read_mail(self.maildir)]
-
-    def calls(self) -> list[CallRecord]:
-        with self.store() as store:
-            return store.calls()
 
 
 @pytest.fixture

@@ -1,0 +1,97 @@
+"""The flood digest: one message to one address listing the calls held for it. Pure.
+
+Caller-controlled text goes through ``mail.clean`` like in single mails, and
+the only recipient is the one address the digest is for.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Sequence
+from datetime import datetime, timezone, tzinfo
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from missedcall import mail
+from missedcall.storage import CallRecord
+
+_TEXT = {
+    "en": {
+        "subject": "{n} more missed call(s) in queue(s) {queues} (digest)",
+        "intro": (
+            "More than {limit} missed-call notifications reached you within {window} minutes, so the\n"
+            "following {n} call(s) were collected into this one message instead of {n} separate ones.\n"
+        ),
+        "header": "time | queue | caller | reason | waited | call id",
+        "outro": "Sent by missedcall on {host}. `missedcall-admin log` shows every call.",
+    },
+    "ru": {
+        "subject": "Ещё {n} пропущенных звонков в очередях {queues} (сводка)",
+        "intro": (
+            "За {window} мин вам пришло больше {limit} уведомлений о пропущенных звонках, поэтому\n"
+            "следующие {n} звонков собраны в одно письмо.\n"
+        ),
+        "header": "время | очередь | абонент | причина | ожидание | id звонка",
+        "outro": "Отправлено missedcall на {host}. Все звонки: `missedcall-admin log`.",
+    },
+}
+
+
+def build(
+    calls: Sequence[CallRecord],
+    *,
+    to: str,
+    sender: str,
+    language: str,
+    limit: int,
+    window: int,
+    zone: tzinfo | None,
+    now: datetime,
+    host: str | None = None,
+) -> EmailMessage:
+    words = _TEXT.get(language, _TEXT["en"])
+    host = mail.clean(host or socket.gethostname(), 255)
+    queues = []
+    for call in calls:
+        queue = mail.clean(call.queue, 64)
+        if queue not in queues:
+            queues.append(queue)
+    shown = ", ".join(queues[:5]) + (", …" if len(queues) > 5 else "")
+    lines = [words["intro"].format(limit=limit, window=window, n=len(calls)), words["header"]]
+    for call in calls:
+        lines.append(
+            " | ".join(
+                (
+                    mail.format_time(call.ended_at or call.entered_at, zone, language),
+                    " > ".join(mail.clean(q, 64) for q in call.path) or mail.clean(call.queue, 64),
+                    mail.describe_caller(call.caller_num, call.caller_name, language),
+                    mail.REASON_TEXT.get(language, mail.REASON_TEXT["en"]).get(call.reason, call.reason),
+                    mail.format_wait(call.wait_seconds, language),
+                    mail.clean(call.callid, 64),
+                )
+            )
+        )
+    lines += ["", words["outro"].format(host=host)]
+    body = "\n".join(lines) + "\n"
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = mail.header_text(mail.clean(words["subject"].format(n=len(calls), queues=shown), 200))
+    moment = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    message["Date"] = format_datetime(moment.astimezone())
+    message["Message-ID"] = make_msgid("missedcall-digest", domain=sender.rsplit("@", 1)[-1])
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Missedcall-Digest"] = str(len(calls))
+    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+    return message
+
+
+def listed_callids(body: str) -> list[str]:
+    """The call ids a digest body lists (its last column), for tests and tools."""
+    found = []
+    for line in body.splitlines():
+        parts = line.rsplit(" | ", 1)
+        if len(parts) == 2 and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", parts[1].strip()):
+            found.append(parts[1].strip())
+    return found

@@ -1,0 +1,250 @@
+"""``missedcall-admin retry`` (cron, every minute): finish what the detectors could not.
+
+Three steps, each safe to run in several processes at once and after any crash:
+
+1. **Import the spool.** Calls the AGI spooled while the database was down
+   become rows. ``claim_call`` is the idempotency key: a call already recorded
+   (by the sweeper, or by the AGI's claim whose answer was lost) is not
+   recorded twice, and one the AGI already mailed is recorded ``sent``, never
+   mailed again. Only files older than spool.SETTLE are taken.
+2. **Resend due pending calls** through notify(): back-off 1, 5, 15, 60 minutes
+   (notify.BACKOFF) after each failed attempt; after notify.MAX_ATTEMPTS the
+   call is ``failed``. Each attempt is counted on the row before the mail goes
+   (Store.begin_attempt), which is also the lock between concurrent retries.
+3. **Send due flood digests** (missedcall.flood): one message per address
+   listing every call held for it, once its window is over.
+
+``--failed`` first puts failed calls and digests back in the queue (after the
+relay was fixed): a call whose own mail never went is retried from scratch, one
+whose digest failed gets its digest again.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from missedcall import digest, flood, log, notify, spool, transport
+from missedcall.config import Settings
+from missedcall.storage import SCHEMA_VERSION, CallRecord, StorageError, Store, utcnow
+
+#: Pending calls handled per run at most; the next run (a minute later) takes the rest.
+BATCH = 1000
+#: A digest that is being sent is leased for this long (a crash mid-send: resent after it).
+DIGEST_LEASE = 300
+#: Pending calls are sent by this many connections at once when there are at least PARALLEL_FROM of them.
+WORKERS = 4
+PARALLEL_FROM = 20
+
+
+@dataclass
+class Report:
+    imported: int = 0  # spool files that became rows
+    adopted: int = 0  # ... of which the AGI had already mailed (recorded sent, not resent)
+    known: int = 0  # spool files whose call was already recorded
+    bad: int = 0  # unreadable spool files moved aside
+    requeued: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)  # notify() results by status
+    digests: int = 0
+    digest_calls: int = 0
+    digest_failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def tally(self, status: str) -> None:
+        self.outcomes[status] = self.outcomes.get(status, 0) + 1
+
+    def did_something(self) -> bool:
+        return bool(
+            self.imported or self.known or self.bad or self.requeued or self.outcomes or self.digests
+            or self.digest_failures
+        )  # fmt: skip
+
+    def summary(self) -> str:
+        parts = []
+        if self.imported or self.known or self.bad:
+            parts.append(
+                f"spool: {self.imported} call(s) recorded ({self.adopted} already mailed by the AGI),"
+                f" {self.known} already known" + (f", {self.bad} unreadable file(s) set aside" if self.bad else "")
+            )
+        if self.requeued:
+            parts.append(f"{self.requeued} failed call(s)/digest(s) queued again")
+        if self.outcomes:
+            parts.append("pending calls: " + ", ".join(f"{n} {s}" for s, n in sorted(self.outcomes.items())))
+        if self.digests or self.digest_failures:
+            parts.append(
+                f"digests: {self.digests} sent listing {self.digest_calls} call(s)"
+                + (f", {self.digest_failures} failed" if self.digest_failures else "")
+            )
+        return "retry: " + ("; ".join(parts) if parts else "nothing to do")
+
+
+def run(
+    store: Store,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    settle: float = spool.SETTLE,
+    failed: bool = False,
+    timeout: float | None = None,
+) -> Report:
+    """One retry pass; raises StorageError when the database fails (the spool is left as it was)."""
+    now = now or utcnow()
+    report = Report()
+    version = store.schema_version()
+    if version is None or version < SCHEMA_VERSION:
+        store.init()
+    import_spool(store, settings, report, now=now, settle=settle)
+    if failed:
+        report.requeued = requeue_failed(store, now)
+    timeout = settings.smtp_timeout if timeout is None else timeout
+    for status in resend(store, settings, store.due_calls(now, limit=BATCH), now=now, timeout=timeout):
+        report.tally(status)
+    send_digests(store, settings, report, now=now, timeout=timeout)
+    if report.did_something():
+        log.info(report.summary())
+    return report
+
+
+def resend(store: Store, settings: Settings, calls: list[CallRecord], *, now: datetime, timeout: float) -> list[str]:
+    """notify() each call; a backlog (after an outage) is shared by WORKERS connections, so a slow relay
+    or mail program is not waited for one call at a time. begin_attempt() keeps each call to one of them."""
+    if len(calls) < PARALLEL_FROM:
+        return [notify.notify(store, settings, call, timeout=timeout, now=now).status for call in calls]
+
+    def work(share: list[CallRecord]) -> list[str]:
+        with Store.open(settings.db, timeout=30.0) as own:
+            return [notify.notify(own, settings, call, timeout=timeout, now=now).status for call in share]
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return [status for part in pool.map(work, [calls[i::WORKERS] for i in range(WORKERS)]) for status in part]
+
+
+def import_spool(store: Store, settings: Settings, report: Report, *, now: datetime, settle: float) -> None:
+    try:
+        paths = spool.ready(settings.spool_dir, now=now.timestamp(), settle=settle)
+    except spool.SpoolError as exc:
+        report.errors.append(str(exc))
+        log.error(f"retry: {exc}")
+        return
+    for path in paths:
+        try:
+            item = spool.read(path)
+        except spool.SpoolError as exc:
+            kept = spool.quarantine(path)
+            report.bad += 1
+            log.error(f"retry: {exc}; moved to {kept}")
+            continue
+        call = item.call
+        call.next_attempt_at = now  # a pending one is due at once: its back-off was spent waiting here
+        if store.claim_call(call):
+            report.imported += 1
+            report.adopted += item.mailed
+            log.info(f"retry: spooled call {call.callid} recorded as {call.status}")
+        else:
+            report.known += 1
+            existing = store.get_call(call.callid)
+            if item.mailed and existing is not None and existing.status == "pending":
+                # Recorded by someone else but never mailed by them: the AGI's mail counts.
+                store.update_call(
+                    call.callid,
+                    status="sent",
+                    last_error="",
+                    recipients=list(call.recipients),
+                    notified_at=call.notified_at or now,
+                    attempts=max(existing.attempts, call.attempts),
+                )
+                report.adopted += 1
+        spool.remove(path)
+
+
+def requeue_failed(store: Store, now: datetime) -> int:
+    """Put failed calls and digests back in the queue; returns how many rows changed."""
+    changed = 0
+    cursor = store._execute(
+        "UPDATE missedcall_held SET status = 'held', attempts = 0, due_at = ?, last_error = '' WHERE status = 'failed'",
+        (now,),
+    )
+    changed += max(0, cursor.rowcount or 0)
+    # The call's own mail went; only a digest failed: it waits for that digest again.
+    cursor = store._execute(
+        "UPDATE missedcall_calls SET status = 'held' WHERE status = 'failed' AND notified_at IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM missedcall_held h WHERE h.callid = missedcall_calls.callid"
+        " AND h.status = 'held')"
+    )
+    changed += max(0, cursor.rowcount or 0)
+    # The call's own mail never went: from scratch (its held addresses stay held).
+    cursor = store._execute(
+        "UPDATE missedcall_calls SET status = 'pending', attempts = 0, next_attempt_at = ?"
+        " WHERE status = 'failed' AND notified_at IS NULL",
+        (now,),
+    )
+    changed += max(0, cursor.rowcount or 0)
+    return changed
+
+
+def send_digests(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
+    for email in flood.due_addresses(store, now):
+        batch = flood.lease(store, email, now, now + timedelta(seconds=DIGEST_LEASE))
+        if batch is None:
+            continue  # another retry took it
+        calls = flood.calls(store, batch.callids)
+        message = digest.build(
+            calls,
+            to=email,
+            sender=settings.mail_from,
+            language=settings.language,
+            limit=settings.flood_limit,
+            window=settings.flood_window,
+            zone=notify.zone(settings),
+            now=now,
+        )
+        try:
+            transport.send(message, [email], settings, timeout=timeout)
+        except transport.TransportError as exc:
+            give_up = batch.attempts >= notify.MAX_ATTEMPTS
+            flood.digest_failed(
+                store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts)
+            )
+            report.digest_failures += 1
+            log.warning(f"retry: digest of {len(calls)} call(s) to {email} not sent: {exc}")
+            continue
+        flood.digest_sent(store, batch, now)
+        report.digests += 1
+        report.digest_calls += len(calls)
+        log.info(f"retry: digest of {len(calls)} held call(s) sent to {email}")
+
+
+def health(store: Store, settings: Settings, *, now: datetime | None = None) -> tuple[str, str, str]:
+    """(OK|WARN|FAIL, detail, fix) about delivery, for doctor: failed calls, stuck pending ones, the spool."""
+    now = now or utcnow()
+    problems: list[str] = []
+    status = "OK"
+    try:
+        rows = store._rows("SELECT status, COUNT(*) FROM missedcall_calls GROUP BY status")
+    except StorageError as exc:
+        return "WARN", f"cannot count calls: {exc}", "missedcall-admin init"
+    counts = {str(s): int(n) for s, n in rows}
+    if counts.get("failed"):
+        status = "WARN"
+        last = store.calls(status="failed", limit=1)
+        why = f" (latest: {last[0].last_error[:120]})" if last and last[0].last_error else ""
+        problems.append(f"{counts['failed']} call(s) failed{why}")
+    stale = store._rows(
+        "SELECT COUNT(*) FROM missedcall_calls WHERE status = 'pending' AND next_attempt_at < ?",
+        (now - timedelta(minutes=10),),
+    )
+    if stale and int(stale[0][0]):
+        status = "WARN"
+        problems.append(f"{int(stale[0][0])} pending call(s) overdue by 10+ minutes (is retry running from cron?)")
+    spooled, oldest = spool.count(settings.spool_dir)
+    if spooled:
+        age = int(now.timestamp() - (oldest or now.timestamp()))
+        if age > 10 * 60:
+            status = "WARN"
+        problems.append(f"{spooled} call(s) in the spool {settings.spool_dir}, oldest {age // 60} min")
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no calls yet"
+    if status == "OK":
+        return "OK", f"calls: {summary}" + (f"; {problems[0]}" if problems else ""), ""
+    fix = "missedcall-admin log --status failed; fix the cause (see last_error), then: missedcall-admin retry --failed"
+    return status, "; ".join(problems), fix

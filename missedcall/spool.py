@@ -1,0 +1,246 @@
+"""The spool: missed calls the AGI could not record because the database was unreachable.
+
+One JSON file per call, ``<MISSEDCALL_SPOOL_DIR>/call-<callid>.json``, written
+atomically (a private temporary file, fsync, rename, fsync of the folder) with
+mode 0640, so a reader sees a whole file or none, and a crash leaves at worst a
+``.tmp-*`` file that is never read. The file says whether the AGI mailed the
+call (``status`` ``sent``), so ``retry`` records it without mailing it again;
+``pending`` ones are recorded and then sent like any other pending call.
+
+``retry`` takes only files older than :data:`SETTLE` seconds: the AGI that
+wrote a file may still be mailing and rewrite it (its whole run is bounded to
+3 s, far less under any load a PBX survives), and :data:`SETTLE` is shorter
+than the claim lease (storage.CLAIM_LEASE), so a spooled copy is always imported
+before a row of the same call may be retried.
+
+The folder also holds ``recipients.json``, the last known recipients
+(:mod:`missedcall.lastknown`). Files written by root (the CLI) are given the
+folder's owner and group, so the Asterisk user can still read and replace them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from missedcall.storage import CALL_STATUSES, CallRecord
+
+SETTLE = 30
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+_NAME = re.compile(r"call-([A-Za-z0-9._-]{1,64})\.json")
+_CALLID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_FIELDS = (
+    "callid", "linkedid", "queue", "caller_num", "caller_name", "reason", "source", "status", "last_error",
+)  # fmt: skip
+
+
+class SpoolError(RuntimeError):
+    """A spool file or folder that cannot be used; one line."""
+
+
+@dataclass
+class Spooled:
+    path: str
+    call: CallRecord
+    mtime: float
+
+    @property
+    def mailed(self) -> bool:
+        return self.call.status == "sent"
+
+
+def path_for(spool_dir: str, callid: str) -> str:
+    # Callids are cleaned to [A-Za-z0-9._-] before they get here; refuse anything else rather
+    # than let a name reach outside the folder (the "call-" prefix keeps "." and ".." harmless).
+    if not _CALLID.fullmatch(callid):
+        raise SpoolError(f"callid {callid[:80]!r} cannot name a spool file")
+    return os.path.join(spool_dir, f"call-{callid}.json")
+
+
+def atomic_write(directory: str, name: str, data: bytes, *, create_dir: bool = False) -> str:
+    """Write ``directory/name`` whole or not at all, mode 0640; returns the path."""
+    if create_dir:
+        try:
+            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create {directory}: {exc.strerror}") from None
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        raise SpoolError(f"cannot write in {directory}: {exc.strerror}") from None
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
+            if os.geteuid() == 0:
+                folder = os.stat(directory)
+                os.fchown(fd, folder.st_uid, folder.st_gid)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise SpoolError(f"cannot write {final}: {exc.strerror}") from None
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # the rename is done; only its durability across a power cut is at stake
+    return final
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat() if moment else None
+
+
+def _when(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def to_json(call: CallRecord) -> dict[str, Any]:
+    data: dict[str, Any] = {name: getattr(call, name) for name in _FIELDS}
+    data.update(
+        version=1,
+        path=list(call.path),
+        wait_seconds=call.wait_seconds,
+        position=call.position,
+        attempts=call.attempts,
+        recipients=list(call.recipients),
+        entered_at=_iso(call.entered_at),
+        ended_at=_iso(call.ended_at),
+        notified_at=_iso(call.notified_at),
+        extra=dict(call.extra),
+    )
+    return data
+
+
+def from_json(data: Any) -> CallRecord:
+    """The call a spool file holds; raises SpoolError when it is not one of ours."""
+    try:
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise ValueError("not a version 1 spool record")
+        texts = {name: data[name] for name in _FIELDS}
+        if not all(isinstance(v, str) for v in texts.values()):
+            raise ValueError("a text field is not text")
+        if texts["status"] not in CALL_STATUSES or not _CALLID.fullmatch(texts["callid"]):
+            raise ValueError("bad status or callid")
+
+        def number(name: str) -> int | None:
+            value = data.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} is not a number")
+            return value
+
+        return CallRecord(
+            **texts,
+            path=tuple(str(q) for q in data.get("path") or ()),
+            wait_seconds=number("wait_seconds"),
+            position=number("position"),
+            attempts=number("attempts") or 0,
+            recipients=tuple(str(a) for a in data.get("recipients") or ()),
+            entered_at=_when(data.get("entered_at")),
+            ended_at=_when(data.get("ended_at")),
+            notified_at=_when(data.get("notified_at")),
+            extra={str(k): str(v) for k, v in (data.get("extra") or {}).items()},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpoolError(f"not a missedcall spool record ({exc})") from None
+
+
+def write(spool_dir: str, call: CallRecord) -> str:
+    """Spool ``call`` as it stands (its ``status`` says whether it was mailed); returns the path."""
+    payload = json.dumps(to_json(call), ensure_ascii=True, sort_keys=True).encode("ascii")
+    return atomic_write(spool_dir, os.path.basename(path_for(spool_dir, call.callid)), payload, create_dir=True)
+
+
+def read(path: str) -> Spooled:
+    try:
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            raw = handle.read(1 << 20)
+    except OSError as exc:
+        raise SpoolError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise SpoolError(f"{path}: not JSON") from None
+    return Spooled(path=path, call=from_json(data), mtime=st.st_mtime)
+
+
+def find(spool_dir: str, callid: str) -> Spooled | None:
+    """The spooled copy of one call, if any (one failed open when there is none: cheap for the AGI)."""
+    try:
+        return read(path_for(spool_dir, callid))
+    except SpoolError:
+        return None
+
+
+def ready(spool_dir: str, *, now: float | None = None, settle: float = SETTLE) -> list[str]:
+    """Spool files at least ``settle`` seconds old, oldest first."""
+    now = time.time() if now is None else now
+    found: list[tuple[float, str]] = []
+    try:
+        entries = list(os.scandir(spool_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise SpoolError(f"cannot list {spool_dir}: {exc.strerror}") from None
+    for entry in entries:
+        if not _NAME.fullmatch(entry.name):
+            continue
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if now - mtime >= settle and entry.is_file(follow_symlinks=False):
+            found.append((mtime, entry.path))
+    return [path for _, path in sorted(found)]
+
+
+def count(spool_dir: str) -> tuple[int, float | None]:
+    """(spooled calls, mtime of the oldest) for doctor."""
+    try:
+        mtimes = [e.stat().st_mtime for e in os.scandir(spool_dir) if _NAME.fullmatch(e.name)]
+    except OSError:
+        return 0, None
+    return len(mtimes), (min(mtimes) if mtimes else None)
+
+
+def remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def quarantine(path: str) -> str:
+    """Move an unreadable spool file aside (``bad-...``) so it is kept for a human, not retried forever."""
+    target = os.path.join(os.path.dirname(path), "bad-" + os.path.basename(path))
+    try:
+        os.rename(path, target)
+    except OSError:
+        return path
+    return target

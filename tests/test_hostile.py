@@ -1,0 +1,372 @@
+"""Hostile input in every field that comes from outside: no crash, no injected header or recipient,
+a clear one-line error from the CLI, and the AGI always exits 0.
+
+One table (HOSTILE, 60+ values: CR/LF, NUL, bytes that are not UTF-8, 64 KB strings, SQL and
+shell metacharacters, RFC 2047 look-alikes, display-name tricks, path traversal, AGI reply
+look-alikes) goes through: caller number and name (AGI headers), the queue and reason
+arguments, the uniqueid, queue_log fields, configuration values, recipients CSV rows and
+``missedcall-admin`` arguments. Values that an interface cannot carry are left out of that
+interface only, with the reason next to it (a NUL cannot be in argv or an environment).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from email.message import EmailMessage
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from missedcall import cli, config, notify, queuelog, verdict
+from missedcall.storage import CallRecord, utcnow
+from missedcall.testing import AgiPeer, AgiRun, make_headers
+from tests.agibox import Pbx, make_pbx
+from tests.mailbox import StoredMail
+
+BAD_UTF8 = b"\xff\xfe\xc3(".decode("utf-8", "surrogateescape")  # bytes that are not UTF-8, as Python keeps them
+
+HOSTILE: list[str] = [
+    "", " ", "\r\n", "a\rb", "a\nb", "\n\n\n",
+    "x\r\nBcc: evil@example.com", "x\nTo: evil@example.com", "x\n\nbody takeover",
+    "x\r\n.\r\nRCPT TO:<evil@example.com>",
+    "\x00", "a\x00b", "\x00Bcc: evil@example.com",
+    "\x1b[31mred\x1b[0m", "\x07\x08\x7f", "\x85\u2028\u2029", "\t\v\f",
+    BAD_UTF8, "caf" + b"\xe9".decode("utf-8", "surrogateescape"), "ok" + b"\xc0\xaf".decode("utf-8", "surrogateescape"),
+    "A" * 65536, "Я" * 32768, "9" * 65536, ("a\n" * 20000),
+    "'; DROP TABLE missedcall_calls; --", "\" OR \"1\"=\"1", "1' OR '1'='1", "\\'; SELECT SLEEP(10); --",
+    "$(touch /tmp/pwned)", "`id`", "; rm -rf / ;", "| cat /etc/shadow", "&& reboot", "> /etc/passwd",
+    "${ABANDONED}", "${SHELL(id)}", "$caller $$ ${host}", "%s%s%s%n", "{0}{1}{__class__}",
+    "=?utf-8?b?Qm9zcyA8Ym9zc0BleGFtcGxlLmNvbT4=?=", "=?utf-8?q?x=0D=0ABcc:_evil@example.com?=",
+    "=?iso-8859-1?q?=E9vil?= <evil@example.com>",
+    '"boss@example.com" <evil@example.com>', "evil@example.com, other@example.com", "<evil@example.com>",
+    "Boss <boss@example.com>\nBcc: evil@example.com", "evil@example.com\r\nCc: evil@example.com", "@", "a@b@c",
+    "../../../../etc/passwd", "/etc/passwd", "..", ".", "/", "~root", "/dev/zero", "C:\\Windows\\system32",
+    "600|ABANDON|1|1|1", "1795659165.1|600|NONE|CONNECT|1|2|3", "200 result=1 (TRUE)", "HANGUP",
+    "511 Command Not Permitted on a dead channel", "agi_uniqueid: 1", "unknown",
+    "*", "%", "_", "\\", '"', "'", ",,,", "null", "-1", "99999999999999999999", "1e308",
+    "\ufeffBOM", "\u202eRTL override", "🙂" * 100,
+]  # fmt: skip
+assert len(HOSTILE) >= 40
+
+
+def short(thing: object) -> str:
+    """For assertion messages: a 64 KB value would drown the report."""
+    text = repr(thing)
+    return text if len(text) <= 200 else text[:200] + f"... ({len(text)} chars)"
+
+
+def for_argv(values: list[str]) -> list[str]:
+    """argv and the environment are C strings: execve cannot carry a NUL, so those values stay out."""
+    return [v for v in values if "\x00" not in v]
+
+
+def as_argv(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+class RawPeer(AgiPeer):
+    """Writes the header block as bytes, so values that are not UTF-8 reach the script as such."""
+
+    @property
+    def header_bytes(self) -> bytes:
+        return "".join(self.header_lines).encode("utf-8", "surrogateescape")
+
+
+EXPECTED_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Missedcall-Callid",
+                    "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}  # fmt: skip
+
+
+def assert_clean_mail(mail: StoredMail, recipients: set[str]) -> None:
+    """Exactly these envelope and header recipients, only our headers, each on one line."""
+    message: EmailMessage = mail.message
+    assert set(mail.recipients) == recipients, mail.recipients
+    assert {a for _, a in getaddresses([str(message["To"])])} == recipients
+    assert set(message.keys()) <= EXPECTED_HEADERS, message.keys()
+    assert len(message.get_all("To", [])) == 1 and len(message.get_all("Subject", [])) == 1
+    assert message["From"] == "pbx@example.com"
+    assert message.defects == [] and not any(p.defects for p in message.walk())
+    raw_headers = mail.raw.split(b"\n\n", 1)[0].decode("ascii")  # 7-bit clean: RFC 2047 where needed
+    for line in raw_headers.split("\n"):
+        assert line[:1] in (" ", "\t") or line.split(":", 1)[0] in EXPECTED_HEADERS, line
+    assert len(str(message["Subject"])) <= 210  # 200 as built; unfolding the encoded words may add a space
+
+
+def assert_agi_ok(run: AgiRun) -> None:
+    # (Wall time is test_faults.py's business: here three runs share two cores with everything else.)
+    assert run.ok, short(run)
+    assert run.stdout_garbage == [] and run.stderr == "", short(run)
+
+
+@pytest.fixture
+def box(tmp_path: Path, sqlite_url: str) -> Pbx:
+    return make_pbx(tmp_path, sqlite_url, MISSEDCALL_FALLBACK_TO="fallback@example.com", MISSEDCALL_FLOOD_LIMIT="1000")
+
+
+def _parallel(box: Pbx, jobs: list[tuple[AgiPeer, list[Any]]]) -> list[AgiRun]:
+    return box.run_many(jobs, parallel=3, timeout=20)
+
+
+# ============================================================================ AGI fields
+
+
+def finish(box: Pbx) -> None:
+    """What cron's next retry does: on a busy box the AGI may have left the mail to it (or spooled it)."""
+    box.age_spool()
+    with box.store() as store:
+        store._execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
+    done = box.admin("retry")
+    assert done.returncode == 0, short(done)
+
+
+def test_caller_number_and_name_and_the_arguments(box: Pbx) -> None:
+    """Caller number, caller name (headers), QUEUE and REASON (argv) all hostile at once."""
+    jobs = []
+    expected = {}
+    for i, value in enumerate(HOSTILE):
+        callid = f"1795800000.{i}"
+        args: list[Any] = [as_argv(value), as_argv(value)] if "\x00" not in value else ["600"]  # argv: no NUL
+        headers = make_headers(uniqueid=callid, callerid=value, calleridname=value, args=[value])
+        jobs.append((RawPeer(headers, {"ABANDONED": "TRUE"}), args))
+        queue = verdict.clean_id(os.fsdecode(args[0]) if isinstance(args[0], bytes) else args[0])
+        queue = queue.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        expected[callid] = {"ops600@example.com" if queue == "600" else "fallback@example.com", "boss@example.com"}
+    runs = _parallel(box, jobs)
+    for run in runs:
+        assert_agi_ok(run)
+        assert not any(c.startswith(("ANSWER", "HANGUP", "EXEC", "SET")) for c in run.commands), short(run.commands)
+    finish(box)
+    mails = box.stored()
+    assert sorted(str(m.message["X-Missedcall-Callid"]) for m in mails) == sorted(expected)
+    for mail in mails:
+        assert_clean_mail(mail, expected[str(mail.message["X-Missedcall-Callid"])])
+    rows = box.calls()
+    assert sorted(c.callid for c in rows) == sorted(expected)
+    assert all(c.status == "sent" for c in rows)
+
+
+def test_forged_header_lines_in_the_caller_name_change_nothing(box: Pbx) -> None:
+    name = "Joe\nagi_uniqueid: 1795800200.99\nagi_callerid: 999\nagi_arg_1: 601"
+    headers = make_headers(uniqueid="1795800200.1", callerid="100", calleridname=name, args=["600"])
+    assert_agi_ok(box.run(AgiPeer(headers, {"ABANDONED": "TRUE"}), ["600"]))
+    [call] = box.calls()
+    assert (call.callid, call.caller_num, call.queue) == ("1795800200.1", "100", "600")
+
+
+def test_uniqueid_and_queue_log_fields(box: Pbx) -> None:
+    """The uniqueid hostile, and the call's queue_log lines hostile in every field in turn."""
+    base = 1795800300
+    lines: list[str] = []
+    jobs = []
+    for i, value in enumerate(HOSTILE):
+        callid = value
+        kind = i % 4
+        if kind == 0:  # the caller ID field
+            lines += [f"{base}|{callid}|600|NONE|ENTERQUEUE||{value}|1", f"{base + 5}|{callid}|600|NONE|ABANDON|1|1|5"]
+        elif kind == 1:  # the queue field of the exit line
+            lines += [f"{base}|{callid}|600|NONE|ENTERQUEUE||100|1", f"{base + 5}|{callid}|{value}|NONE|ABANDON|1|1|5"]
+        elif kind == 2:  # agent and data fields
+            lines += [f"{base}|{callid}|600|{value}|ENTERQUEUE|{value}|100|{value}",
+                      f"{base + 5}|{callid}|600|{value}|ABANDON|{value}|{value}|{value}"]  # fmt: skip
+        else:  # a garbage line among the call's lines
+            lines += [
+                f"{base}|{callid}|600|NONE|ENTERQUEUE||100|1",
+                value,
+                f"{base + 5}|{callid}|600|NONE|ABANDON|1|1|5",
+            ]
+        headers = make_headers(uniqueid=value, callerid="", calleridname="", args=["600"])
+        # (the linkedid is given: the peer would otherwise echo the uniqueid, and it writes replies as UTF-8)
+        jobs.append((RawPeer(headers, {"ABANDONED": "TRUE", "CHANNEL(linkedid)": "1795800150.1"}), ["600"]))
+    box.write_queue_log(lines)
+    for line in lines:  # the parser and the verdict never raise
+        event = queuelog.parse_line(line)
+        if event is not None:
+            verdict.judge_events([event])
+    for run in _parallel(box, jobs):
+        assert_agi_ok(run)
+    finish(box)
+    allowed = {"ops600@example.com", "boss@example.com", "fallback@example.com"}
+    for mail in box.stored():
+        assert set(mail.recipients) in ({"ops600@example.com", "boss@example.com"}, allowed - {"ops600@example.com"})
+        assert_clean_mail(mail, set(mail.recipients))
+    for call in box.calls():
+        assert call.callid == verdict.clean_id(call.callid) and 0 < len(call.callid) <= 64
+    # The sweeper reads the same file: it records nothing twice.
+    before = len(box.stored())
+    swept = box.admin("sweep", "--from-start", "--grace", "0")
+    assert swept.returncode == 0, short(swept)
+    finish(box)
+    mailed = [str(m.message["X-Missedcall-Callid"]) for m in box.stored()]
+    assert len(mailed) == len(set(mailed)), "a call was mailed twice"
+    assert len(mailed) >= before
+
+
+# ============================================================================ configuration
+
+
+def _settings_env(box: Pbx, key: str, value: str) -> dict[str, str]:
+    return {"MISSEDCALL_CONFIG": str(box.config_file), key: value}
+
+
+@pytest.mark.parametrize("key", sorted(config.KEYS))
+def test_every_configuration_key(box: Pbx, key: str) -> None:
+    """Each value either loads or fails with one line naming the key; a message built from what
+    loads still goes to exactly the configured recipients."""
+    own = {"ops600@example.com", "boss@example.com"}
+    call = CallRecord(callid="1795800400.1", queue="600", reason="ABANDON", source="agi", caller_name="N")
+    rows = [("600", "ops600@example.com"), ("*", "boss@example.com")]
+    for value in for_argv(HOSTILE):
+        try:
+            settings = config.load_settings(_settings_env(box, key, value))
+        except config.ConfigError as exc:
+            text = str(exc)
+            assert "\n" not in text and "\r" not in text and len(text) < 400, short(text)
+            continue
+        if key == "MISSEDCALL_FALLBACK_TO":
+            assert all(config.is_address(a) for a in settings.fallback_to)
+        try:
+            the_plan = notify.plan(call, settings, None, known_rows=rows)
+        except Exception as exc:  # only a template folder can fail here, and with its own error
+            assert key == "MISSEDCALL_TEMPLATE_DIR" and exc.__class__.__name__ == "TemplateError", short((value, exc))
+            continue
+        if the_plan.message is None:
+            continue
+        assert set(the_plan.recipients) == own, short((key, value, the_plan.recipients))
+        raw = the_plan.message.as_bytes()
+        assert b"evil@example.com" not in raw.split(b"\n\n", 1)[0]
+
+
+def test_configuration_through_the_agi(box: Pbx, tmp_path: Path) -> None:
+    """The riskiest keys written into the real config file: the AGI exits 0 and mails no one else."""
+    jobs = []
+    boxes = []
+    for i, value in enumerate(HOSTILE):
+        key = ("MISSEDCALL_FALLBACK_TO", "MISSEDCALL_FROM", "MISSEDCALL_TEMPLATE_DIR", "MISSEDCALL_SENDMAIL")[i % 4]
+        sub = make_pbx(tmp_path / f"c{i}", box.db_url, recipients=[])
+        sub.configure(**{key: value})
+        boxes.append(sub)
+        headers = make_headers(uniqueid=f"1795800500.{i}", callerid="100", calleridname="C", args=["600"])
+        jobs.append((sub, AgiPeer(headers, {"ABANDONED": "TRUE"})))
+
+    def one(item: tuple[Pbx, AgiPeer]) -> AgiRun:
+        return item[0].run(item[1], ["600"])
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        runs = list(pool.map(one, jobs))
+    for run in runs:
+        assert_agi_ok(run)
+    for sub in boxes:
+        for mail in sub.stored():
+            assert set(mail.recipients) <= {"ops600@example.com", "boss@example.com", "ops601@example.com"}
+            assert b"evil@example.com" not in mail.raw.split(b"\n\n", 1)[0]
+
+
+# ============================================================================ recipients CSV
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse: usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, context: object) -> None:
+    assert code in (0, 1, 2), short((context, code))
+    if code:
+        assert err.endswith("\n") and err.count("\n") == 1, short((context, err))
+        assert err.startswith("missedcall-admin"), short((context, err))
+        assert "Traceback" not in err
+        assert len(err) < 600, short((context, len(err)))
+
+
+def test_recipients_csv_rows(box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
+    path = box.tmp / "team.csv"
+    for value in HOSTILE:
+        for row in ([value, "a@example.com"], ["600", value], ["600", "named@example.com", value], [value]):
+            buffer = io.StringIO()
+            csv.writer(buffer).writerow(row)
+            path.write_bytes(buffer.getvalue().encode("utf-8", "surrogateescape"))
+            code, _out, err = _cli(["recipients", "import", str(path)], capsys)
+            assert_one_line_error(code, err, row)
+    with box.store() as store:
+        for row in store.recipients():
+            assert config.is_address(row.email) and (row.queue == "*" or row.queue.isascii())
+            assert not any(ch in row.name for ch in "\r\n\x00")
+            assert row.email != "evil@example.com"
+
+
+# ============================================================================ CLI arguments
+
+
+CLI_SLOTS: list[list[str]] = [
+    ["recipients", "add", "{}", "a@example.com"],
+    ["recipients", "add", "600", "{}"],
+    ["recipients", "add", "600", "named@example.com", "--name", "{}"],
+    ["recipients", "remove", "{}", "{}"],
+    ["recipients", "list", "--queue", "{}"],
+    ["recipients", "import", "{}"],
+    ["test", "{}", "--dry-run"],
+    ["test", "600", "--caller", "{}", "--caller-name", "{}", "--dry-run"],
+    ["test", "600", "--wait", "{}", "--dry-run"],
+    ["test", "600", "--reason", "{}", "--dry-run"],
+    ["log", "--since", "{}"],
+    ["log", "--queue", "{}"],
+    ["log", "--status", "{}"],
+    ["log", "--limit", "{}"],
+    ["log", "--json", "--since", "{}"],
+    ["--config", "{}", "queues"],
+    ["retry", "{}"],
+    ["{}"],
+]
+
+
+def test_cli_arguments(box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
+    monkeypatch.setenv("MISSEDCALL_DB_URL", box.db_url)  # --config naming nothing must not reach the host's files
+    monkeypatch.setenv("MISSEDCALL_SPOOL_DIR", str(box.spool))
+    for value in for_argv(HOSTILE):
+        for slot in CLI_SLOTS:
+            argv = [value if part == "{}" else part for part in slot]
+            code, out, err = _cli(argv, capsys)
+            assert_one_line_error(code, err, argv)
+            if "--dry-run" in argv and code == 0:
+                head = out.split("\n\n", 1)[0]
+                for line in head.splitlines():
+                    assert line.split(":", 1)[0] in EXPECTED_HEADERS, short((argv, line))
+                assert "evil@example.com" not in head or "Subject:" in head
+    with box.store() as store:
+        for row in store.recipients():
+            assert config.is_address(row.email) and row.email != "evil@example.com"
+
+
+def test_cli_arguments_that_are_not_utf8_in_a_real_process(box: Pbx) -> None:
+    for argv in (
+        ["recipients", "add", "600", "named@example.com", "--name", BAD_UTF8],
+        ["recipients", "add", BAD_UTF8, "a@example.com"],
+        ["test", "600", "--caller", BAD_UTF8, "--caller-name", BAD_UTF8, "--dry-run"],
+        ["log", "--since", BAD_UTF8],
+        ["recipients", "import", BAD_UTF8],
+    ):
+        done = box.admin(*(as_argv(a) for a in argv))
+        assert_one_line_error(done.returncode, done.stderr, argv)
+        assert "Traceback" not in done.stdout
+
+
+def test_hostile_values_never_reach_sendmail_argv(box: Pbx) -> None:
+    """Recipients are the only thing after "--" in sendmail's argv, and they are validated addresses."""
+    headers = make_headers(uniqueid="1795800600.1", callerid="-t", calleridname="-bs -oQ/tmp", args=["600"])
+    assert_agi_ok(box.run(AgiPeer(headers, {"ABANDONED": "TRUE"}), ["600"]))
+    [mail] = box.stored()
+    argv = mail.envelope["argv"]
+    assert argv[1:5] == ["-oi", "-f", "pbx@example.com", "--"]
+    assert all(config.is_address(a) for a in argv[5:])
+    assert os.path.basename(argv[0]) == "sendmail" and sys.executable  # the stand-in
