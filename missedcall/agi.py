@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 from asterisk.agi import AGI
 
+from missedcall import budget
+
 _HEADER = re.compile(r"^(agi_[a-z0-9_]+): ?(.*)$")
 _STATUS = re.compile(r"^(\d{3})[ -]")
 _MAX_LINE = 128 * 1024
@@ -62,7 +64,7 @@ class LineReader:
                 break
             # Past the deadline, still take what Asterisk already sent (select with 0 s): on an
             # overloaded box the budget can run out before a reply that is waiting in the pipe is read.
-            remaining = max(0.0, limit - time.monotonic())
+            remaining = max(0.0, budget.left(limit))
             try:
                 ready, _, _ = select.select([self.fd], [], [], remaining)
             except InterruptedError:  # pragma: no cover - PEP 475 retries select itself

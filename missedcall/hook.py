@@ -163,17 +163,18 @@ def _open_store(settings: Settings, deadline: float) -> Store:
     again after a short random pause while enough time is left to mail from the local copy."""
     import random
 
+    from missedcall import budget
     from missedcall.storage import BusyError, Store
 
     pause = 0.05
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = budget.left(deadline)
         try:
             # A third of what is left, at most 1 s: a database that accepts and never answers
             # (PyMySQL bounds the handshake by read_timeout) still leaves time for the mail.
             return Store.open(settings.db, timeout=max(0.3, min(1.0, remaining / 3)))
         except BusyError:
-            if deadline - time.monotonic() < 1.2 + pause:
+            if budget.left(deadline) < 1.2 + pause:
                 raise
             time.sleep(random.uniform(pause / 2, pause))  # noqa: S311 - jitter, not a secret
             pause = min(pause * 2, 0.4)

@@ -9,13 +9,12 @@ recipient resolution live here so both detectors apply them alike.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from email.message import EmailMessage
 
-from missedcall import flood, lastknown, log, mail, recipients, spool, transport
+from missedcall import budget, flood, lastknown, log, mail, recipients, spool, transport
 from missedcall.config import Settings
 from missedcall.storage import CallRecord, StorageError, Store, utcnow
 
@@ -155,7 +154,7 @@ def notify(
         # process after the last one (a crash): give up rather than risk a loop.
         return _record(store, call, status="failed", error=call.last_error or f"gave up after {call.attempts} attempts")
     everyone = the_plan.recipients
-    if deadline is not None and deadline - time.monotonic() - 0.25 < SEND_RESERVE:
+    if deadline is not None and budget.left(deadline) - 0.25 < SEND_RESERVE:
         return _record(store, call, status="pending", error=DEFERRED, recipients=everyone, next_attempt_at=now)
     # The attempt is ours from here (another process that read the same row gets False).
     if not store.begin_attempt(call, next_attempt_at=now + backoff(call.attempts + 1)):
@@ -176,7 +175,7 @@ def notify(
         status = "held" if flood.waiting(store, call.callid) else "sent"
         return _record(store, call, status=status, error="", recipients=everyone, notified=status == "sent")
     if deadline is not None:
-        timeout = max(0.1, min(timeout, deadline - time.monotonic() - 0.25))  # then record, report, exit
+        timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     message = the_plan.message
     assert message is not None
     if single != everyone:

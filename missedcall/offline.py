@@ -11,10 +11,9 @@ sent from here are not counted (the README says so).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from missedcall import lastknown, log, mail, notify, spool, transport
+from missedcall import budget, lastknown, log, mail, notify, spool, transport
 from missedcall.config import Settings
 from missedcall.storage import CallRecord, utcnow
 
@@ -45,7 +44,7 @@ def deliver(settings: Settings, call: CallRecord, *, deadline: float, reason: st
 
     call.status = "pending"
     spooled = _spool(settings, call)
-    left = deadline - time.monotonic() - 0.3  # keep time to rewrite the spool file, report, exit
+    left = budget.left(deadline) - 0.3  # keep time to rewrite the spool file, report, exit
     if left < notify.SEND_RESERVE:
         call.last_error = f"{call.last_error}; {notify.DEFERRED}"[:512]
         if spooled:
