@@ -23,11 +23,12 @@ this module alone.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from missedcall.storage import CallRecord, StorageError, Store, _from_db, utcnow
+from missedcall.storage import CallRecord, ConflictError, StorageError, Store, _from_db, utcnow
 
 _EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)  # "no window yet" (1970-01-01 underflows some zones)
 
@@ -70,18 +71,40 @@ def reserve(store: Store, call: CallRecord, addresses: Sequence[str], *, limit: 
     for address in addresses:
         by_key.setdefault(address.lower(), address)
     keys = sorted(by_key)
-    marks = ", ".join("?" for _ in keys)
     # A row must exist before it can be locked; creating it inside the transaction would take
     # gap locks on MariaDB, which deadlock when two calls create the same address at once.
-    ignore = "INSERT IGNORE" if store.kind == "mysql" else "INSERT OR IGNORE"
     store._execute(
-        f"{ignore} INTO missedcall_flood (email, window_start, sent) VALUES "
+        f"{_insert_ignore(store)} INTO missedcall_flood (email, window_start, sent) VALUES "
         + ", ".join("(?, ?, 0)" for _ in keys),
         [value for key in keys for value in (key, _EPOCH)],
     )
-    single: list[str] = []
-    held: list[str] = []
-    lock = " FOR UPDATE" if store.kind == "mysql" else ""
+    for attempt in range(4):
+        try:
+            decided = _decide_all(store, call, by_key, now, limit=limit, window_minutes=window_minutes)
+            break
+        except ConflictError:  # a deadlock victim: InnoDB rolled the transaction back, so run it again
+            if attempt == 3:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    # Back in the call's order, which is the order of its To header.
+    return Split(
+        [a for a in addresses if decided.get(a.lower()) is True and by_key[a.lower()] == a],
+        [a for a in addresses if decided.get(a.lower()) is False and by_key[a.lower()] == a],
+    )
+
+
+def _insert_ignore(store: Store) -> str:
+    return "INSERT IGNORE" if store.kind == "mysql" else "INSERT OR IGNORE"
+
+
+def _decide_all(
+    store: Store, call: CallRecord, by_key: dict[str, str], now: datetime, *, limit: int, window_minutes: int
+) -> dict[str, bool]:
+    """One transaction: {lower-case address: True for a single mail, False for held}."""
+    decided: dict[str, bool] = {}
+    keys = sorted(by_key)
+    marks = ", ".join("?" for _ in keys)
+    lock = " FOR UPDATE" if store.kind == "mysql" else ""  # SQLite: BEGIN IMMEDIATE already serialises
     with store.transaction():
         already = {
             str(row[0]).lower()
@@ -95,7 +118,7 @@ def reserve(store: Store, call: CallRecord, addresses: Sequence[str], *, limit: 
         state = {str(r[0]): (_from_db(r[1]) or _EPOCH, int(r[2] or 0)) for r in rows}
         for key in keys:
             if key in already:
-                held.append(by_key[key])
+                decided[key] = False
                 continue
             start, sent = state.get(key, (_EPOCH, 0))
             decision = decide(start, sent, now, limit=limit, window_minutes=window_minutes)
@@ -104,16 +127,14 @@ def reserve(store: Store, call: CallRecord, addresses: Sequence[str], *, limit: 
                     "UPDATE missedcall_flood SET window_start = ?, sent = ? WHERE email = ?",
                     (decision.window_start, decision.sent, key),
                 )
-                single.append(by_key[key])
             else:
                 store._execute(
-                    f"{ignore} INTO missedcall_held (callid, email, held_at, due_at) VALUES (?, ?, ?, ?)",
+                    f"{_insert_ignore(store)} INTO missedcall_held (callid, email, held_at, due_at)"
+                    " VALUES (?, ?, ?, ?)",
                     (call.callid, by_key[key], now, decision.due_at),
                 )
-                held.append(by_key[key])
-    # Back in the call's order, which is the order of its To header.
-    order = {a.lower(): i for i, a in enumerate(addresses)}
-    return Split(sorted(single, key=lambda a: order[a.lower()]), sorted(held, key=lambda a: order[a.lower()]))
+            decided[key] = decision.single
+    return decided
 
 
 def held_addresses(store: Store, callid: str) -> list[str]:

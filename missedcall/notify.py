@@ -137,7 +137,7 @@ def notify(
     now = now or utcnow()
     spooled = spool.find(settings.spool_dir, call.callid) if settings.spool_dir else None
     if spooled is not None and spooled.mailed:
-        return _adopt(store, call, spooled)
+        return _adopt(store, call, spooled)  # mailed while the database was down, or not recorded then
     try:
         the_plan = plan(call, settings, store, cache_dir=settings.spool_dir)
     except mail.TemplateError as exc:
@@ -194,29 +194,34 @@ def notify(
             status = "held" if flood.waiting(store, call.callid) else "sent"
         except StorageError:
             status = "held"
-    return _record(store, call, status=status, error="", recipients=everyone, notified=True)
+    return _record(
+        store, call, status=status, error="", recipients=everyone, notified=True, spool_dir=settings.spool_dir
+    )
 
 
 def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord:
-    """The AGI mailed this call while the database was down: record that, never send it again."""
+    """This call was mailed but its row never said so (the database was down or refused the write):
+    record that, never send it again."""
     copy = spooled.call
-    call.status, call.last_error = "sent", ""
+    # "held" when it was written; its digests may have gone since.
+    status = "held" if copy.status == "held" and flood.waiting(store, call.callid) else "sent"
+    call.status, call.last_error = status, ""
     call.attempts = max(call.attempts, copy.attempts)
     call.recipients = copy.recipients
     call.notified_at = copy.notified_at or utcnow()
     try:
         store.update_call(
             call.callid,
-            status="sent",
+            status=status,
             last_error="",
             attempts=call.attempts,
             recipients=list(call.recipients),
             notified_at=call.notified_at,
         )
     except StorageError as exc:
-        log.error(f"call {call.callid}: could not record status sent: {exc}")
+        log.error(f"call {call.callid}: could not record status {status}: {exc}")
         return call
-    log.info(f"call {call.callid}: mailed by the AGI while the database was down; recorded as sent")
+    log.info(f"call {call.callid}: mailed before but not recorded then; recorded as {status}")
     spool.remove(spooled.path)
     return call
 
@@ -231,7 +236,11 @@ def _record(
     recipients: list[str] | None = None,
     notified: bool | datetime = False,
     next_attempt_at: datetime | None = None,
+    spool_dir: str = "",
 ) -> CallRecord:
+    """Write the outcome on the row. With ``spool_dir`` (the mail went), a row that cannot be
+    written (a lock timeout under load, the database gone that instant) gets a spool file
+    saying so instead, so that retry records it rather than mailing it again."""
     fields: dict[str, object] = {"status": status, "last_error": error[:512]}
     if next_attempt_at is not None:
         fields["next_attempt_at"] = next_attempt_at
@@ -250,6 +259,12 @@ def _record(
     try:
         store.update_call(call.callid, **fields)
     except StorageError as exc:
-        # The mail went (or not) but the row could not be updated: say so; the row stays as claimed.
-        log.error(f"call {call.callid}: could not record status {status}: {exc}")
+        # The row stays as it was (pending); say so, and keep the truth about a mail that went.
+        kept = ""
+        if spool_dir:
+            try:
+                kept = "; kept in " + spool.write(spool_dir, call)
+            except spool.SpoolError as why:
+                kept = f"; not spooled either ({why}): retry may send it again"
+        log.error(f"call {call.callid}: could not record status {status}: {exc}{kept}")
     return call

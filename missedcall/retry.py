@@ -130,6 +130,8 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
     for path in paths:
         try:
             item = spool.read(path)
+        except spool.SpoolGone:
+            continue  # another retry took it
         except spool.SpoolError as exc:
             kept = spool.quarantine(path)
             report.bad += 1
@@ -145,10 +147,10 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
             report.known += 1
             existing = store.get_call(call.callid)
             if item.mailed and existing is not None and existing.status == "pending":
-                # Recorded by someone else but never mailed by them: the AGI's mail counts.
+                # The row never heard that the mail went (its writer lost the database): it did.
                 store.update_call(
                     call.callid,
-                    status="sent",
+                    status="held" if call.status == "held" and flood.waiting(store, call.callid) else "sent",
                     last_error="",
                     recipients=list(call.recipients),
                     notified_at=call.notified_at or now,

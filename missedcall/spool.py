@@ -45,6 +45,10 @@ class SpoolError(RuntimeError):
     """A spool file or folder that cannot be used; one line."""
 
 
+class SpoolGone(SpoolError):
+    """The file went away meanwhile: another retry took it."""
+
+
 @dataclass
 class Spooled:
     path: str
@@ -53,7 +57,8 @@ class Spooled:
 
     @property
     def mailed(self) -> bool:
-        return self.call.status == "sent"
+        """The mail went (``held``: the single mails went, digests are due)."""
+        return self.call.status in ("sent", "held")
 
 
 def path_for(spool_dir: str, callid: str) -> str:
@@ -181,6 +186,8 @@ def read(path: str) -> Spooled:
         with open(path, "rb") as handle:
             st = os.fstat(handle.fileno())
             raw = handle.read(1 << 20)
+    except FileNotFoundError:
+        raise SpoolGone(f"{path} is gone") from None
     except OSError as exc:
         raise SpoolError(f"cannot read {path}: {exc.strerror}") from None
     try:

@@ -9,6 +9,7 @@ them into PyMySQL's ``%s``. All times are stored as UTC ``DATETIME`` values
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -232,6 +233,7 @@ class Store:
         self._conn = conn
         self.kind = kind
         self.target = target
+        self._in_transaction = False
 
     # -- plumbing ----------------------------------------------------------
 
@@ -311,16 +313,24 @@ class Store:
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         params = tuple(_to_db(p) for p in params)
-        try:
-            if self.kind == "mysql":
-                cursor = self._conn.cursor()
-                cursor.execute(self._sql(sql), params)
-                return cursor
-            return self._conn.execute(sql, params)
-        except Exception as exc:
-            if _is_integrity_error(exc):
-                raise DuplicateError(str(exc)) from None
-            raise StorageError(f"{self.target.describe()}: {_db_reason(exc)}") from None
+        for attempt in range(4):
+            try:
+                if self.kind == "mysql":
+                    cursor = self._conn.cursor()
+                    cursor.execute(self._sql(sql), params)
+                    return cursor
+                return self._conn.execute(sql, params)
+            except Exception as exc:
+                if _is_integrity_error(exc):
+                    raise DuplicateError(str(exc)) from None
+                code = getattr(exc, "args", (None,))[0] if self.kind == "mysql" else None
+                if code in (1213, 1205):  # deadlock victim, lock wait timeout: InnoDB undid the statement
+                    if not self._in_transaction and attempt < 3:
+                        time.sleep(0.01 * (attempt + 1))
+                        continue  # a statement on its own: running it again is all InnoDB asks
+                    raise ConflictError(f"{self.target.describe()}: {_db_reason(exc)}") from None
+                raise StorageError(f"{self.target.describe()}: {_db_reason(exc)}") from None
+        raise AssertionError("unreachable")
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self._execute(sql, params)
@@ -337,14 +347,17 @@ class Store:
             self._execute("BEGIN IMMEDIATE")
         else:
             self._execute("START TRANSACTION")
+        self._in_transaction = True
         try:
             yield
         except BaseException:
+            self._in_transaction = False
             try:
                 self._execute("ROLLBACK")
             except StorageError:
                 pass
             raise
+        self._in_transaction = False
         self._execute("COMMIT")
 
     # -- schema ------------------------------------------------------------
@@ -610,6 +623,10 @@ def _call_from_row(row: dict[str, Any]) -> CallRecord:
 
 class DuplicateError(StorageError):
     """A unique key refused the row."""
+
+
+class ConflictError(StorageError):
+    """InnoDB chose this transaction as a deadlock victim (or it waited too long for a lock): run it again."""
 
 
 class BusyError(StorageError):

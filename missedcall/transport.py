@@ -11,11 +11,15 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import default as default_policy
 
 from missedcall.config import Settings
+
+#: Seconds a runnable (CPU-starved, not blocked) mail program may run past its timeout.
+OVERLOAD_GRACE = 5.0
 
 
 class TransportError(RuntimeError):
@@ -54,7 +58,10 @@ def send_sendmail(message: EmailMessage, recipients: list[str], settings: Settin
     except OSError as exc:
         raise TransportError(f"cannot run {settings.sendmail}: {exc.strerror or exc}") from None
     try:
-        _out, err = proc.communicate(data, timeout=timeout)
+        try:
+            _out, err = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _out, err = _wait_while_busy(proc)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         raise TransportError(f"{settings.sendmail} did not finish within {timeout:.1f} s (stopped)") from None
@@ -67,6 +74,39 @@ def send_sendmail(message: EmailMessage, recipients: list[str], settings: Settin
         # sysexits: 75 (EX_TEMPFAIL) is explicitly temporary; treat the rest as worth a retry too,
         # since a broken relay is fixed by an admin, not by giving up.
         raise TransportError(f"{settings.sendmail} exited with {proc.returncode}{detail}")
+
+
+def _wait_while_busy(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """Past its timeout, give a mail program that is still *computing* up to OVERLOAD_GRACE more.
+
+    A mail program that is blocked (on a relay, a lock: state S) is stopped at once. One that
+    is runnable (state R) is merely waiting for a CPU on an overloaded box, and may be a
+    moment from having queued the mail: stopping it then would make the retry a duplicate.
+    Raises TimeoutExpired when it should be stopped.
+    """
+    limit = time.monotonic() + OVERLOAD_GRACE
+    idle = 0
+    while True:
+        try:
+            return proc.communicate(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            idle = 0 if _runnable(proc.pid) else idle + 1
+            if idle >= 2 or time.monotonic() >= limit:  # blocked for 0.1 s, or out of grace
+                raise
+
+
+def _runnable(pid: int, depth: int = 0) -> bool:
+    """Is ``pid`` or one of its descendants on a run queue (Linux /proc)? False when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R":
+            return True
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as handle:
+            children = [int(c) for c in handle.read().split()]
+    except (OSError, ValueError):
+        return False
+    return depth < 3 and any(_runnable(child, depth + 1) for child in children)
 
 
 def _die_with_parent() -> Callable[[], None] | None:

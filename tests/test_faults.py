@@ -339,18 +339,34 @@ def test_crash_between_sent_and_recorded_costs_one_duplicate_never_a_loop(
         assert store.get_call(call.callid).status == "sent"  # type: ignore[union-attr]
     assert Counter(callids_mailed(box.stored()))["1795700300.1"] == 2
 
-    # 2. A process that dies after every send (the row never says sent): bounded by MAX_ATTEMPTS.
+    # 2. The row cannot be written after the mail went (a lock timeout, the database gone that instant):
+    #    the notifier keeps the truth in the spool, and retry records it instead of mailing again.
+    def crash(*args: object, **kwargs: object) -> None:
+        raise StorageError("simulated: the outcome cannot be recorded")
+
     second = CallRecord(callid="1795700300.2", queue="600", reason="ABANDON", source="agi", ended_at=now)
     with box.store() as store:
         assert store.claim_call(second)
+        with monkeypatch.context() as patch:
+            patch.setattr(Store, "update_call", crash)
+            notify.notify(store, settings, second, timeout=5, now=now)
+        assert store.get_call(second.callid).status == "pending"  # type: ignore[union-attr]
+        for minutes in (0, 2, 10, 60):
+            retry.run(store, settings, now=now + timedelta(minutes=minutes), settle=0)
+        assert store.get_call(second.callid).status == "sent"  # type: ignore[union-attr]
+    assert Counter(callids_mailed(box.stored()))["1795700300.2"] == 1
 
-        def crash(*args: object, **kwargs: object) -> None:
-            raise StorageError("simulated crash before the outcome is recorded")
-
+    # 3. A process that dies after every send, with no spool to fall back on: bounded by MAX_ATTEMPTS.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    broken = config.load_settings({"MISSEDCALL_CONFIG": str(box.config_file), "MISSEDCALL_SPOOL_DIR": f"{blocker}/x"})
+    third = CallRecord(callid="1795700300.3", queue="600", reason="ABANDON", source="agi", ended_at=now)
+    with box.store() as store:
+        assert store.claim_call(third)
         monkeypatch.setattr(Store, "update_call", crash)
         for minutes in range(0, 24 * 60, 7):
-            retry.run(store, settings, now=now + timedelta(minutes=minutes))
-    assert Counter(callids_mailed(box.stored()))["1795700300.2"] == notify.MAX_ATTEMPTS
+            retry.run(store, broken, now=now + timedelta(minutes=minutes))
+    assert Counter(callids_mailed(box.stored()))["1795700300.3"] == notify.MAX_ATTEMPTS
 
 
 # ============================================================================ SIGKILL at random points
