@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from missedcall import config, dialplan, installer
+from missedcall import config, dialplan, installer, transport
 from missedcall.freepbx import ext_queues_h_line, parse_amp_conf
 from missedcall.storage import SCHEMA_VERSION, StorageError, Store
 
@@ -270,21 +270,9 @@ class Doctor:
         name = "mail"
         where = f"SMTP relay {settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security})"
         timeout = min(settings.smtp_timeout, _NET_TIMEOUT)
-        client: smtplib.SMTP | None = None
+        opened: list[smtplib.SMTP] = []
         try:
-            context = None
-            if settings.smtp_security in ("ssl", "starttls"):
-                context = ssl.create_default_context(cafile=settings.smtp_cafile or None)
-            if settings.smtp_security == "ssl":
-                client = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=timeout, context=context)
-            else:
-                client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
-            client.ehlo_or_helo_if_needed()
-            if settings.smtp_security == "starttls":
-                client.starttls(context=context)
-                client.ehlo()
-            if settings.smtp_user:
-                client.login(settings.smtp_user, settings.smtp_password)
+            transport.open_smtp(settings, timeout=timeout, opened=opened)
         except smtplib.SMTPAuthenticationError:
             return Check(
                 FAIL, name, f"{where} refused the login of {settings.smtp_user}", "check MISSEDCALL_SMTP_USER/_PASSWORD"
@@ -293,7 +281,7 @@ class Doctor:
             reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
             return Check(FAIL, name, f"cannot use {where}: {reason}", f"check MISSEDCALL_SMTP_* in {self.config_path}")
         finally:
-            if client is not None:
+            for client in opened:
                 try:
                     client.quit()
                 except (smtplib.SMTPException, OSError):

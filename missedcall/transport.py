@@ -15,8 +15,12 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from typing import TYPE_CHECKING
 
 from missedcall.config import Settings
+
+if TYPE_CHECKING:
+    import smtplib
 
 #: Seconds a runnable (CPU-starved, not blocked) mail program may run past its timeout.
 OVERLOAD_GRACE = 5.0
@@ -147,25 +151,37 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             stream.close()
 
 
-def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, *, timeout: float) -> None:
+def open_smtp(settings: Settings, *, timeout: float, opened: list[smtplib.SMTP]) -> smtplib.SMTP:
+    """Connect, secure and log in as configured; the client is appended to ``opened`` as soon as it
+    exists, so the caller can close it whatever fails after that. Shared with ``doctor``."""
     import smtplib
     import ssl
 
     context = None
     if settings.smtp_security in ("ssl", "starttls"):
         context = ssl.create_default_context(cafile=settings.smtp_cafile or None)
-    client: smtplib.SMTP | None = None
+    client: smtplib.SMTP
+    if settings.smtp_security == "ssl":
+        client = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=timeout, context=context)
+    else:
+        client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
+    opened.append(client)
+    client.ehlo_or_helo_if_needed()
+    if settings.smtp_security == "starttls":
+        client.starttls(context=context)
+        client.ehlo()
+    if settings.smtp_user:
+        client.login(settings.smtp_user, settings.smtp_password)
+    return client
+
+
+def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, *, timeout: float) -> None:
+    import smtplib
+    import ssl
+
+    opened: list[smtplib.SMTP] = []
     try:
-        if settings.smtp_security == "ssl":
-            client = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=timeout, context=context)
-        else:
-            client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
-        client.ehlo_or_helo_if_needed()
-        if settings.smtp_security == "starttls":
-            client.starttls(context=context)
-            client.ehlo()
-        if settings.smtp_user:
-            client.login(settings.smtp_user, settings.smtp_password)
+        client = open_smtp(settings, timeout=timeout, opened=opened)
         refused = client.send_message(message, from_addr=settings.mail_from, to_addrs=recipients)
         if refused:
             first = next(iter(refused.items()))
@@ -187,8 +203,8 @@ def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, 
             f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc.__class__.__name__}: {exc}"
         ) from None
     finally:
-        if client is not None:
+        for opened_client in opened:
             try:
-                client.quit()
+                opened_client.quit()
             except (smtplib.SMTPException, OSError):
-                client.close()
+                opened_client.close()
