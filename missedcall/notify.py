@@ -3,7 +3,10 @@
 The AGI hook, the queue_log sweeper, ``test`` and ``retry`` all come here with
 a recorded ``CallRecord``; this module turns it into a sent, skipped or
 pending/failed row. Filters (MISSEDCALL_REASONS, MISSEDCALL_MIN_WAIT) and
-recipient resolution live here so both detectors apply them alike.
+recipient resolution live here so both detectors apply them alike; so do storm
+control (missedcall.flood: ``held`` calls, digests), the attempt counting and
+back-off that ``retry`` relies on, and the adoption of a call the hook mailed
+while the database was down (missedcall.spool), which is never mailed again.
 """
 
 from __future__ import annotations
