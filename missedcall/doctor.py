@@ -27,6 +27,9 @@ from missedcall import config, dialplan, installer, transport
 from missedcall.freepbx import ext_queues_h_line, parse_amp_conf
 from missedcall.storage import SCHEMA_VERSION, StorageError, Store
 
+#: The most doctor reads of any file: a setting pointing at /dev/zero must not eat the memory.
+_MAX_READ = 16 * 1024 * 1024
+
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _ASTERISK_TIMEOUT = 10.0
 _NET_TIMEOUT = 5.0
@@ -359,12 +362,12 @@ class Doctor:
         generated = os.path.join(etc, "extensions_additional.conf")
         try:
             with open(generated, encoding="utf-8", errors="replace") as handle:
-                wanted = ext_queues_h_line(handle.read())
+                wanted = ext_queues_h_line(handle.read(_MAX_READ))
         except OSError:
             wanted = None
         try:
             with open(override, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-                text = handle.read()
+                text = handle.read(_MAX_READ)
             parsed = dialplan.parse(text)
             ours = dialplan.block_h_app(text)
         except FileNotFoundError:
@@ -550,7 +553,7 @@ def _raw_secrets(config_path: str) -> set[str]:
     for path in (conf, "/etc/amportal.conf"):
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
-                secret = parse_amp_conf(handle.read()).get("AMPDBPASS", "")
+                secret = parse_amp_conf(handle.read(_MAX_READ)).get("AMPDBPASS", "")
         except OSError:
             continue
         if secret:

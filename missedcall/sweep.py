@@ -778,7 +778,15 @@ class Sweeper:
         lines = block.split(b"\n")
         stats.lines += len(lines)
         if self.read_from is None:
-            stamp = next((x.split(b"|", 1)[0] for x in lines if x.split(b"|", 1)[0].isdigit()), None)
+            # A 12-digit cap: int() on thousands of digits raises, and no real epoch is that long.
+            stamp = next(
+                (
+                    x.split(b"|", 1)[0]
+                    for x in lines
+                    if x.split(b"|", 1)[0].isdigit() and len(x.split(b"|", 1)[0]) <= 12
+                ),
+                None,
+            )
             self.read_from = int(stamp) if stamp is not None else None
         for raw in lines:
             parts = raw.split(b"|", 5)
