@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from missedcall.testing import AgiPeer, AgiRun, make_headers
-from tests.agibox import Pbx  # shared with the reliability suites
-from tests.mailbox import SENDMAIL, read_mail
+from tests.agibox import Pbx, make_pbx  # shared with the reliability suites
+from tests.mailbox import read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSED = ROOT / "agi-bin" / "missed.py"
@@ -27,23 +27,7 @@ SAFE_ON_DEAD_CHANNEL = ("GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VE
 
 @pytest.fixture
 def pbx(tmp_path: Path, db_url: str) -> Pbx:
-    maildir = tmp_path / "mail"
-    maildir.mkdir()
-    box = Pbx(tmp=tmp_path, db_url=db_url, maildir=maildir, queue_log=tmp_path / "queue_log", settings={})
-    box.configure(
-        MISSEDCALL_DB_URL=db_url,
-        MISSEDCALL_SENDMAIL=str(SENDMAIL),
-        MISSEDCALL_QUEUE_LOG=str(box.queue_log),
-        MISSEDCALL_FREEPBX_CONF=str(tmp_path / "no-freepbx.conf"),
-        MISSEDCALL_FROM="pbx@example.com",
-        MISSEDCALL_TIMEZONE="Europe/Moscow",
-    )
-    with box.store() as store:
-        store.init()
-        store.add_recipient("600", "ops600@example.com", "Ops")
-        store.add_recipient("601", "ops601@example.com")
-        store.add_recipient("*", "boss@example.com")
-    return box
+    return make_pbx(tmp_path, db_url, MISSEDCALL_TIMEZONE="Europe/Moscow")
 
 
 def assert_clean_run(run: AgiRun) -> None:
