@@ -1,8 +1,9 @@
 """Hand a built message to the mail system: a sendmail-compatible binary or an SMTP relay.
 
 Both are bounded by a timeout and raise ``TransportError`` with a one-line
-reason; neither leaves a child process behind (``subprocess.run`` kills and
-reaps the binary when its time is up).
+reason. A mail program that is stuck is killed with its process group when
+its time is up; one that is merely slow for want of a CPU is not, because a
+mail killed after it was queued comes back as a duplicate from ``retry``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ from missedcall.config import Settings
 if TYPE_CHECKING:
     import smtplib
 
-#: Seconds a runnable (CPU-starved, not blocked) mail program may run past its timeout.
-OVERLOAD_GRACE = 5.0
+#: Seconds a busy (runnable or in disk I/O, not blocked) mail program may run past its timeout:
+#: the same cap as the run-queue credit of the AGI's own budget (missedcall.budget).
+OVERLOAD_GRACE = 20.0
+#: After the mail program exited, how long its output is still waited for (a background child
+#: of it may hold the pipes open; its exit status has already said whether the mail was taken).
+DRAIN = 0.5
 
 
 class TransportError(RuntimeError):
@@ -81,12 +86,14 @@ def send_sendmail(message: EmailMessage, recipients: list[str], settings: Settin
 
 
 def _wait_while_busy(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
-    """Past its timeout, give a mail program that is still *computing* up to OVERLOAD_GRACE more.
+    """Past its timeout, give a mail program that is still *working* up to OVERLOAD_GRACE more.
 
     A mail program that is blocked (on a relay, a lock: state S) is stopped at once. One that
-    is runnable (state R) is merely waiting for a CPU on an overloaded box, and may be a
+    is runnable (R) or in disk I/O (D) is merely waiting on an overloaded box and may be a
     moment from having queued the mail: stopping it then would make the retry a duplicate.
-    Raises TimeoutExpired when it should be stopped.
+    One that has exited has given its answer, even when this process was too starved to read
+    it in time or a background child of it still holds the pipes. Raises TimeoutExpired when
+    it should be stopped.
     """
     limit = time.monotonic() + OVERLOAD_GRACE
     idle = 0
@@ -94,23 +101,36 @@ def _wait_while_busy(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
         try:
             return proc.communicate(timeout=0.05)
         except subprocess.TimeoutExpired:
-            idle = 0 if _runnable(proc.pid) else idle + 1
-            if idle >= 2 or time.monotonic() >= limit:  # blocked for 0.1 s, or out of grace
+            if proc.poll() is not None:
+                return _drain(proc)
+            idle = 0 if _busy(proc.pid) else idle + 1
+            if idle >= 2 or time.monotonic() >= limit:  # blocked for two looks in a row, or out of grace
                 raise
 
 
-def _runnable(pid: int, depth: int = 0) -> bool:
-    """Is ``pid`` or one of its descendants on a run queue (Linux /proc)? False when unknown."""
+def _drain(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """The output of a mail program that has exited, without waiting on whoever inherited its pipes."""
+    try:
+        return proc.communicate(timeout=DRAIN)
+    except subprocess.TimeoutExpired:
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        return b"", b""
+
+
+def _busy(pid: int, depth: int = 0) -> bool:
+    """Is ``pid`` or one of its descendants runnable or in disk I/O (Linux /proc)? False when unknown."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read()
-        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R":
+        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"R", b"D"):
             return True
         with open(f"/proc/{pid}/task/{pid}/children", "rb") as handle:
             children = [int(c) for c in handle.read().split()]
     except (OSError, ValueError):
         return False
-    return depth < 3 and any(_runnable(child, depth + 1) for child in children)
+    return depth < 3 and any(_busy(child, depth + 1) for child in children)
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -145,7 +165,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
         proc.kill()
-    proc.wait()
+    try:
+        proc.wait(timeout=DRAIN)
+    except subprocess.TimeoutExpired:
+        pass  # stuck in the kernel (a dead NFS mount): SIGKILL takes it when it wakes; do not hang with it
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()

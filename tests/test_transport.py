@@ -1,0 +1,125 @@
+"""When a sendmail-compatible program overruns its timeout: stopped when stuck, never when it did the job.
+
+A mail program killed after it queued the message makes the call look unsent,
+and ``retry`` mails it a second time; one that hangs must still not hold the
+AGI. These run real programs (small scripts in tmp_path) through
+transport.send_sendmail and look at what they left on disk and in /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from missedcall import config, transport
+
+CPU_SECONDS = 0.8
+
+
+def settings_for(tmp_path: Path, program: Path) -> config.Settings:
+    return config.load_settings(
+        {"MISSEDCALL_CONFIG": str(tmp_path / "absent.env"), "MISSEDCALL_SENDMAIL": str(program)}
+    )
+
+
+def message() -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = "missed call"
+    msg["To"] = "ops@example.com"
+    msg.set_content("body\n")
+    return msg
+
+
+def script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(f"#!{sys.executable}\n{body}")
+    path.chmod(0o755)
+    return path
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+
+
+def test_a_mail_program_still_computing_past_its_timeout_is_not_stopped(tmp_path: Path) -> None:
+    # What an overloaded box looks like from here: the program is runnable all the time.
+    program = script(
+        tmp_path,
+        "slow-sendmail",
+        "import sys, time\n"
+        "data = sys.stdin.buffer.read()\n"
+        "start = time.process_time()\n"
+        f"while time.process_time() - start < {CPU_SECONDS}:\n"
+        "    pass\n"
+        f"open({str(tmp_path / 'queued.eml')!r}, 'wb').write(data)\n",
+    )
+    started = time.monotonic()
+    transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=0.2)
+    assert time.monotonic() - started >= CPU_SECONDS
+    assert b"Subject: missed call" in (tmp_path / "queued.eml").read_bytes()
+
+
+def test_a_blocked_mail_program_is_stopped_soon_after_its_timeout(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    program = script(
+        tmp_path,
+        "stuck-sendmail",
+        "import os, sys, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "sys.stdin.buffer.read()\n"
+        "time.sleep(60)\n",
+    )
+    started = time.monotonic()
+    with pytest.raises(transport.TransportError, match="did not finish within"):
+        transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=0.3)
+    assert time.monotonic() - started < 3.0
+    assert not alive(int(pid_file.read_text()))
+
+
+def test_a_mail_program_that_exited_is_believed_even_when_its_child_holds_the_pipes(tmp_path: Path) -> None:
+    # Some mail programs queue the message, start delivery in the background and exit 0; the
+    # background child inherits stdout and stderr. The mail was taken: no error, no kill.
+    child_pid = tmp_path / "child.pid"
+    program = script(
+        tmp_path,
+        "forking-sendmail",
+        "import os, subprocess, sys\n"
+        "data = sys.stdin.buffer.read()\n"
+        f"open({str(tmp_path / 'queued.eml')!r}, 'wb').write(data)\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n",
+    )
+    try:
+        started = time.monotonic()
+        transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=0.3)
+        took = time.monotonic() - started
+        assert (tmp_path / "queued.eml").exists()
+        assert took < 0.3 + transport.DRAIN + 1.5
+        assert alive(int(child_pid.read_text())), "the background delivery was killed"
+    finally:
+        if child_pid.exists():
+            try:
+                os.kill(int(child_pid.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_failing_mail_program_still_reports_its_exit_status(tmp_path: Path) -> None:
+    program = script(
+        tmp_path,
+        "refusing-sendmail",
+        "import sys\nsys.stdin.buffer.read()\nsys.stderr.write('queue file write error\\n')\nsys.exit(75)\n",
+    )
+    with pytest.raises(transport.TransportError, match="exited with 75: queue file write error"):
+        transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=5)
