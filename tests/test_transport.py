@@ -28,12 +28,13 @@ def settings_for(tmp_path: Path, program: Path) -> config.Settings:
     )
 
 
-def message() -> EmailMessage:
+def send(tmp_path: Path, program: Path, *, timeout: float) -> None:
+    """One message to ops@example.com through ``program``."""
     msg = EmailMessage()
     msg["Subject"] = "missed call"
     msg["To"] = "ops@example.com"
     msg.set_content("body\n")
-    return msg
+    transport.send_sendmail(msg, ["ops@example.com"], settings_for(tmp_path, program), timeout=timeout)
 
 
 def script(tmp_path: Path, name: str, body: str) -> Path:
@@ -65,7 +66,7 @@ def test_a_mail_program_still_computing_past_its_timeout_is_not_stopped(tmp_path
         f"open({str(tmp_path / 'queued.eml')!r}, 'wb').write(data)\n",
     )
     started = time.monotonic()
-    transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=0.2)
+    send(tmp_path, program, timeout=0.2)
     assert time.monotonic() - started >= CPU_SECONDS
     assert b"Subject: missed call" in (tmp_path / "queued.eml").read_bytes()
 
@@ -82,7 +83,7 @@ def test_a_blocked_mail_program_is_stopped_soon_after_its_timeout(tmp_path: Path
     )
     started = time.monotonic()
     with pytest.raises(transport.TransportError, match="did not finish within"):
-        transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=0.3)
+        send(tmp_path, program, timeout=0.3)
     assert time.monotonic() - started < 3.0
     assert not alive(int(pid_file.read_text()))
 
@@ -102,7 +103,7 @@ def test_a_mail_program_that_exited_is_believed_even_when_its_child_holds_the_pi
     )
     try:
         started = time.monotonic()
-        transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=0.3)
+        send(tmp_path, program, timeout=0.3)
         took = time.monotonic() - started
         assert (tmp_path / "queued.eml").exists()
         assert took < 0.3 + transport.DRAIN + 1.5
@@ -122,4 +123,4 @@ def test_a_failing_mail_program_still_reports_its_exit_status(tmp_path: Path) ->
         "import sys\nsys.stdin.buffer.read()\nsys.stderr.write('queue file write error\\n')\nsys.exit(75)\n",
     )
     with pytest.raises(transport.TransportError, match="exited with 75: queue file write error"):
-        transport.send_sendmail(message(), ["ops@example.com"], settings_for(tmp_path, program), timeout=5)
+        send(tmp_path, program, timeout=5)
