@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TypeVar
 
 from missedcall.dburl import parse_db_url
 from missedcall.storage import CallRecord, Store
@@ -160,12 +161,23 @@ class Pbx:
             handle.writelines(line + "\n" for line in lines)
 
 
+P = TypeVar("P", bound="Pbx")
+
+
 def make_pbx(
-    tmp_path: Path, db_url: str, *, recipients: Iterable[tuple[str, str, str]] = DEFAULT_RECIPIENTS, **config: str
-) -> Pbx:
-    maildir = tmp_path / "mail"
-    maildir.mkdir(parents=True, exist_ok=True)
-    box = Pbx(tmp=tmp_path, db_url=db_url, maildir=maildir, queue_log=tmp_path / "queue_log")
+    tmp_path: Path,
+    db_url: str,
+    *,
+    recipients: Iterable[tuple[str, str, str]] = DEFAULT_RECIPIENTS,
+    maildir: Path | None = None,
+    kind: type[P] = Pbx,  # type: ignore[assignment]
+    **config: str,
+) -> P:
+    """A box of ``kind`` (Pbx or a suite's subclass of it), its tables made and ``recipients`` added."""
+    if maildir is None:
+        maildir = tmp_path / "mail"
+        maildir.mkdir(parents=True, exist_ok=True)
+    box = kind(tmp=tmp_path, db_url=db_url, maildir=maildir, queue_log=tmp_path / "queue_log")
     box.configure(
         MISSEDCALL_DB_URL=db_url,
         MISSEDCALL_SENDMAIL=str(SENDMAIL),

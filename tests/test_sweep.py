@@ -17,16 +17,15 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from missedcall import cli, config, queuelog, sweep, verdict
-from missedcall.dburl import parse_db_url
-from missedcall.storage import CallRecord, Store
+from missedcall.storage import CallRecord
 from missedcall.testing import AgiPeer, make_headers
-from tests.mailbox import SENDMAIL, StoredMail, read_mail, wait_for_mail
+from tests.agibox import Pbx, make_pbx
+from tests.mailbox import wait_for_mail
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSED = ROOT / "agi-bin" / "missed.py"
@@ -75,29 +74,15 @@ def answered(t: int, callid: str, queue: str = "602", talk: int = 30) -> list[st
 # ============================================================================ a configured box
 
 
-@dataclass
-class Box:
-    """One PBX: a database with recipients, a config file, a queue_log, the sendmail stand-in's maildir."""
-
-    tmp: Path
-    db_url: str
-    maildir: Path
-    log: Path
-    conf: Path
-    settings: dict[str, str] = field(default_factory=dict)
-
-    def configure(self, **keys: str) -> None:
-        self.settings.update(keys)
-        self.conf.write_text("".join(f"{k}={v}\n" for k, v in self.settings.items()), encoding="utf-8")
-
-    def store(self) -> Store:
-        return Store.open(parse_db_url(self.db_url))
+class Box(Pbx):
+    """The shared test box (tests/agibox.py) with what the sweeper's tests add: queue_log written whole or
+    appended to, ``sweep`` run in this process, calls by callid, the state table."""
 
     def write(self, lines: list[str], *, end: str = "\n") -> None:
-        self.log.write_text("".join(x + "\n" for x in lines[:-1]) + (lines[-1] + end if lines else ""))
+        self.queue_log.write_text("".join(x + "\n" for x in lines[:-1]) + (lines[-1] + end if lines else ""))
 
     def append(self, lines: list[str], *, raw: str = "") -> None:
-        with open(self.log, "a", encoding="utf-8") as handle:
+        with open(self.queue_log, "a", encoding="utf-8") as handle:
             handle.write(raw + "".join(x + "\n" for x in lines))
 
     def sweep(self, *args: str) -> tuple[int, str, str]:
@@ -107,46 +92,31 @@ class Box:
             code = cli.main(["sweep", *args])
         return code, out.getvalue(), err.getvalue()
 
-    def mails(self) -> list[StoredMail]:
-        return read_mail(self.maildir)
-
-    def calls(self) -> dict[str, CallRecord]:
-        with self.store() as store:
-            return {c.callid: c for c in store.calls(limit=100000)}
+    def by_callid(self) -> dict[str, CallRecord]:
+        return {c.callid: c for c in self.calls()}
 
     def state(self, name: str) -> str | None:
         with self.store() as store:
             return store.get_state(name)
 
-    def env(self) -> dict[str, str]:
-        return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "MISSEDCALL_CONFIG": str(self.conf),
-            "MISSEDCALL_TEST_MAILDIR": str(self.maildir),
-        }
-
     def run_agi(self, peer: AgiPeer, args: list[str], **env: str) -> None:
-        run = peer.run([sys.executable, str(MISSED), *args], env={**self.env(), **env}, timeout=15)
+        run = self.run(peer, list(args), **env)
         assert run.returncode == 0 and run.stdout_garbage == [], run
 
 
+SWEEP_RECIPIENTS = (("600", "ops600@example.com", ""), ("601", "ops601@example.com", ""), ("*", "boss@example.com", ""))
+
+
 def make_box(tmp_path: Path, db_url: str, maildir: Path, monkeypatch: pytest.MonkeyPatch) -> Box:
-    box = Box(tmp=tmp_path, db_url=db_url, maildir=maildir, log=tmp_path / "queue_log", conf=tmp_path / "mc.env")
-    box.configure(
-        MISSEDCALL_DB_URL=db_url,
-        MISSEDCALL_SENDMAIL=str(SENDMAIL),
-        MISSEDCALL_QUEUE_LOG=str(box.log),
-        MISSEDCALL_FREEPBX_CONF=str(tmp_path / "no-freepbx.conf"),
-        MISSEDCALL_FROM="pbx@example.com",
+    box = make_pbx(
+        tmp_path,
+        db_url,
+        recipients=SWEEP_RECIPIENTS,
+        maildir=maildir,
+        kind=Box,
         MISSEDCALL_TIMEZONE="UTC",
-        MISSEDCALL_SPOOL_DIR=str(tmp_path / "spool"),
     )
-    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.conf))
-    with box.store() as store:
-        store.init()
-        store.add_recipient("600", "ops600@example.com")
-        store.add_recipient("601", "ops601@example.com")
-        store.add_recipient("*", "boss@example.com")
+    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
     return box
 
 
@@ -184,12 +154,12 @@ def test_abandon_already_recorded_by_the_agi_gets_no_second_mail(box: Box) -> No
     lab = [x.rstrip("\n") for x in LAB_LOG.read_text().splitlines() if "|1795659165.1|" in x]
     box.write(lab)
     box.run_agi(AgiPeer.from_fixture(SHARED / "asterisk22-agi" / "1600-h.json"), ["600"])
-    assert len(box.mails()) == 1
+    assert len(box.stored()) == 1
     code, out, _ = box.sweep("--from-start", "-v")
     assert code == 0
     assert "already recorded: 1795659165.1" in out
-    assert len(box.mails()) == 1
-    [call] = box.calls().values()
+    assert len(box.stored()) == 1
+    [call] = box.by_callid().values()
     assert (call.source, call.status, call.reason) == ("agi", "sent", "ABANDON")
 
 
@@ -200,27 +170,27 @@ def test_timeout_with_nothing_after_is_mailed_only_after_the_grace_period(box: B
     callid = cid(start, 11)
     box.append(timeout(start - 8, callid, "600", wait=8))  # its exit line is dated now
     code, out, _ = box.sweep("--grace", "3", "-v")
-    assert code == 0 and box.mails() == [] and box.calls() == {}
+    assert code == 0 and box.stored() == [] and box.by_callid() == {}
     assert "1 within the grace period" in out
     time.sleep(max(0.0, start + 3 + 1.05 - time.time()))
     code, out, _ = box.sweep("--grace", "3", "-v")
-    [mail] = box.mails()
+    [mail] = box.stored()
     assert sorted(mail.recipients) == ["boss@example.com", "ops600@example.com"]
     assert "maximum wait time" in mail.message.get_content()
-    call = box.calls()[callid]
+    call = box.by_callid()[callid]
     assert (call.queue, call.reason, call.source, call.status, call.wait_seconds) == (
         "600", "TIMEOUT", "queue_log", "sent", 8,
     )  # fmt: skip
     assert call.path == ("600",) and call.caller_num == "5551234"
     box.sweep("--grace", "3")
-    assert len(box.mails()) == 1
+    assert len(box.stored()) == 1
 
 
 def test_timeout_then_second_queue_answered_sends_nothing(box: Box) -> None:
     callid = cid(OLD, 19)
     box.write([*timeout(OLD, callid, "603", wait=5), *answered(OLD + 5, callid, "602")])
     code, out, _ = box.sweep("--from-start", "-v")
-    assert code == 0 and box.mails() == [] and box.calls() == {}
+    assert code == 0 and box.stored() == [] and box.by_callid() == {}
     assert "0 missed" in out and "1 answered" in out
 
 
@@ -228,11 +198,11 @@ def test_timeout_then_second_queue_abandon_is_one_mail_for_the_second_queue(box:
     callid = cid(OLD, 11)
     box.write([*timeout(OLD, callid, "600", wait=8), *abandon(OLD + 8, callid, "601", wait=3)])
     box.sweep("--from-start")
-    [mail] = box.mails()
+    [mail] = box.stored()
     assert sorted(mail.recipients) == ["boss@example.com", "ops601@example.com"]
     body = mail.message.get_content()
     assert "600 > 601" in body and "5559000" in body and "the caller hung up while waiting" in body
-    call = box.calls()[callid]
+    call = box.by_callid()[callid]
     assert (call.queue, call.reason, call.path, call.wait_seconds, call.source) == (
         "601", "ABANDON", ("600", "601"), 3, "queue_log",
     )  # fmt: skip
@@ -240,12 +210,12 @@ def test_timeout_then_second_queue_abandon_is_one_mail_for_the_second_queue(box:
 
 def test_the_freepbx_fixture_replayed(lite: Box) -> None:
     """The recorded FreePBX 17 log: 42 missed calls, 2 answered, the overflow abandon with its whole path."""
-    lite.log.write_text(FREEPBX_LOG.read_text())
+    lite.queue_log.write_text(FREEPBX_LOG.read_text())
     lite.configure(MISSEDCALL_FLOOD_LIMIT="100")  # a 30-call burst: no digest here
     code, out, _ = lite.sweep("--from-start", "-v")
     assert code == 0
-    calls = lite.calls()
-    assert len(calls) == 42 and len(lite.mails()) == 42
+    calls = lite.by_callid()
+    assert len(calls) == 42 and len(lite.stored()) == 42
     assert calls["1795661261.11"].path == ("600", "601") and calls["1795661261.11"].queue == "601"
     assert calls["1795661286.25"].reason == "TIMEOUT"
     assert "1795661276.19" not in calls and "1795661255.7" not in calls  # answered
@@ -263,8 +233,8 @@ def test_exitempty_and_exitwithkey(box: Box, event: str, data: tuple[str, ...], 
     callid = cid(OLD, 31)
     box.write([*enter(OLD, callid, "600"), line(OLD + 7, callid, "600", event, *data)])
     box.sweep("--from-start")
-    [mail] = box.mails()
-    call = box.calls()[callid]
+    [mail] = box.stored()
+    call = box.by_callid()[callid]
     assert (call.reason, call.wait_seconds, call.position) == (reason, 7, 1)
     assert words in mail.message.get_content().lower()
 
@@ -274,23 +244,23 @@ def test_min_wait_records_without_mailing(box: Box) -> None:
     short, long = cid(OLD, 1), cid(OLD + 20, 2)
     box.write([*abandon(OLD, short, wait=3), *abandon(OLD + 20, long, wait=12)])
     box.sweep("--from-start")
-    calls = box.calls()
+    calls = box.by_callid()
     assert calls[short].status == "skipped" and "MISSEDCALL_MIN_WAIT" in calls[short].last_error
     assert calls[long].status == "sent"
-    [mail] = box.mails()
+    [mail] = box.stored()
     assert mail.message["X-Missedcall-Callid"] == long
 
 
 def test_two_runs_in_a_row_the_second_sends_nothing(box: Box) -> None:
     box.write([*abandon(OLD, cid(OLD, 1)), *timeout(OLD + 30, cid(OLD + 30, 2))])
     box.sweep("--from-start")
-    assert len(box.mails()) == 2
+    assert len(box.stored()) == 2
     code, out, _ = box.sweep("-v")
     assert code == 0 and "read 0 line(s)" in out
-    assert len(box.mails()) == 2
+    assert len(box.stored()) == 2
     # Even re-reading everything sends nothing twice: the rows are claimed.
     code, out, _ = box.sweep("--from-start", "-v")
-    assert "already recorded: 2" in out and len(box.mails()) == 2
+    assert "already recorded: 2" in out and len(box.stored()) == 2
 
 
 def test_rotation_by_rename(box: Box) -> None:
@@ -298,24 +268,24 @@ def test_rotation_by_rename(box: Box) -> None:
     box.write(abandon(OLD, a))
     box.sweep("--from-start")
     # logrotate renames the file; Asterisk writes on to the old one until it reopens its log...
-    rotated = box.log.with_name("queue_log.1")
-    box.log.rename(rotated)
+    rotated = box.queue_log.with_name("queue_log.1")
+    box.queue_log.rename(rotated)
     with open(rotated, "a") as old:
         old.write("\n".join([*abandon(OLD + 40, b), *enter(OLD + 80, c, "600")]) + "\n")
     code, out, _ = box.sweep("-v")  # ...the path is empty meanwhile
-    assert code == 0 and set(box.calls()) == {a, b}
+    assert code == 0 and set(box.by_callid()) == {a, b}
     # ...then it starts a new file, where the call waiting in 600 ends.
     with open(rotated, "a") as old:
         old.write(line(OLD + 81, c, "600", "RINGNOANSWER", "1000", agent="Agent One") + "\n")
     box.write([line(OLD + 84, c, "600", "ABANDON", "1", "1", "4"), *abandon(OLD + 120, d)])
     code, out, _ = box.sweep("-v")
     assert code == 0 and "rotated" in out
-    calls = box.calls()
+    calls = box.by_callid()
     assert set(calls) == {a, b, c, d}
     assert calls[c].wait_seconds == 4 and calls[c].caller_num == "5551234"  # its ENTERQUEUE was in the old file
-    assert len(box.mails()) == 4
+    assert len(box.stored()) == 4
     box.sweep()
-    assert len(box.mails()) == 4
+    assert len(box.stored()) == 4
 
 
 def test_rotation_by_copytruncate(box: Box) -> None:
@@ -323,14 +293,14 @@ def test_rotation_by_copytruncate(box: Box) -> None:
     box.write(abandon(OLD, a))
     box.sweep("--from-start")
     box.append(abandon(OLD + 40, b))  # written after the last run, before the rotation
-    copy = box.log.with_name("queue_log-20261126")
-    copy.write_bytes(box.log.read_bytes())
-    with open(box.log, "r+") as handle:
+    copy = box.queue_log.with_name("queue_log-20261126")
+    copy.write_bytes(box.queue_log.read_bytes())
+    with open(box.queue_log, "r+") as handle:
         handle.truncate(0)
     box.append(abandon(OLD + 80, c))
     code, out, _ = box.sweep("-v")
     assert code == 0 and "truncated" in out and "queue_log-20261126" in out
-    assert set(box.calls()) == {a, b, c} and len(box.mails()) == 3
+    assert set(box.by_callid()) == {a, b, c} and len(box.stored()) == 3
 
 
 def test_truncated_without_a_copy_starts_again_at_zero(box: Box) -> None:
@@ -339,7 +309,7 @@ def test_truncated_without_a_copy_starts_again_at_zero(box: Box) -> None:
     box.sweep("--from-start")
     box.write(abandon(OLD + 40, b))  # shorter than before: truncated and rewritten
     _code, out, _ = box.sweep("-v")
-    assert "truncated" in out and b in box.calls()
+    assert "truncated" in out and b in box.by_callid()
 
 
 def test_recreated_file_with_the_same_size_is_read_from_the_start(lite: Box) -> None:
@@ -347,13 +317,13 @@ def test_recreated_file_with_the_same_size_is_read_from_the_start(lite: Box) -> 
     a, b = cid(OLD, 1), cid(OLD + 1, 2)
     lite.write(abandon(OLD, a))
     lite.sweep("--from-start")
-    size = lite.log.stat().st_size
+    size = lite.queue_log.stat().st_size
     text = "\n".join(abandon(OLD + 1, b)) + "\n"
     assert len(text) == size
-    with open(lite.log, "r+") as handle:
+    with open(lite.queue_log, "r+") as handle:
         handle.write(text)
     lite.sweep()
-    assert set(lite.calls()) == {a, b}
+    assert set(lite.by_callid()) == {a, b}
 
 
 def test_partial_last_line_is_left_for_the_next_run(box: Box) -> None:
@@ -361,11 +331,11 @@ def test_partial_last_line_is_left_for_the_next_run(box: Box) -> None:
     lines = abandon(OLD, callid)
     box.write([*lines[:-1], lines[-1][:25]], end="")  # Asterisk is half-way through the ABANDON line
     code, out, _ = box.sweep("--from-start", "-v")
-    assert code == 0 and box.calls() == {} and "1 waiting" in out
+    assert code == 0 and box.by_callid() == {} and "1 waiting" in out
     box.append([], raw=lines[-1][25:] + "\n")
     box.sweep()
-    assert callid in box.calls() and box.calls()[callid].wait_seconds == 3
-    assert len(box.mails()) == 1
+    assert callid in box.by_callid() and box.by_callid()[callid].wait_seconds == 3
+    assert len(box.stored()) == 1
 
 
 def test_garbage_and_unknown_events_are_skipped_and_counted(box: Box) -> None:
@@ -384,25 +354,25 @@ def test_garbage_and_unknown_events_are_skipped_and_counted(box: Box) -> None:
     ]
     unknown = [f"{OLD}|{good}|600|NONE|SOMENEWEVENT|x", f"{OLD}|NONE|600|NONE|FUTUREMEMBERTHING"]
     box.write([*junk[:4], *abandon(OLD, good)[:2], *unknown, *junk[4:], abandon(OLD, good)[-1]])
-    with open(box.log, "ab") as handle:
+    with open(box.queue_log, "ab") as handle:
         handle.write(b"\xff\xfe|\xc3\x28|600|NONE|ABANDON\n")  # invalid UTF-8
     code, out, err = box.sweep("--from-start", "-v")
     assert code == 0 and err == ""
     assert "skipped 10 garbage line(s) and 2 unknown event(s)" in out
-    assert list(box.calls()) == [good] and len(box.mails()) == 1
+    assert list(box.by_callid()) == [good] and len(box.stored()) == 1
 
 
 def test_first_run_starts_at_the_end_of_an_old_file(box: Box) -> None:
     years_ago = NOW - 3 * 365 * 86400
     box.write([*abandon(years_ago, cid(years_ago, 1)), *timeout(OLD, cid(OLD, 2))])
     code, out, _ = box.sweep("-v")
-    assert code == 0 and "read 0 line(s)" in out and box.calls() == {}
+    assert code == 0 and "read 0 line(s)" in out and box.by_callid() == {}
     position = json.loads(box.state(sweep.POSITION_KEY) or "{}")
-    assert position["file"]["offset"] == box.log.stat().st_size
+    assert position["file"]["offset"] == box.queue_log.stat().st_size
     fresh = cid(OLD + 100, 3)
     box.append(abandon(OLD + 100, fresh))
     box.sweep()
-    assert list(box.calls()) == [fresh]
+    assert list(box.by_callid()) == [fresh]
 
 
 def test_first_run_at_the_end_finds_the_start_of_a_call_in_progress(lite: Box) -> None:
@@ -413,7 +383,7 @@ def test_first_run_at_the_end_finds_the_start_of_a_call_in_progress(lite: Box) -
     lite.sweep()
     lite.append(lines[4:])
     lite.sweep()
-    call = lite.calls()[callid]
+    call = lite.by_callid()[callid]
     assert call.path == ("600", "601") and call.caller_num == "5551234" and call.queue == "601"
 
 
@@ -421,14 +391,14 @@ def test_a_caller_still_waiting_stays_open_across_runs(box: Box) -> None:
     callid = cid(NOW - 7200, 9)
     box.write(enter(NOW - 7200, callid, "600"))  # entered two hours ago, nothing since
     _code, out, _ = box.sweep("--from-start", "-v")
-    assert "1 waiting" in out and box.calls() == {}
+    assert "1 waiting" in out and box.by_callid() == {}
     pending = json.loads(box.state(sweep.PENDING_KEY) or "{}")
     assert len(pending["lines"]) == 2 and callid in pending["lines"][1]
     _code, out, _ = box.sweep("-v")
     assert "1 waiting" in out
     box.append([line(NOW - 60, callid, "600", "ABANDON", "1", "1", "7140")])
     box.sweep()
-    assert box.calls()[callid].wait_seconds == 7140
+    assert box.by_callid()[callid].wait_seconds == 7140
 
 
 def test_many_open_calls_survive_in_chunks(box: Box) -> None:
@@ -445,7 +415,7 @@ def test_many_open_calls_survive_in_chunks(box: Box) -> None:
     assert out.count("would record:") == 400 and "caller='Иван Петров 79161234567'" in out
     box.configure(MISSEDCALL_REASONS="FULL")  # recorded as skipped: no 400 mails
     box.sweep()
-    calls = box.calls()
+    calls = box.by_callid()
     assert len(calls) == 400 and calls[cid(NOW - 100, 5)].caller_num == "Иван Петров 79161234567"
     position = json.loads(box.state(sweep.POSITION_KEY) or "{}")
     assert position["pending_chunks"] == 1 and box.state(f"{sweep.PENDING_KEY}.1") == ""
@@ -457,15 +427,15 @@ def test_answered_later_corrects_an_agi_row_without_mailing(box: Box) -> None:
     box.write(timeout(OLD, callid, "600", wait=5))
     headers = make_headers(uniqueid=callid, callerid="5551234", calleridname="J", args=["600", "TIMEOUT"])
     box.run_agi(AgiPeer(headers, {}), ["600", "TIMEOUT"], FAKE_SENDMAIL_EXIT="75")  # the mail did not go
-    assert box.calls()[callid].status == "pending"
+    assert box.by_callid()[callid].status == "pending"
     box.append(answered(OLD + 5, callid, "602"))
     _code, out, _ = box.sweep("--from-start", "-v")
     assert "1 corrected" in out
-    call = box.calls()[callid]
+    call = box.by_callid()[callid]
     assert (call.source, call.status, call.last_error) == ("agi", "skipped", sweep.CORRECTED)
-    assert box.mails() == []
+    assert box.stored() == []
     box.sweep("--from-start")
-    assert box.calls()[callid].status == "skipped" and box.mails() == []
+    assert box.by_callid()[callid].status == "skipped" and box.stored() == []
 
 
 def test_answered_later_after_the_mail_went_keeps_sent(box: Box) -> None:
@@ -475,9 +445,9 @@ def test_answered_later_after_the_mail_went_keeps_sent(box: Box) -> None:
     box.run_agi(AgiPeer(headers, {}), ["600", "TIMEOUT"])
     box.append(answered(OLD + 5, callid, "602"))
     box.sweep("--from-start")
-    call = box.calls()[callid]
+    call = box.by_callid()[callid]
     assert call.status == "sent" and call.last_error.startswith(sweep.CORRECTED)
-    assert len(box.mails()) == 1
+    assert len(box.stored()) == 1
 
 
 def test_transferred_back_into_a_queue_after_an_answer_is_not_missed(lite: Box) -> None:
@@ -491,7 +461,7 @@ def test_transferred_back_into_a_queue_after_an_answer_is_not_missed(lite: Box) 
         ]
     )
     lite.sweep("--from-start")
-    assert lite.calls() == {} and lite.mails() == []
+    assert lite.by_callid() == {} and lite.stored() == []
 
 
 def test_dry_run_prints_and_records_nothing(box: Box) -> None:
@@ -500,12 +470,12 @@ def test_dry_run_prints_and_records_nothing(box: Box) -> None:
     assert code == 0
     assert f"would record: {cid(OLD, 11)} queue=601 reason=ABANDON wait=3 path='600 > 601'" in out
     assert f"would record: {cid(OLD, 12)} queue=600" in out and "did=5559000" in out
-    assert box.calls() == {} and box.mails() == [] and box.state(sweep.POSITION_KEY) is None
+    assert box.by_callid() == {} and box.stored() == [] and box.state(sweep.POSITION_KEY) is None
 
 
 def test_a_missing_queue_log_is_one_line_and_exit_1(box: Box) -> None:
     code, _out, err = box.sweep()
-    assert code == 1 and err.count("\n") == 1 and "no such file" in err and str(box.log) in err
+    assert code == 1 and err.count("\n") == 1 and "no such file" in err and str(box.queue_log) in err
 
 
 def test_a_second_sweep_at_the_same_time_does_nothing(lite: Box) -> None:
@@ -513,9 +483,9 @@ def test_a_second_sweep_at_the_same_time_does_nothing(lite: Box) -> None:
     with sweep._exclusive(config.load_settings(), wait=None) as mine:
         assert mine
         code, _out, _err = lite.sweep("--from-start")
-    assert code == 0 and lite.calls() == {}
+    assert code == 0 and lite.by_callid() == {}
     lite.sweep("--from-start")
-    assert len(lite.calls()) == 1
+    assert len(lite.by_callid()) == 1
 
 
 def test_bad_grace_is_a_usage_error(lite: Box) -> None:
@@ -535,7 +505,7 @@ def _cpu_seconds(pid: int) -> float:
 def test_follow_reads_new_lines_as_they_come_and_stops_on_sigterm(lite: Box) -> None:
     lite.write(["1|NONE|NONE|NONE|QUEUESTART|"])
     argv = [sys.executable, "-m", "missedcall.cli", "sweep", "--follow", "--grace", "1", "--interval", "0.2"]
-    proc = subprocess.Popen(argv, env=lite.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, env=lite.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
         while lite.state(sweep.POSITION_KEY) is None and time.monotonic() < deadline:
@@ -559,9 +529,9 @@ def test_follow_reads_new_lines_as_they_come_and_stops_on_sigterm(lite: Box) -> 
             proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
-    assert len(lite.calls()) == 2
+    assert len(lite.by_callid()) == 2
     position = json.loads(lite.state(sweep.POSITION_KEY) or "{}")
-    assert position["file"]["offset"] == lite.log.stat().st_size
+    assert position["file"]["offset"] == lite.queue_log.stat().st_size
 
 
 def test_follow_finishes_a_rotated_file_even_after_it_was_deleted(lite: Box) -> None:
@@ -571,14 +541,14 @@ def test_follow_finishes_a_rotated_file_even_after_it_was_deleted(lite: Box) -> 
     with lite.store() as store:
         sweeper = sweep.Sweeper(settings, store, from_start=True, out=io.StringIO())
         sweeper.cycle()
-        with open(lite.log, "a") as handle:
+        with open(lite.queue_log, "a") as handle:
             handle.write("\n".join(abandon(OLD + 10, cid(OLD + 10, 2))) + "\n")
-        lite.log.unlink()
+        lite.queue_log.unlink()
         lite.write(abandon(OLD + 20, cid(OLD + 20, 3)))
         assert sweeper.has_work()
         sweeper.cycle()
         sweeper.close()
-    assert set(lite.calls()) == {cid(OLD, 1), cid(OLD + 10, 2), cid(OLD + 20, 3)}
+    assert set(lite.by_callid()) == {cid(OLD, 1), cid(OLD + 10, 2), cid(OLD + 20, 3)}
 
 
 # ============================================================================ pure parts
