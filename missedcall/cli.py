@@ -75,6 +75,7 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "recipients": list(call.recipients),
         "notified_at": iso(call.notified_at),
         "next_attempt_at": iso(call.next_attempt_at),
+        "did": call.extra.get("did", ""),
     }
 
 

@@ -20,7 +20,9 @@ from missedcall.dburl import DbTarget
 
 # 2: missedcall_calls.next_attempt_at (back-off and claim lease); missedcall_flood and
 #    missedcall_held (storm control, see missedcall/flood.py).
-SCHEMA_VERSION = 2
+# 3: missedcall_calls.did (the DID from FreePBX's queue_log lines), so a mail sent later by
+#    retry says what the first one would have said.
+SCHEMA_VERSION = 3
 #: Seconds a fresh claim keeps ``retry`` away from a call, so that the detector that claimed
 #: it (the AGI: 3 s at most; the sweeper: one relay timeout) sends it alone. Longer than
 #: spool.SETTLE, so a retry imports a spooled copy of a call before it may resend its row.
@@ -29,7 +31,7 @@ CALL_STATUSES = ("pending", "held", "sent", "skipped", "failed")
 CALL_COLUMNS = (
     "id", "callid", "linkedid", "queue", "path", "caller_num", "caller_name", "reason",
     "wait_seconds", "position", "entered_at", "ended_at", "source", "status", "attempts",
-    "last_error", "recipients", "notified_at", "next_attempt_at",
+    "last_error", "recipients", "notified_at", "next_attempt_at", "did",
 )  # fmt: skip
 RECIPIENT_COLUMNS = ("id", "queue", "email", "name", "created_at")
 _TIME_COLUMNS = ("entered_at", "ended_at", "notified_at", "created_at", "next_attempt_at")
@@ -62,7 +64,7 @@ class CallRecord:
     notified_at: datetime | None = None
     next_attempt_at: datetime | None = None  # pending: not retried before then (back-off / claim lease)
     id: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # not stored: the DID, say
+    extra: dict[str, str] = field(default_factory=dict)  # "did": stored in the did column
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ _DDL_MYSQL = (
         recipients TEXT NULL,
         notified_at DATETIME NULL,
         next_attempt_at DATETIME NULL,
+        did VARCHAR(64) NOT NULL DEFAULT '',
         UNIQUE KEY missedcall_calls_callid (callid),
         KEY missedcall_calls_ended (ended_at),
         KEY missedcall_calls_status (status)
@@ -167,7 +170,8 @@ _DDL_SQLITE = (
         last_error TEXT NOT NULL DEFAULT '',
         recipients TEXT NULL,
         notified_at TEXT NULL,
-        next_attempt_at TEXT NULL
+        next_attempt_at TEXT NULL,
+        did TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX IF NOT EXISTS missedcall_calls_ended ON missedcall_calls (ended_at)",
     "CREATE INDEX IF NOT EXISTS missedcall_calls_status ON missedcall_calls (status)",
@@ -192,10 +196,13 @@ _DDL_SQLITE = (
 )
 #: Columns added after version 1, as (table, column, MariaDB type, SQLite type): ``init`` adds
 #: whichever a table lacks, so it is idempotent and safe when several processes run it at once.
-_ADDED_COLUMNS = (("missedcall_calls", "next_attempt_at", "DATETIME NULL", "TEXT NULL"),)
+_ADDED_COLUMNS = (
+    ("missedcall_calls", "next_attempt_at", "DATETIME NULL", "TEXT NULL"),
+    ("missedcall_calls", "did", "VARCHAR(64) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+)
 
 # Column limits shared by both engines, so SQLite keeps what MariaDB would keep.
-_LIMITS = {"callid": 64, "linkedid": 64, "queue": 64, "path": 1024, "caller_num": 128,
+_LIMITS = {"callid": 64, "linkedid": 64, "did": 64, "queue": 64, "path": 1024, "caller_num": 128,
            "caller_name": 512, "reason": 16, "source": 16, "status": 16, "last_error": 512}  # fmt: skip
 
 
@@ -508,6 +515,7 @@ class Store:
             "notified_at": call.notified_at,
             # Every claim starts with a lease: retry leaves the call to its claimer for a while.
             "next_attempt_at": call.next_attempt_at or utcnow() + timedelta(seconds=CLAIM_LEASE),
+            "did": call.extra.get("did", ""),
         }
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
@@ -618,6 +626,7 @@ def _call_from_row(row: dict[str, Any]) -> CallRecord:
         recipients=tuple(a for a in (row["recipients"] or "").split(",") if a),
         notified_at=_from_db(row["notified_at"]),
         next_attempt_at=_from_db(row["next_attempt_at"]),
+        extra={"did": row["did"]} if row["did"] else {},
     )
 
 

@@ -70,7 +70,7 @@ from typing import IO, Any, Callable
 from missedcall import log, mail, notify, queuelog, verdict
 from missedcall.config import Settings
 from missedcall.queuelog import EXIT_EVENTS, QueueLogEvent, parse_line
-from missedcall.storage import StorageError, Store
+from missedcall.storage import SCHEMA_VERSION, StorageError, Store
 
 POSITION_KEY = "queue_log_position"
 PENDING_KEY = "queue_log_pending"
@@ -1066,8 +1066,8 @@ def _open(settings: Settings, *, dry_run: bool) -> Store | None:
             print(f"note: {exc}; no saved position and no check against recorded calls", file=sys.stderr)
             return None
         raise SweepError(str(exc)) from None
-    if not dry_run and store.schema_version() is None:
-        store.init()  # as the hook does: the tables appear on first use
+    if not dry_run and (store.schema_version() or 0) < SCHEMA_VERSION:
+        store.init()  # as the hook does: the tables appear, or catch up, on first use
     return store
 
 

@@ -1,5 +1,5 @@
-"""The pieces under ``retry``: schema version 2 and its migration, the spool, the last known
-recipients, and ``missedcall-admin retry`` run by several processes at once."""
+"""The pieces under ``retry``: schema versions 2 and 3 and their migration, the spool, the last known
+recipients, ``missedcall-admin retry`` run by several processes at once, and what its mails say."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from missedcall.dburl import parse_db_url
 from missedcall.storage import SCHEMA_VERSION, CallRecord, Store, utcnow
 from tests.agibox import abandon_peer, callids_mailed, make_pbx
 
-# ============================================================================ schema 2
+# ============================================================================ schema 2 and 3
 
 
 def _make_version_1(store: Store) -> None:
@@ -28,6 +29,7 @@ def _make_version_1(store: Store) -> None:
     store._execute("DROP TABLE IF EXISTS missedcall_flood")
     store._execute("DROP TABLE IF EXISTS missedcall_held")
     store._execute("ALTER TABLE missedcall_calls DROP COLUMN next_attempt_at")
+    store._execute("ALTER TABLE missedcall_calls DROP COLUMN did")
     store.set_state("schema_version", "1")
     store._execute(
         "INSERT INTO missedcall_calls (callid, queue, reason, source, status, attempts) VALUES (?, ?, ?, ?, ?, ?)",
@@ -36,15 +38,15 @@ def _make_version_1(store: Store) -> None:
 
 
 def test_migration_from_version_1_is_idempotent(db_url: str) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     with Store.open(parse_db_url(db_url)) as store:
         store.init()
         _make_version_1(store)
         assert not store._has_column("missedcall_calls", "next_attempt_at")
-        assert store.init() == (1, 2)
-        assert store._has_column("missedcall_calls", "next_attempt_at")
+        assert store.init() == (1, 3)
+        assert store._has_column("missedcall_calls", "next_attempt_at") and store._has_column("missedcall_calls", "did")
         assert store.table_exists("missedcall_flood") and store.table_exists("missedcall_held")
-        assert store.init() == (2, 2)
+        assert store.init() == (3, 3)
         old = store.get_call("1797000000.1")
         assert old is not None and (old.status, old.attempts, old.next_attempt_at) == ("pending", 1, None)
         # A pending call from before the migration (no next_attempt_at) is due at once.
@@ -73,7 +75,7 @@ def test_migration_run_by_several_processes_at_once(db_url: str) -> None:
         thread.join()
     assert not errors, errors
     with Store.open(parse_db_url(db_url)) as store:
-        assert store.schema_version() == 2 and store._has_column("missedcall_calls", "next_attempt_at")
+        assert store.schema_version() == 3 and store._has_column("missedcall_calls", "did")
 
 
 def test_the_hook_migrates_an_old_database_itself(tmp_path: Path, db_url: str) -> None:
@@ -84,9 +86,38 @@ def test_the_hook_migrates_an_old_database_itself(tmp_path: Path, db_url: str) -
     run = box.run(abandon_peer("1797000001.1"), ["600"])
     assert run.ok and run.stderr == "", run
     with box.store() as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert store.get_call("1797000001.1").status == "sent"  # type: ignore[union-attr]
     assert len(box.stored()) == 1
+
+
+def test_a_mail_sent_later_by_retry_says_what_the_first_would_have(tmp_path: Path, db_url: str) -> None:
+    """The DID is read from queue_log at hang-up; it is kept on the row, so retry's mail still shows it."""
+    box = make_pbx(tmp_path, db_url)
+    at = int(time.time()) - 30
+    callid = f"{at}.7"
+    box.write_queue_log(
+        [
+            f"{at}|{callid}|600|NONE|DID|74951234567",
+            f"{at}|{callid}|600|NONE|ENTERQUEUE||79161234567|1",
+            f"{at + 9}|{callid}|600|NONE|ABANDON|1|1|9",
+        ]
+    )
+    # The relay is down at hang-up.
+    run = box.run(abandon_peer(callid, caller="79161234567"), ["600"], FAKE_SENDMAIL_EXIT="75")
+    assert run.ok, run
+    [call] = box.calls()
+    assert (call.status, call.extra) == ("pending", {"did": "74951234567"}), call
+    with box.store() as store:
+        store.update_call(callid, next_attempt_at=utcnow() - timedelta(seconds=1))
+    done = box.admin("retry")
+    assert done.returncode == 0, done.stderr
+    [mail] = box.mails()
+    body = mail.get_content()
+    assert "74951234567" in body and "79161234567" in body and "9 s" in body, body
+    assert box.calls()[0].status == "sent"
+    listed = json.loads(box.admin("log", "--json").stdout)
+    assert [(c["callid"], c["did"]) for c in listed] == [(callid, "74951234567")]
 
 
 # ============================================================================ spool
