@@ -22,7 +22,7 @@ this module alone.
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -170,7 +170,7 @@ def due_addresses(store: Store, now: datetime) -> list[str]:
 
 def lease(store: Store, email: str, now: datetime, until: datetime) -> Batch | None:
     """Take this address's due held rows for one digest; None when another retry took them first."""
-    token = secrets.token_hex(8)
+    token = os.urandom(8).hex()  # not secrets: this module is on the AGI's import path (see spool.atomic_write)
     cursor = store._execute(
         "UPDATE missedcall_held SET lease = ?, attempts = attempts + 1, due_at = ?"
         " WHERE email = ? AND status = 'held' AND due_at <= ?",

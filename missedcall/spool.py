@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -77,7 +76,8 @@ def atomic_write(directory: str, name: str, data: bytes, *, create_dir: bool = F
         except OSError as exc:
             raise SpoolError(f"cannot create {directory}: {exc.strerror}") from None
     final = os.path.join(directory, name)
-    tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}")
+    # os.urandom rather than secrets: secrets loads hashlib and OpenSSL, milliseconds on every hang-up.
+    tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}-{os.urandom(4).hex()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     except OSError as exc:

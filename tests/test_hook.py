@@ -259,3 +259,26 @@ def test_sendmail_failure_is_recorded_pending(pbx: Pbx) -> None:
     assert_clean_run(run)
     [call] = pbx.calls()
     assert call.status == "pending" and "exited with 75" in call.last_error and call.attempts == 1
+
+
+#: Modules a run on SQLite with sendmail has no use for: the MariaDB driver, SMTP and TLS, hashing
+#: (secrets pulls in OpenSSL), asyncio. Each costs milliseconds per call, paid on every hang-up.
+NOT_ON_THE_HOT_PATH = ("pymysql", "smtplib", "ssl", "hashlib", "secrets", "asyncio", "decimal")
+
+
+def test_a_run_imports_only_what_the_call_needs(tmp_path: Path, sqlite_url: str) -> None:
+    box = make_pbx(tmp_path, sqlite_url)
+    # sitecustomize runs in the real AGI process and writes down what it had loaded at exit.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os, sys\n"
+        "atexit.register(lambda: open(os.environ['MODULES_FILE'], 'w').write('\\n'.join(sorted(sys.modules))))\n"
+    )
+    modules_file = tmp_path / "modules"
+    run = box.run(fixture_peer("1600-h.json"), ["600"], PYTHONPATH=str(site), MODULES_FILE=str(modules_file))
+    assert_clean_run(run)
+    assert len(read_mail(box.maildir)) == 1
+    loaded = set(modules_file.read_text().split())
+    assert "missedcall.notify" in loaded and "sqlite3" in loaded  # it did the whole job
+    assert sorted(loaded.intersection(NOT_ON_THE_HOT_PATH)) == []
