@@ -203,8 +203,8 @@ def test_timeout_then_second_queue_abandon_is_one_mail_for_the_second_queue(box:
     body = mail.message.get_content()
     assert "600 > 601" in body and "5559000" in body and "the caller hung up while waiting" in body
     call = box.by_callid()[callid]
-    assert (call.queue, call.reason, call.path, call.wait_seconds, call.source) == (
-        "601", "ABANDON", ("600", "601"), 3, "queue_log",
+    assert (call.queue, call.reason, call.path, call.wait_seconds, call.source, call.extra) == (
+        "601", "ABANDON", ("600", "601"), 3, "queue_log", {"did": "5559000"},
     )  # fmt: skip
 
 
