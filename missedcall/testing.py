@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from missedcall.dialplan import split_lines  # Asterisk's readers, like its config parser, split on "\n" only
+
 __all__ = [
     "ASTERISK_VERSION",
     "REPLY_DEAD",
@@ -71,15 +73,6 @@ _HEADER_LINE = re.compile(r"agi_[a-z0-9_]+: ", re.ASCII)
 
 
 # --------------------------------------------------------------------------- headers
-
-
-def split_lines(text: str) -> list[str]:
-    """Split on ``\\n`` only, keeping it: Asterisk's readers see no other line break."""
-    parts = text.split("\n")
-    lines = [part + "\n" for part in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
 
 
 def make_headers(

@@ -22,6 +22,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
+from missedcall.config import Settings, load_settings
 from missedcall.dburl import parse_db_url
 from missedcall.storage import CallRecord, Store
 from missedcall.testing import AgiPeer, AgiRun, make_headers
@@ -76,6 +79,12 @@ class Pbx:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
             os.fchmod(handle.fileno(), 0o640)
             handle.write("\n".join(lines) + "\n")
+
+    def in_this_process(self, monkeypatch: pytest.MonkeyPatch) -> Settings:
+        """Point this test process at the box (for the CLI, notify or retry called in-process); its settings."""
+        monkeypatch.setenv("MISSEDCALL_CONFIG", str(self.config_file))
+        monkeypatch.setenv("MISSEDCALL_TEST_MAILDIR", str(self.maildir))
+        return load_settings()
 
     def store(self, url: str | None = None) -> Store:
         return Store.open(parse_db_url(url or self.db_url))

@@ -290,10 +290,8 @@ def test_backoff_then_failed_then_shown_by_log_and_doctor(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     box = make_pbx(tmp_path, db_url)
-    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
-    monkeypatch.setenv("MISSEDCALL_TEST_MAILDIR", str(box.maildir))
     monkeypatch.setenv("FAKE_SENDMAIL_EXIT", "75")
-    settings = config.load_settings()
+    settings = box.in_this_process(monkeypatch)
     clock = utcnow()
     call = CallRecord(callid="1795700200.1", queue="600", reason="ABANDON", source="agi", ended_at=clock)
     with box.store() as store:
@@ -336,9 +334,7 @@ def test_crash_between_sent_and_recorded_costs_one_duplicate_never_a_loop(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     box = make_pbx(tmp_path, db_url)
-    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
-    monkeypatch.setenv("MISSEDCALL_TEST_MAILDIR", str(box.maildir))
-    settings = config.load_settings()
+    settings = box.in_this_process(monkeypatch)
     now = utcnow()
 
     # 1. One crash right after the mail left: the next retry sends it again, once.

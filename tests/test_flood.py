@@ -75,9 +75,7 @@ def test_reserve_is_atomic_across_processes(db_url: str, tmp_path: Path) -> None
 
 def _settings(box: Pbx, monkeypatch: pytest.MonkeyPatch, **keys: str) -> config.Settings:
     box.configure(**keys)
-    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
-    monkeypatch.setenv("MISSEDCALL_TEST_MAILDIR", str(box.maildir))
-    return config.load_settings()
+    return box.in_this_process(monkeypatch)
 
 
 def _mails_to(mails: list[StoredMail], address: str) -> list[StoredMail]:

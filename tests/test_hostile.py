@@ -288,7 +288,7 @@ def assert_one_line_error(code: int, err: str, context: object) -> None:
 
 
 def test_recipients_csv_rows(box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
+    box.in_this_process(monkeypatch)
     path = box.tmp / "team.csv"
     for value in HOSTILE:
         for row in ([value, "a@example.com"], ["600", value], ["600", "named@example.com", value], [value]):
@@ -330,7 +330,7 @@ CLI_SLOTS: list[list[str]] = [
 
 
 def test_cli_arguments(box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
+    box.in_this_process(monkeypatch)
     monkeypatch.setenv("MISSEDCALL_DB_URL", box.db_url)  # --config naming nothing must not reach the host's files
     monkeypatch.setenv("MISSEDCALL_SPOOL_DIR", str(box.spool))
     for value in for_argv(HOSTILE):

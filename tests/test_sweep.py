@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,13 +117,11 @@ def make_box(tmp_path: Path, db_url: str, maildir: Path, monkeypatch: pytest.Mon
         kind=Box,
         MISSEDCALL_TIMEZONE="UTC",
     )
-    monkeypatch.setenv("MISSEDCALL_CONFIG", str(box.config_file))
+    box.in_this_process(monkeypatch)
     return box
 
 
-@pytest.fixture
-def box(tmp_path: Path, db_url: str, maildir: Path, monkeypatch: pytest.MonkeyPatch):
-    """A box on each database backend."""
+def _made(tmp_path: Path, db_url: str, maildir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
     made = make_box(tmp_path, db_url, maildir, monkeypatch)
     yield made
     with contextlib.suppress(OSError):
@@ -130,12 +129,15 @@ def box(tmp_path: Path, db_url: str, maildir: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.fixture
-def lite(tmp_path: Path, sqlite_url: str, maildir: Path, monkeypatch: pytest.MonkeyPatch):
+def box(tmp_path: Path, db_url: str, maildir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
+    """A box on each database backend."""
+    yield from _made(tmp_path, db_url, maildir, monkeypatch)
+
+
+@pytest.fixture
+def lite(tmp_path: Path, sqlite_url: str, maildir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
     """A box on SQLite only, for what does not depend on the database."""
-    made = make_box(tmp_path, sqlite_url, maildir, monkeypatch)
-    yield made
-    with contextlib.suppress(OSError):
-        os.unlink(sweep._lock_path(config.load_settings()))
+    yield from _made(tmp_path, sqlite_url, maildir, monkeypatch)
 
 
 NOW = int(time.time())
