@@ -165,7 +165,7 @@ def test_uniqueid_and_queue_log_fields(box: Pbx) -> None:
     jobs = []
     for i, value in enumerate(HOSTILE):
         callid = value
-        kind = i % 4
+        kind = i % 5
         if kind == 0:  # the caller ID field
             lines += [f"{base}|{callid}|600|NONE|ENTERQUEUE||{value}|1", f"{base + 5}|{callid}|600|NONE|ABANDON|1|1|5"]
         elif kind == 1:  # the queue field of the exit line
@@ -173,6 +173,12 @@ def test_uniqueid_and_queue_log_fields(box: Pbx) -> None:
         elif kind == 2:  # agent and data fields
             lines += [f"{base}|{callid}|600|{value}|ENTERQUEUE|{value}|100|{value}",
                       f"{base + 5}|{callid}|600|{value}|ABANDON|{value}|{value}|{value}"]  # fmt: skip
+        elif kind == 3:  # FreePBX's DID line, which the call's row keeps
+            lines += [
+                f"{base}|{callid}|600|NONE|DID|{value}",
+                f"{base}|{callid}|600|NONE|ENTERQUEUE||100|1",
+                f"{base + 5}|{callid}|600|NONE|ABANDON|1|1|5",
+            ]
         else:  # a garbage line among the call's lines
             lines += [
                 f"{base}|{callid}|600|NONE|ENTERQUEUE||100|1",
@@ -196,6 +202,7 @@ def test_uniqueid_and_queue_log_fields(box: Pbx) -> None:
         assert_clean_mail(mail, set(mail.recipients))
     for call in box.calls():
         assert call.callid == verdict.clean_id(call.callid) and 0 < len(call.callid) <= 64
+        assert len(call.extra.get("did", "")) <= 64
     # The sweeper reads the same file: it records nothing twice.
     before = len(box.stored())
     swept = box.admin("sweep", "--from-start", "--grace", "0")

@@ -101,11 +101,13 @@ def test_recipients(store: Store) -> None:
 
 def test_hostile_values_are_stored_verbatim_and_clipped(store: Store) -> None:
     name = "Robert'); DROP TABLE missedcall_calls;-- \x00 " + "я" * 600
-    assert store.claim_call(sample("h.1", caller_name=name, caller_num="1' OR '1'='1"))
+    did = "1'; DELETE FROM missedcall_calls;-- \x00\U0001f4de" + "9" * 100
+    assert store.claim_call(sample("h.1", caller_name=name, caller_num="1' OR '1'='1", extra={"did": did}))
     got = store.get_call("h.1")
     assert got is not None
     assert got.caller_num == "1' OR '1'='1"
     assert got.caller_name == name[:512]
+    assert got.extra == {"did": did[:64]}
     assert store.table_exists("missedcall_calls")
 
 
