@@ -7,8 +7,8 @@
 #
 # Every step is one function below; every change goes through run / write_file,
 # which print it and honour --dry-run. The fiddly text work (our dialplan block,
-# the config file, the cron file) is done by missedcall.dialplan and
-# missedcall.installer, run from this folder with the system Python, so it is
+# the config file, the cron file) is done by missedcall.admin.dialplan and
+# missedcall.admin.installer, run from this folder with the system Python, so it is
 # unit-tested and available before any virtualenv exists.
 #
 # Portable to bash 4.2 (CentOS 7 / SNG7) and Debian 12: no empty-array
@@ -381,7 +381,7 @@ check_dialplan() {
     local force=""
     if [ "$FORCE" = 1 ]; then force=--force; fi
     if [ "$DIALPLAN" = freepbx ]; then
-        helper missedcall.dialplan check --file "$(r "$OVERRIDE")" --generated "$(r "$GENERATED")" $force |
+        helper missedcall.admin.dialplan check --file "$(r "$OVERRIDE")" --generated "$(r "$GENERATED")" $force |
             sed 's/^/    /' || exit 1
     fi
 }
@@ -419,7 +419,7 @@ install_code() {
     step "code: virtualenv $(r "$VENV")"
     local venv want build
     venv=$(r "$VENV")
-    want=$(helper missedcall.installer source-hash "$SRC")
+    want=$(helper missedcall.admin.installer source-hash "$SRC")
     if [ -x "$venv/bin/python" ] && "$venv/bin/python" -I -c 'import missedcall, pymysql, dotenv, asterisk.agi' 2>/dev/null &&
         [ "$(cat "$venv/.missedcall-source" 2>/dev/null)" = "$want" ]; then
         note "already holds this code (source $(printf '%s' "$want" | cut -c1-12)); nothing to do"
@@ -500,11 +500,11 @@ install_config() {
             run chmod 0640 "$CONFIG_FILE"
         fi
     else
-        helper missedcall.installer env | write_file "$(r "$CONFIG_FILE")" 0640 "root:$ASTERISK_GROUP"
+        helper missedcall.admin.installer env | write_file "$(r "$CONFIG_FILE")" 0640 "root:$ASTERISK_GROUP"
     fi
     make_dir "$(r "$DATA_DIR")" 0750 "$ASTERISK_USER:$ASTERISK_GROUP"
     make_dir "$(r "$SPOOL_DIR")" 0750 "$ASTERISK_USER:$ASTERISK_GROUP"
-    helper missedcall.installer state prefix="$PREFIX" agi_dir="$AGI_DIR" asterisk_etc="$ASTERISK_ETC" config_dir="$CONFIG_DIR" \
+    helper missedcall.admin.installer state prefix="$PREFIX" agi_dir="$AGI_DIR" asterisk_etc="$ASTERISK_ETC" config_dir="$CONFIG_DIR" \
         data_dir="$DATA_DIR" cron_file="$CRON_FILE" link="$LINK" asterisk_user="$ASTERISK_USER" \
         dialplan="$DIALPLAN" | write_file "$(r "$STATE_FILE")" 0644 root:root
 }
@@ -535,7 +535,7 @@ install_dialplan() {
     case $DIALPLAN in
     freepbx)
         step "dialplan: $(r "$OVERRIDE")"
-        helper missedcall.dialplan install --file "$(r "$OVERRIDE")" --generated "$(r "$GENERATED")" \
+        helper missedcall.admin.dialplan install --file "$(r "$OVERRIDE")" --generated "$(r "$GENERATED")" \
             --backup-dir "$(r "$BACKUP_DIR")" $force $dry | sed 's/^/    /'
         ;;
     pending)
@@ -546,7 +546,7 @@ install_dialplan() {
         ;;
     plain)
         step "dialplan: plain Asterisk, nothing written; add this to your dialplan (README: Plain Asterisk)"
-        helper missedcall.dialplan snippet | sed 's/^/    | /'
+        helper missedcall.admin.dialplan snippet | sed 's/^/    | /'
         ;;
     none)
         step "dialplan: left alone (--no-dialplan)"
@@ -557,7 +557,7 @@ install_dialplan() {
 install_cron() {
     step "cron: $(r "$CRON_FILE")"
     make_dir "$(dirname "$(r "$CRON_FILE")")" 0755 root:root
-    helper missedcall.installer cron --prefix "$PREFIX" --user "$ASTERISK_USER" --data-dir "$DATA_DIR" \
+    helper missedcall.admin.installer cron --prefix "$PREFIX" --user "$ASTERISK_USER" --data-dir "$DATA_DIR" \
         --config "$CONFIG_FILE" | write_file "$(r "$CRON_FILE")" 0644 root:root
 }
 
@@ -634,7 +634,7 @@ remove_dialplan() {
         note "no such file; nothing to remove"
         return 0
     fi
-    helper missedcall.dialplan uninstall --file "$(r "$OVERRIDE")" --backup-dir "$(r "$BACKUP_DIR")" $dry |
+    helper missedcall.admin.dialplan uninstall --file "$(r "$OVERRIDE")" --backup-dir "$(r "$BACKUP_DIR")" $dry |
         sed 's/^/    /'
 }
 
@@ -683,7 +683,7 @@ drop_tables() {
         note "kept: the code is already gone; to drop them by hand: SHOW TABLES LIKE 'missedcall%'; then DROP TABLE ..."
         return 0
     fi
-    if ! where=$(MISSEDCALL_CONFIG=$CONFIG_FILE "$venv/bin/python" -I -m missedcall.installer drop-tables --describe); then
+    if ! where=$(MISSEDCALL_CONFIG=$CONFIG_FILE "$venv/bin/python" -I -m missedcall.admin.installer drop-tables --describe); then
         note "kept the tables: the database is not reachable with $CONFIG_FILE (above)"
         return 0
     fi
@@ -706,7 +706,7 @@ drop_tables() {
             return 0
         fi
     fi
-    run env MISSEDCALL_CONFIG="$CONFIG_FILE" "$venv/bin/python" -I -m missedcall.installer drop-tables
+    run env MISSEDCALL_CONFIG="$CONFIG_FILE" "$venv/bin/python" -I -m missedcall.admin.installer drop-tables
 }
 
 remove_code() {

@@ -8,7 +8,7 @@ happens, it exits 0 and prints nothing but AGI commands.
 import sys
 
 try:
-    from missedcall.hook import main
+    from missedcall.detect.hook import main
 except Exception:  # the package is missing or broken: never show Asterisk a traceback
     import syslog
 

@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "asterisk22-agi" / "1600-h.json"
+FIXTURE = ROOT / "tests" / "fixtures" / "asterisk22-agi" / "1600-h.json"
 
 
 def _driver(kind: str, runs: int, workdir: Path) -> dict[str, object]:
     """Run one variant ``runs`` times in this (child) process; report times and children's peak RSS."""
-    from missedcall.testing import AgiPeer, make_headers
+    from tests.agipeer import AgiPeer, make_headers
 
     durations: list[float] = []
     env = {
@@ -93,7 +93,7 @@ def main() -> int:
             "MISSEDCALL_FROM=pbx@example.com\nMISSEDCALL_FALLBACK_TO=ops@example.com\n"
         )
         subprocess.run(
-            [sys.executable, "-m", "missedcall.cli", "--config", str(workdir / "missedcall.env"), "init"],
+            [sys.executable, "-m", "missedcall.admin.cli", "--config", str(workdir / "missedcall.env"), "init"],
             check=True,
             capture_output=True,
             timeout=60,

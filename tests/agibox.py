@@ -26,8 +26,8 @@ import pytest
 
 from missedcall.config import Settings, load_settings
 from missedcall.dburl import parse_db_url
-from missedcall.storage import CallRecord, Store
-from missedcall.testing import AgiPeer, AgiRun, make_headers
+from missedcall.record.storage import CallRecord, Store
+from tests.agipeer import AgiPeer, AgiRun, make_headers
 from tests.mailbox import SENDMAIL, StoredMail, read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ class Pbx:
     def admin(self, *argv: str | bytes, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
         """``missedcall-admin ARGV...`` in its own process, with this box's configuration."""
         return subprocess.run(
-            [sys.executable, "-m", "missedcall.cli", *argv],
+            [sys.executable, "-m", "missedcall.admin.cli", *argv],
             env=self.environ(**env),
             capture_output=True,
             text=True,

@@ -31,13 +31,10 @@ from urllib.parse import quote
 import pymysql
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import REPO_ROOT
+
 SENDMAIL_BIN = REPO_ROOT / "tests" / "bin" / "sendmail"
 MISSED_PY = REPO_ROOT / "agi-bin" / "missed.py"
-# CI lays shared/ beside the clone; the environment variable is for other layouts.
-SHARED_FIXTURES = Path(os.environ.get("MISSEDCALL_SHARED_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
-AGI_FIXTURES = SHARED_FIXTURES / "asterisk22-agi"
-QUEUE_LOG_FIXTURES = SHARED_FIXTURES / "queue_log"
 
 MARIADBD = "/usr/sbin/mariadbd"
 MARIADB_SOCKETS = ("/run/mysqld/mysqld.sock", "/var/run/mysqld/mysqld.sock")
@@ -311,7 +308,7 @@ CREATE TABLE IF NOT EXISTS `queues_details` (
   PRIMARY KEY (`id`, `keyword`, `data`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
 """
-# The queues of shared/fixtures/queue_log/freepbx17-shaped.queue_log.
+# The queues of tests/fixtures/queue_log/freepbx17-shaped.queue_log.
 DEFAULT_FREEPBX_QUEUES: tuple[tuple[str, str], ...] = (
     ("600", "Sales"),
     ("601", "Sales overflow"),

@@ -1,4 +1,4 @@
-"""missedcall.dialplan: our [ext-queues] h block in extensions_override_freepbx.conf, and its exact revert."""
+"""missedcall.admin.dialplan: our [ext-queues] h block in extensions_override_freepbx.conf, and its exact revert."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from missedcall import dialplan, installer
+from missedcall.admin import dialplan, installer
 from missedcall.config import KEYS
+from tests.paths import INSTALL_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "install"
+FIXTURES = INSTALL_FIXTURES
 GOSUB = "Gosub(macro-hangupcall,s,1())"
 MACRO = "Macro(hangupcall,)"
 

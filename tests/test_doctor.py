@@ -22,13 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import cli, dialplan, installer
+from missedcall.admin import cli, dialplan, installer
 from missedcall.config import load_settings
-from missedcall.storage import Store
+from missedcall.record.storage import Store
 from tests.conftest import MariaDBDatabase, SmtpServer, write_env_file, write_freepbx_conf
+from tests.paths import INSTALL_FIXTURES
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures" / "install"
+FIXTURES = INSTALL_FIXTURES
 GOSUB = "Gosub(macro-hangupcall,s,1())"
 NAMES = (
     "config", "database", "recipients", "mail", "agi", "dialplan file",
@@ -436,7 +437,7 @@ def test_files_the_asterisk_user_cannot_use_fail(
 def test_cli_process_exit_codes_and_one_line_per_check(setup: Setup) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MISSEDCALL_")}
     env["MISSEDCALL_CONFIG"] = str(setup.config_file)
-    argv = [sys.executable, "-m", "missedcall.cli", "doctor", "--state", str(setup.state_file)]
+    argv = [sys.executable, "-m", "missedcall.admin.cli", "doctor", "--state", str(setup.state_file)]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and len(done.stdout.splitlines()) == len(NAMES) and done.stderr == ""
     setup.cron.unlink()

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import config, notify, retry, transport
-from missedcall.storage import CallRecord, StorageError, Store, utcnow
-from missedcall.testing import AgiPeer, AgiRun
+from missedcall import config
+from missedcall.deliver import notify, retry, transport
+from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
 from tests.agibox import MISSED, Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
+from tests.agipeer import AgiPeer, AgiRun
 from tests.conftest import MariaDBDatabase
 
 BOUND = 3.0  # DESIGN §4: the whole AGI run, whatever hangs

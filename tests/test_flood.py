@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import config, digest, flood, notify, retry
+from missedcall import config
 from missedcall.dburl import parse_db_url
-from missedcall.storage import CallRecord, Store, utcnow
+from missedcall.deliver import digest, flood, notify, retry
+from missedcall.record.storage import CallRecord, Store, utcnow
 from tests.agibox import Pbx, abandon_lines, abandon_peer, make_pbx
 from tests.mailbox import StoredMail
 

@@ -1,7 +1,7 @@
 """agi-bin/missed.py run for real, over pipes, against a scripted Asterisk 22 peer.
 
 Each test replays header blocks and replies recorded from a real Asterisk
-(shared/fixtures) or made the way Asterisk makes them, lets the real script
+(tests/fixtures) or made the way Asterisk makes them, lets the real script
 write to a real database and hand its mail to the sendmail stand-in, then
 parses the mail back.
 """
@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from missedcall.testing import AgiPeer, AgiRun, make_headers
 from tests.agibox import Pbx, make_pbx  # shared with the reliability suites
+from tests.agipeer import AgiPeer, AgiRun, make_headers
 from tests.mailbox import read_mail
+from tests.paths import AGI_FIXTURES, QUEUE_LOG_FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSED = ROOT / "agi-bin" / "missed.py"
-SHARED = ROOT.parent / "shared" / "fixtures"
-AGI_FIXTURES = SHARED / "asterisk22-agi"
-FREEPBX_LOG = SHARED / "queue_log" / "freepbx17-shaped.queue_log"
-LAB_LOG = SHARED / "queue_log" / "asterisk22-lab.queue_log"
+FREEPBX_LOG = QUEUE_LOG_FIXTURES / "freepbx17-shaped.queue_log"
+LAB_LOG = QUEUE_LOG_FIXTURES / "asterisk22-lab.queue_log"
 SAFE_ON_DEAD_CHANNEL = ("GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VERBOSE", "EXEC", "NOOP", "DATABASE")
 
 
@@ -280,5 +279,5 @@ def test_a_run_imports_only_what_the_call_needs(tmp_path: Path, sqlite_url: str)
     assert_clean_run(run)
     assert len(read_mail(box.maildir)) == 1
     loaded = set(modules_file.read_text().split())
-    assert "missedcall.notify" in loaded and "sqlite3" in loaded  # it did the whole job
+    assert "missedcall.deliver.notify" in loaded and "sqlite3" in loaded  # it did the whole job
     assert sorted(loaded.intersection(NOT_ON_THE_HOT_PATH)) == []

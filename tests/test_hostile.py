@@ -23,10 +23,13 @@ from typing import Any
 
 import pytest
 
-from missedcall import cli, config, notify, queuelog, verdict
-from missedcall.storage import CallRecord, utcnow
-from missedcall.testing import AgiPeer, AgiRun, make_headers
+from missedcall import config
+from missedcall.admin import cli
+from missedcall.deliver import notify
+from missedcall.detect import queuelog, verdict
+from missedcall.record.storage import CallRecord, utcnow
 from tests.agibox import Pbx, make_pbx
+from tests.agipeer import AgiPeer, AgiRun, make_headers
 from tests.mailbox import StoredMail
 
 BAD_UTF8 = b"\xff\xfe\xc3(".decode("utf-8", "surrogateescape")  # bytes that are not UTF-8, as Python keeps them

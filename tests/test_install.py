@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import dialplan, installer
+from missedcall.admin import dialplan, installer
+from tests.paths import INSTALL_FIXTURES
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures" / "install"
+FIXTURES = INSTALL_FIXTURES
 HANDMADE = (FIXTURES / "extensions_override_freepbx.handmade.conf").read_bytes()
 OVERRIDE_START = b"; extensions_override_freepbx.conf: written by FreePBX, edited by nobody\n"
 GOSUB = "Gosub(macro-hangupcall,s,1())"

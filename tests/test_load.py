@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from missedcall.storage import utcnow
+from missedcall.record.storage import utcnow
 from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.conftest import MariaDBServer
 

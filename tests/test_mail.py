@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from missedcall import mail
-from missedcall.storage import CallRecord
+from missedcall.deliver import mail
+from missedcall.record.storage import CallRecord
 
 HOSTILE_NAMES = [
     'Doe, John "JJ" O\'Neil',

@@ -16,14 +16,15 @@ from email.utils import getaddresses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from missedcall import digest, notify, queuelog, recipients, verdict
-from missedcall.agi import header_value, parse_headers
 from missedcall.config import REASONS, Settings
 from missedcall.config import is_address as config_is_address
 from missedcall.dburl import DbTarget
-from missedcall.queuelog import QueueLogEvent
-from missedcall.storage import CallRecord
-from missedcall.testing import make_headers
+from missedcall.deliver import digest, notify, recipients
+from missedcall.detect import queuelog, verdict
+from missedcall.detect.agi import header_value, parse_headers
+from missedcall.detect.queuelog import QueueLogEvent
+from missedcall.record.storage import CallRecord
+from tests.agipeer import make_headers
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SINGLE_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version",

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import lastknown, spool
 from missedcall.dburl import parse_db_url
-from missedcall.storage import SCHEMA_VERSION, CallRecord, Store, utcnow
+from missedcall.deliver import lastknown, spool
+from missedcall.record.storage import SCHEMA_VERSION, CallRecord, Store, utcnow
 from tests.agibox import abandon_peer, callids_mailed, make_pbx
 
 # ============================================================================ schema 2 and 3
@@ -200,7 +200,7 @@ def test_retry_in_four_processes_at_once_records_and_mails_each_spooled_call_onc
     box.age_spool()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "missedcall.cli", "retry"],
+            [sys.executable, "-m", "missedcall.admin.cli", "retry"],
             env=box.environ(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from missedcall.storage import utcnow
+from missedcall.record.storage import utcnow
 from tests.agibox import MISSED, Pbx, abandon_peer, make_pbx
 from tests.conftest import MariaDBServer, temporary_mariadb
 
@@ -45,7 +45,7 @@ class ArgvWatch:
                     continue
                 if any(n in cmdline for n in self.needles):
                     self.leaks.append(cmdline.replace(b"\0", b" ").decode("utf-8", "replace"))
-                for mark in ("missed.py", "missedcall.cli", "sendmail"):
+                for mark in ("missed.py", "missedcall.admin.cli", "sendmail"):
                     if mark.encode() in cmdline:
                         self.seen.add(mark)
             time.sleep(0.002)
@@ -106,7 +106,7 @@ def test_the_password_never_shows(tmp_path: Path, mariadb_server: MariaDBServer)
                 assert done.returncode != 0
                 outputs += [done.stdout, done.stderr]
             box.configure(MISSEDCALL_DB_URL=good)
-        assert watch.seen >= {"missed.py", "missedcall.cli", "sendmail"}, watch.seen
+        assert watch.seen >= {"missed.py", "missedcall.admin.cli", "sendmail"}, watch.seen
         assert watch.leaks == []
         logged = log_file.read_text()
         assert "missedcall" in logged or "mailed" in logged  # the tap did catch the log lines

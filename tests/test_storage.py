@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from missedcall.dburl import parse_db_url
-from missedcall.storage import SCHEMA_VERSION, CallRecord, StorageError, Store
+from missedcall.record.storage import SCHEMA_VERSION, CallRecord, StorageError, Store
 
 
 @pytest.fixture

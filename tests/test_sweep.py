@@ -1,7 +1,7 @@
 """The queue_log sweeper (``missedcall-admin sweep``) against real files, the real databases and the sendmail
 stand-in; the AGI hook, where a case needs it, is the real agi-bin/missed.py against the scripted Asterisk peer.
 
-Queue_log lines are written the way Asterisk 22 and FreePBX 17 write them (shared/fixtures/queue_log), with
+Queue_log lines are written the way Asterisk 22 and FreePBX 17 write them (tests/fixtures/queue_log), with
 times relative to now so that the grace period means what it says.
 """
 
@@ -22,17 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import cli, config, queuelog, sweep, verdict
-from missedcall.storage import CallRecord
-from missedcall.testing import AgiPeer, make_headers
+from missedcall import config
+from missedcall.admin import cli
+from missedcall.detect import queuelog, sweep, verdict
+from missedcall.record.storage import CallRecord
 from tests.agibox import Pbx, make_pbx
+from tests.agipeer import AgiPeer, make_headers
 from tests.mailbox import wait_for_mail
+from tests.paths import AGI_FIXTURES, QUEUE_LOG_FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSED = ROOT / "agi-bin" / "missed.py"
-SHARED = Path(os.environ.get("MISSEDCALL_SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures"))
-LAB_LOG = SHARED / "queue_log" / "asterisk22-lab.queue_log"
-FREEPBX_LOG = SHARED / "queue_log" / "freepbx17-shaped.queue_log"
+LAB_LOG = QUEUE_LOG_FIXTURES / "asterisk22-lab.queue_log"
+FREEPBX_LOG = QUEUE_LOG_FIXTURES / "freepbx17-shaped.queue_log"
 BENCH = ROOT / "bench" / "sweep_bench.py"
 
 
@@ -155,7 +157,7 @@ def cid(t: int, n: int) -> str:
 def test_abandon_already_recorded_by_the_agi_gets_no_second_mail(box: Box) -> None:
     lab = [x.rstrip("\n") for x in LAB_LOG.read_text().splitlines() if "|1795659165.1|" in x]
     box.write(lab)
-    box.run_agi(AgiPeer.from_fixture(SHARED / "asterisk22-agi" / "1600-h.json"), ["600"])
+    box.run_agi(AgiPeer.from_fixture(AGI_FIXTURES / "1600-h.json"), ["600"])
     assert len(box.stored()) == 1
     code, out, _ = box.sweep("--from-start", "-v")
     assert code == 0
@@ -506,7 +508,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def test_follow_reads_new_lines_as_they_come_and_stops_on_sigterm(lite: Box) -> None:
     lite.write(["1|NONE|NONE|NONE|QUEUESTART|"])
-    argv = [sys.executable, "-m", "missedcall.cli", "sweep", "--follow", "--grace", "1", "--interval", "0.2"]
+    argv = [sys.executable, "-m", "missedcall.admin.cli", "sweep", "--follow", "--grace", "1", "--interval", "0.2"]
     proc = subprocess.Popen(argv, env=lite.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
@@ -685,7 +687,7 @@ def test_a_million_lines_from_the_start_in_seconds_and_bounded_memory(tmp_path: 
             f"MISSEDCALL_FREEPBX_CONF={tmp_path}/none.conf\n"
         )
         env = {**os.environ, "MISSEDCALL_CONFIG": str(conf)}
-        admin = [sys.executable, "-m", "missedcall.cli"]
+        admin = [sys.executable, "-m", "missedcall.admin.cli"]
         subprocess.run([*admin, "init"], env=env, check=True, capture_output=True)
         results[name] = bench.measure([*admin, "sweep", "--from-start", "--dry-run"], env)
     print(f"\nsweep --from-start --dry-run: {results}")

@@ -24,7 +24,7 @@ import pymysql
 import pytest
 from dotenv import dotenv_values
 
-from missedcall.testing import (
+from tests.agipeer import (
     REPLY_DEAD,
     REPLY_UNKNOWN,
     AgiPeer,
@@ -34,7 +34,6 @@ from missedcall.testing import (
     parse_header_block,
 )
 from tests.conftest import (
-    AGI_FIXTURES,
     SENDMAIL_BIN,
     AgiEnvironment,
     MariaDBDatabase,
@@ -45,18 +44,19 @@ from tests.conftest import (
     write_env_file,
 )
 from tests.mailbox import read_envelopes, read_mail, read_messages
+from tests.paths import AGI_FIXTURES
 
 FIXTURE_FILES = sorted(AGI_FIXTURES.glob("*.json"))
 
 
 def fixture_path(name: str) -> Path:
     path = AGI_FIXTURES / name
-    assert path.exists(), f"missing recorded AGI session {path} (shared/ must lie beside the repo)"
+    assert path.exists(), f"missing recorded AGI session {path} (tests/fixtures is part of the repo)"
     return path
 
 
 def fixture_ids() -> list[Path | None]:
-    # An empty list would only skip; a missing shared/ must fail instead.
+    # An empty list would only skip; missing recordings must fail instead.
     return list(FIXTURE_FILES) or [None]
 
 

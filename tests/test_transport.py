@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import config, transport
+from missedcall import config
+from missedcall.deliver import transport
 
 CPU_SECONDS = 0.8
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from missedcall import queuelog, verdict
+from missedcall.detect import queuelog, verdict
+from tests.paths import QUEUE_LOG_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "queue_log"
+FIXTURES = QUEUE_LOG_FIXTURES
 LAB = FIXTURES / "asterisk22-lab.queue_log"
 FREEPBX = FIXTURES / "freepbx17-shaped.queue_log"
 

@@ -32,7 +32,7 @@ import pbx as e2e
 import pymysql
 import pytest
 
-from missedcall.mail import REASON_TEXT, clean
+from missedcall.deliver.mail import REASON_TEXT, clean
 from tests.conftest import MariaDBDatabase, MariaDBServer, make_freepbx_like, temporary_mariadb, write_freepbx_conf
 
 REPO = Path(__file__).resolve().parents[2]

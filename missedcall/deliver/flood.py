@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from missedcall.storage import CallRecord, ConflictError, StorageError, Store, _from_db, utcnow
+from missedcall.record.storage import CallRecord, ConflictError, StorageError, Store, _from_db, utcnow
 
 _EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)  # "no window yet" (1970-01-01 underflows some zones)
 

@@ -4,9 +4,9 @@ The AGI hook, the queue_log sweeper, ``test`` and ``retry`` all come here with
 a recorded ``CallRecord``; this module turns it into a sent, skipped or
 pending/failed row. Filters (MISSEDCALL_REASONS, MISSEDCALL_MIN_WAIT) and
 recipient resolution live here so both detectors apply them alike; so do storm
-control (missedcall.flood: ``held`` calls, digests), the attempt counting and
+control (missedcall.deliver.flood: ``held`` calls, digests), the attempt counting and
 back-off that ``retry`` relies on, and the adoption of a call the hook mailed
-while the database was down (missedcall.spool), which is never mailed again.
+while the database was down (missedcall.deliver.spool), which is never mailed again.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from email.message import EmailMessage
 
-from missedcall import budget, flood, lastknown, log, mail, recipients, spool, transport
+from missedcall import budget, log
 from missedcall.config import Settings
-from missedcall.storage import CallRecord, StorageError, Store, utcnow
+from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
+from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
 
 MAX_ATTEMPTS = 5
 #: Seconds before attempt N+1 when attempt N failed (index N-1; the last one repeats):
@@ -79,7 +80,7 @@ def plan(
     """Recipients and message for ``call``.
 
     ``store`` None means no database: recipients come from ``known_rows`` (the last
-    known copy, see missedcall.lastknown) or only the fallback. With ``cache_dir``,
+    known copy, see missedcall.deliver.lastknown) or only the fallback. With ``cache_dir``,
     a successful look-up refreshes that copy.
     """
     reason = skip_reason(call, settings)

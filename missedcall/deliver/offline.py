@@ -1,6 +1,6 @@
 """What the AGI does when it cannot use the database: mail anyway, and spool the call for ``retry``.
 
-Recipients come from the last known copy (missedcall.lastknown) plus
+Recipients come from the last known copy (missedcall.deliver.lastknown) plus
 MISSEDCALL_FALLBACK_TO. The call is spooled *before* the mail goes (status
 ``pending``) and again after (``sent``, or ``pending`` with the error), so a
 process killed in between leaves a file that ``retry`` turns into a row and,
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from missedcall import budget, lastknown, log, mail, notify, spool, transport
+from missedcall import budget, log
 from missedcall.config import Settings
-from missedcall.storage import CallRecord, utcnow
+from missedcall.deliver import lastknown, mail, notify, spool, transport
+from missedcall.record.storage import CallRecord, utcnow
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily at run time: the AGI pays for every import
-    from missedcall.agi import AgiSession
     from missedcall.config import Settings
-    from missedcall.storage import CallRecord, Store
+    from missedcall.detect.agi import AgiSession
+    from missedcall.record.storage import CallRecord, Store
 
-from missedcall.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
+from missedcall.detect.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
 
 BUDGET = 2.7  # seconds for everything after start-up; DESIGN §4 allows 3 in all
 TOTAL = 2.8  # ... and from the exec itself: on a busy box start-up alone can take a good part of a second
@@ -32,7 +32,7 @@ def main(argv: Sequence[str], *, fd_in: int = 0, fd_out: int = 1) -> int:
     session = None
     try:
         _silence_stderr()
-        from missedcall.agi import AgiSession
+        from missedcall.detect.agi import AgiSession
 
         session = AgiSession(fd_in, fd_out, deadline)
         _run(session, list(argv), deadline)
@@ -78,8 +78,9 @@ def _report(session: AgiSession | None, message: str, *, error: bool = False) ->
 
 
 def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
-    from missedcall import config, queuelog, verdict
-    from missedcall.agi import header_value
+    from missedcall import config
+    from missedcall.detect import queuelog, verdict
+    from missedcall.detect.agi import header_value
 
     env = session.env
     queue_arg = clean_id(argv[0]) if argv else ""
@@ -126,8 +127,8 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
 
 
 def _record_and_notify(session: AgiSession, settings: Settings, call: CallRecord, deadline: float) -> None:
-    from missedcall import notify
-    from missedcall.storage import StorageError
+    from missedcall.deliver import notify
+    from missedcall.record.storage import StorageError
 
     try:
         store = _open_store(settings, deadline)
@@ -164,7 +165,7 @@ def _open_store(settings: Settings, deadline: float) -> Store:
     import random
 
     from missedcall import budget
-    from missedcall.storage import BusyError, Store
+    from missedcall.record.storage import BusyError, Store
 
     pause = 0.05
     while True:
@@ -181,7 +182,7 @@ def _open_store(settings: Settings, deadline: float) -> Store:
 
 
 def _offline(session: AgiSession, settings: Settings, call: CallRecord, deadline: float, reason: str) -> None:
-    from missedcall import offline
+    from missedcall.deliver import offline
 
     outcome = offline.deliver(settings, call, deadline=deadline, reason=reason)
     _report(

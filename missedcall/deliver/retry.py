@@ -11,7 +11,7 @@ Three steps, each safe to run in several processes at once and after any crash:
    (notify.BACKOFF) after each failed attempt; after notify.MAX_ATTEMPTS the
    call is ``failed``. Each attempt is counted on the row before the mail goes
    (Store.begin_attempt), which is also the lock between concurrent retries.
-3. **Send due flood digests** (missedcall.flood): one message per address
+3. **Send due flood digests** (missedcall.deliver.flood): one message per address
    listing every call held for it, once its window is over.
 
 ``--failed`` first puts failed calls and digests back in the queue (after the
@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from missedcall import digest, flood, log, notify, spool, transport
+from missedcall import log
 from missedcall.config import Settings
-from missedcall.storage import SCHEMA_VERSION, CallRecord, StorageError, Store, utcnow
+from missedcall.deliver import digest, flood, notify, spool, transport
+from missedcall.record.storage import SCHEMA_VERSION, CallRecord, StorageError, Store, utcnow
 
 #: Pending calls handled per run at most; the next run (a minute later) takes the rest.
 BATCH = 1000

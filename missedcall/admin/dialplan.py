@@ -14,7 +14,7 @@ exist, or had no final newline) are kept as ``; missedcall-note:`` lines in
 our block, so nothing outside the file has to survive for a clean revert.
 
 The text functions are pure; :func:`main` is the small command line that
-install.sh calls (``python -m missedcall.dialplan install|uninstall|check|snippet``).
+install.sh calls (``python -m missedcall.admin.dialplan install|uninstall|check|snippet``).
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ def _apply(path: str, old: str | None, new: str | None, args: argparse.Namespace
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m missedcall.dialplan", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m missedcall.admin.dialplan", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     for name in ("check", "install"):
         sub = verbs.add_parser(name)

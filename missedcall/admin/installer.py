@@ -8,7 +8,7 @@
 - a hash of the source folder, so that re-running install.sh with the same
   code leaves the virtualenv alone and an upgrade replaces it.
 
-``python -m missedcall.installer VERB`` prints them for install.sh. Everything
+``python -m missedcall.admin.installer VERB`` prints them for install.sh. Everything
 but ``drop-tables`` needs only the standard library, so install.sh runs it from
 the copied folder with the system Python, before any virtualenv exists (and in
 ``--dry-run``).
@@ -137,7 +137,7 @@ def drop_tables(*, describe_only: bool) -> str:
     Returns "<database>: <tables>" for the confirmation prompt and the report.
     """
     from missedcall.config import load_settings
-    from missedcall.storage import Store
+    from missedcall.record.storage import Store
 
     settings = load_settings()
     with Store.open(settings.db, timeout=10.0, create=False) as store:
@@ -156,7 +156,7 @@ def drop_tables(*, describe_only: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m missedcall.installer")
+    parser = argparse.ArgumentParser(prog="python -m missedcall.admin.installer")
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("env", help="print the commented configuration file")
     sub = verbs.add_parser("state", help="print install.state from KEY=VALUE arguments")

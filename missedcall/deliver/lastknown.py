@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from missedcall import log
-from missedcall.spool import SpoolError, atomic_write
+from missedcall.deliver.spool import SpoolError, atomic_write
 
 NAME = "recipients.json"
 Rows = list[tuple[str, str]]

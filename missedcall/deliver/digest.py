@@ -13,8 +13,8 @@ from datetime import datetime, timezone, tzinfo
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from missedcall import mail
-from missedcall.storage import CallRecord
+from missedcall.deliver import mail
+from missedcall.record.storage import CallRecord
 
 _TEXT = {
     "en": {

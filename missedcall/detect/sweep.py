@@ -3,8 +3,8 @@
 The AGI hook only runs when the caller hangs up inside ``[ext-queues]``; queue_log
 sees every queue call. The sweeper reads queue_log from where its last run
 stopped, judges each call (callid) with the same verdict as the hook
-(:func:`missedcall.verdict.judge_events`) once the call is over, and records and
-notifies through the same notifier (:func:`missedcall.notify.notify`) with
+(:func:`missedcall.detect.verdict.judge_events`) once the call is over, and records and
+notifies through the same notifier (:func:`missedcall.deliver.notify.notify`) with
 ``source='queue_log'``. Whoever records a call first owns it, so the two
 detectors never mail twice.
 
@@ -67,10 +67,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, Callable
 
-from missedcall import log, mail, notify, queuelog, verdict
+from missedcall import log
 from missedcall.config import Settings
-from missedcall.queuelog import EXIT_EVENTS, QueueLogEvent, parse_line
-from missedcall.storage import SCHEMA_VERSION, StorageError, Store
+from missedcall.deliver import mail, notify
+from missedcall.detect import queuelog, verdict
+from missedcall.detect.queuelog import EXIT_EVENTS, QueueLogEvent, parse_line
+from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
 
 POSITION_KEY = "queue_log_position"
 PENDING_KEY = "queue_log_pending"

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from missedcall import __version__, config, mail, notify, recipients
-from missedcall.storage import CALL_STATUSES, CallRecord, Recipient, StorageError, Store, utcnow
+from missedcall import __version__, config
+from missedcall.deliver import mail, notify, recipients
+from missedcall.record.storage import CALL_STATUSES, CallRecord, Recipient, StorageError, Store, utcnow
 
 PROG = "missedcall-admin"
 CSV_MAX = 10 << 20  # bytes of a recipients CSV
@@ -183,7 +184,7 @@ def cmd_recipients(args: argparse.Namespace) -> int:
             done = _recipients(args, store)
             if args.action in ("add", "remove", "import"):
                 # The AGI mails from this copy when it cannot reach the database.
-                from missedcall import lastknown
+                from missedcall.deliver import lastknown
 
                 lastknown.refresh(store, settings.spool_dir)
             return done
@@ -340,7 +341,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         return 0
     if the_plan.message is None or not the_plan.recipients:
         raise UserError("nothing to send: " + the_plan.skip_reason)
-    from missedcall import transport
+    from missedcall.deliver import transport
 
     try:
         transport.send(the_plan.message, the_plan.recipients, settings, timeout=settings.smtp_timeout)
@@ -390,7 +391,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from missedcall import retry
+    from missedcall.deliver import retry
 
     settings = load_settings()
     with open_store(settings) as store:
@@ -403,13 +404,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from missedcall import doctor
+    from missedcall.admin import doctor
 
     return doctor.run(args.state)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from missedcall import sweep
+    from missedcall.detect import sweep
 
     settings = load_settings()
     try:
@@ -503,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.set_defaults(func=cmd_retry)
 
-    from missedcall import sweep
+    from missedcall.detect import sweep
 
     sub = verbs.add_parser("sweep", help="record missed calls the hook did not see, from queue_log (cron or --follow)")
     sweep.add_arguments(sub)

@@ -14,7 +14,7 @@ than the claim lease (storage.CLAIM_LEASE), so a spooled copy is always imported
 before a row of the same call may be retried.
 
 The folder also holds ``recipients.json``, the last known recipients
-(:mod:`missedcall.lastknown`). Files written by root (the CLI) are given the
+(:mod:`missedcall.deliver.lastknown`). Files written by root (the CLI) are given the
 folder's owner and group, so the Asterisk user can still read and replace them.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from missedcall.storage import CALL_STATUSES, CallRecord
+from missedcall.record.storage import CALL_STATUSES, CallRecord
 
 SETTLE = 30
 FILE_MODE = 0o640

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from missedcall.dialplan import split_lines  # Asterisk's readers, like its config parser, split on "\n" only
+from missedcall.admin.dialplan import split_lines  # Asterisk's readers, like its config parser, split on "\n" only
 
 __all__ = [
     "ASTERISK_VERSION",

@@ -23,9 +23,11 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from missedcall import config, dialplan, installer, transport
+from missedcall import config
+from missedcall.admin import dialplan, installer
+from missedcall.deliver import transport
 from missedcall.freepbx import ext_queues_h_line, parse_amp_conf
-from missedcall.storage import SCHEMA_VERSION, StorageError, Store
+from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
 
 #: The most doctor reads of any file: a setting pointing at /dev/zero must not eat the memory.
 _MAX_READ = 16 * 1024 * 1024
@@ -319,7 +321,7 @@ class Doctor:
             return Check(FAIL, name, f"{path} names interpreter {interpreter or '(none)'}, which is missing", fix)
         try:
             probe = subprocess.run(
-                [interpreter, "-I", "-c", "import missedcall.hook"],  # -I: not the folder doctor runs in
+                [interpreter, "-I", "-c", "import missedcall.detect.hook"],  # -I: not the folder doctor runs in
                 capture_output=True,
                 timeout=30,
                 check=False,
@@ -463,11 +465,11 @@ class Doctor:
         return Check(OK, name, f"{path} readable by {user.name}")
 
     def check_delivery(self) -> Check:
-        """Failed calls, calls overdue for retry, and the spool (missedcall.retry.health)."""
+        """Failed calls, calls overdue for retry, and the spool (missedcall.deliver.retry.health)."""
         name = "delivery"
         if self.settings is None or self.store is None:
             return Check(WARN, name, "not checked: no database")
-        from missedcall import retry
+        from missedcall.deliver import retry
 
         spool_dir = self.settings.spool_dir
         user = self._for_user()

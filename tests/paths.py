@@ -1,0 +1,16 @@
+"""Where the tests and the benches find their files: inside this repository, nowhere else.
+
+A fresh clone with nothing beside it must be able to run every test, so every
+recorded session, queue_log and config tree lives under ``tests/fixtures``;
+``tests/test_self_contained.py`` checks that no test or bench path leaves the repo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+AGI_FIXTURES = FIXTURES / "asterisk22-agi"
+QUEUE_LOG_FIXTURES = FIXTURES / "queue_log"
+INSTALL_FIXTURES = FIXTURES / "install"
