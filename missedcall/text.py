@@ -1,0 +1,49 @@
+"""Guards for text that comes from outside: printable lines, bounded digit strings, plausible times. Pure.
+
+Caller IDs, queue_log fields, spool files and settings all arrive as text an
+attacker or a careless admin may shape. Each guard here is the one place its
+rule lives, so the AGI, the sweeper, the CLI and the mail builder agree on it.
+Standard library only and no regex compiled at import: the AGI imports this.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: 2000-01-01T00:00:00Z. No queue_log or call older than this is real.
+EPOCH_MIN = 946_684_800
+#: How far ahead of this box's clock a time may be before it is refused (clock skew between hosts).
+FUTURE_SKEW = 300
+
+
+def printable(text: str, *, limit: int | None = None, replace: str = " ") -> str:
+    """``text`` with every non-printable character (controls, line breaks, bidi marks) replaced, cut to ``limit``."""
+    if limit is not None:
+        text = text[: limit * 2]  # never walk a megabyte to keep a hundred characters
+    cleaned = "".join(ch if ch.isprintable() else replace for ch in text)
+    return cleaned if limit is None else cleaned[:limit]
+
+
+def small_int(text: str | bytes, max_digits: int = 9) -> int | None:
+    """The value of a string of ASCII digits no longer than ``max_digits``, else None.
+
+    ``int()`` accepts "²", " 7", "1_000" and raises on 4,300 digits; none of those is a count from Asterisk.
+    """
+    if isinstance(text, bytes):
+        ok = text.isdigit() and 0 < len(text) <= max_digits  # bytes.isdigit() is ASCII-only already
+    else:
+        ok = text.isascii() and text.isdigit() and 0 < len(text) <= max_digits
+    return int(text) if ok else None
+
+
+def plausible_epoch(value: float, now: float | None = None) -> bool:
+    """True for a Unix time from 2000 up to a few minutes ahead of this box's clock."""
+    if now is None:
+        now = time.time()
+    return EPOCH_MIN <= value <= now + FUTURE_SKEW
+
+
+def epoch(text: str | bytes, now: float | None = None) -> int | None:
+    """A plausible Unix time written as digits (queue_log's first field, QUEUEJOINTIME), else None."""
+    value = small_int(text, 12)
+    return value if value is not None and plausible_epoch(value, now) else None
