@@ -278,7 +278,7 @@ check_root() {
 
 check_source() {
     local file
-    for file in missedcall/__init__.py agi-bin/missed.py setup.cfg pyproject.toml; do
+    for file in missedcall/__init__.py agi-bin/missed.py pyproject.toml; do
         [ -f "$SRC/$file" ] ||
             die "$SRC/$file is missing: copy the whole missedcall folder to the PBX and run install.sh from it"
     done
@@ -450,7 +450,7 @@ install_code() {
         if [ -f "$SRC/$file" ]; then extra="$extra $file"; fi
     done
     # shellcheck disable=SC2086 # $extra is a list of plain file names
-    (cd "$SRC" && tar --exclude=__pycache__ -cf - missedcall pyproject.toml setup.cfg $extra) | tar -C "$build" -xf -
+    (cd "$SRC" && tar --exclude=__pycache__ -cf - missedcall pyproject.toml $extra) | tar -C "$build" -xf -
     # shellcheck disable=SC2086 # MISSEDCALL_INSTALL_PIP_ARGS is a word list on purpose
     run "${pip_cmd[@]}" install --quiet --disable-pip-version-check --no-input --upgrade \
         ${MISSEDCALL_INSTALL_PIP_ARGS:-} "$build" ||

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """How much does one hang-up cost the PBX? The real agi-bin/missed.py, against a baseline.
 
-Runs the real hook N times against the scripted Asterisk 22 peer (one recorded
-abandon, a fresh callid each run), an SQLite database and the sendmail
-stand-in, and ``python3 -c pass`` N times in the same run, then prints the
+Runs the real hook N times against the scripted Asterisk 22 peer (tests/agipeer.py;
+headers modelled on the recorded abandon tests/fixtures/asterisk22-agi/1600-h.json,
+a fresh callid each run), an SQLite database and the sendmail stand-in, and
+``python3 -c pass`` N times in the same run, then prints the
 median wall-time ratio and the peak RSS of each. Ratios, not seconds: the
 machine's speed cancels out.
 
-    python bench/agi_bench.py [-n 30]
+    python bench/agi_bench.py [-n 30]        (from the repository root; missedcall installed)
 """
 
 from __future__ import annotations
@@ -24,13 +25,31 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "asterisk22-agi" / "1600-h.json"
+# `python bench/agi_bench.py` puts bench/ on sys.path, not the repository. The test equipment in tests/
+# is wanted from here, the package is not: appended, the repository comes after site-packages, so an
+# installed (non-editable) missedcall is still the one measured.
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from tests.paths import AGI_FIXTURES, REPO_ROOT  # noqa: E402 - needs the sys.path entry above
+
+FIXTURE = AGI_FIXTURES / "1600-h.json"
+HOOK = REPO_ROOT / "agi-bin" / "missed.py"
+
+
+def _recorded_headers() -> dict[str, str]:
+    """The recorded abandon's header values (``agi_uniqueid``, ``agi_channel``, ...), by key."""
+    lines = json.loads(FIXTURE.read_text(encoding="utf-8"))["header_lines"]
+    pairs = (line.rstrip("\r\n").partition(": ") for line in lines if line.startswith("agi_"))
+    return {key: value for key, _, value in pairs}
 
 
 def _driver(kind: str, runs: int, workdir: Path) -> dict[str, object]:
     """Run one variant ``runs`` times in this (child) process; report times and children's peak RSS."""
     from tests.agipeer import AgiPeer, make_headers
 
+    recorded = _recorded_headers()
+    epoch = recorded["agi_uniqueid"].split(".")[0]
     durations: list[float] = []
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -44,10 +63,15 @@ def _driver(kind: str, runs: int, workdir: Path) -> dict[str, object]:
             durations.append(time.perf_counter() - started)
             continue
         headers = make_headers(
-            uniqueid=f"1795659165.{1000 + i}", callerid="79161234567", calleridname="Иван Петров", args=["600"]
+            uniqueid=f"{epoch}.{1000 + i}",
+            callerid="79161234567",
+            calleridname="Иван Петров",
+            args=["600"],
+            channel=recorded["agi_channel"],
+            version=recorded["agi_version"],
         )
         peer = AgiPeer(headers, {"ABANDONED": "TRUE", "QUEUEPOSITION": "1"})
-        result = peer.run([sys.executable, str(ROOT / "agi-bin" / "missed.py"), "600"], env=env, timeout=30)
+        result = peer.run([sys.executable, str(HOOK), "600"], env=env, timeout=30)
         if not result.ok:
             raise SystemExit(f"hook run {i} failed: {result}")
         durations.append(result.duration)

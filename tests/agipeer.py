@@ -4,7 +4,7 @@ The peer starts the script as a subprocess with pipes, writes the header block
 exactly as Asterisk 22 does, then answers every command line the way
 ``res_agi.c`` answers it: same argument parsing, same dead-channel refusals,
 same raw ``(value)`` replies, so a newline in a caller name spans two reply
-lines just as in the recorded sessions under ``shared/fixtures/asterisk22-agi``.
+lines just as in the recorded sessions under ``tests/fixtures/asterisk22-agi``.
 
 Everything is bounded by the run's ``timeout``: a script that hangs is killed
 through its ``Popen`` handle and the result says so (``timed_out``,
@@ -628,7 +628,7 @@ class AgiPeer:
         request: str | None = None,
         **kwargs: Any,
     ) -> AgiPeer:
-        """A peer replaying one recorded session of ``shared/fixtures/asterisk22-agi``.
+        """A peer replaying one recorded session of ``tests/fixtures/asterisk22-agi``.
 
         The header block is used verbatim unless ``args`` / ``request`` replace
         those lines; ``variables`` are merged over the ones the recording

@@ -35,7 +35,7 @@ from tests.agibox import MISSED, Pbx, abandon_lines, abandon_peer, callids_maile
 from tests.agipeer import AgiPeer, AgiRun
 from tests.conftest import MariaDBDatabase
 
-BOUND = 3.0  # DESIGN §4: the whole AGI run, whatever hangs
+BOUND = 3.0  # docs/design.md §4: the whole AGI run, whatever hangs
 TAP = Path(__file__).resolve().parent / "syslogtap"
 
 

@@ -38,7 +38,7 @@ INSTALL_TIMEOUT = 600
 
 
 def block(h_app: str) -> bytes:
-    """DESIGN §4's block, spelled out here (not rendered by the code under test)."""
+    """The block of docs/design.md §4, spelled out here (not rendered by the code under test)."""
     return (
         "; BEGIN missedcall\n"
         "; Written by missedcall's install.sh: re-run it after a FreePBX upgrade; install.sh --uninstall removes it.\n"

@@ -2,7 +2,7 @@
 
 For any input: the parser never raises and a caller name cannot change the
 uniqueid or the number; the verdict never raises and "missed" means exactly
-what DESIGN §3 says; the message is well-formed and addressed to exactly the
+what docs/design.md §3 says; the message is well-formed and addressed to exactly the
 configured recipients, with no other header.
 """
 

@@ -455,7 +455,7 @@ def test_answered_later_after_the_mail_went_keeps_sent(box: Box) -> None:
 
 
 def test_transferred_back_into_a_queue_after_an_answer_is_not_missed(lite: Box) -> None:
-    """DESIGN §3: a CONNECT in any queue means answered, whatever comes after."""
+    """docs/design.md §3: a CONNECT in any queue means answered, whatever comes after."""
     callid = cid(OLD, 3)
     lite.write(
         [

@@ -1,4 +1,4 @@
-"""``missedcall-admin``: a thin command line over the library (DESIGN §7).
+"""``missedcall-admin``: a thin command line over the library (docs/design.md §7).
 
 Exit 0 on success, 1 on failure, 2 on usage errors; every failure is one line
 on stderr. Listings take ``--json``: an array of objects keyed by the table's
@@ -432,7 +432,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        # One line and exit 2, as DESIGN §7 asks (argparse would print the whole usage too).
+        # One line and exit 2, as docs/design.md §7 asks (argparse would print the whole usage too).
         # argparse quotes the offending value in full: keep the line short and printable.
         self.exit(2, f"{self.prog}: error: {printable(text_arg(message), 300)} (see --help)\n")
 

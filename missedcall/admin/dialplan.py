@@ -1,4 +1,4 @@
-"""Our ``[ext-queues]`` ``h`` override in FreePBX's extensions_override_freepbx.conf (DESIGN §4).
+"""Our ``[ext-queues]`` ``h`` override in FreePBX's extensions_override_freepbx.conf (docs/design.md §4).
 
 Modelled on certbot's installers: everything we write sits between
 ``; BEGIN missedcall`` / ``; END missedcall`` markers, a timestamped backup is

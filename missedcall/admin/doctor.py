@@ -2,7 +2,7 @@
 
 Where things were installed comes from ``install.state`` beside the
 configuration file (written by install.sh; ``--state`` names another), with
-DESIGN's defaults when there is none. Checks run as whoever calls doctor
+the documented defaults when there is none. Checks run as whoever calls doctor
 (usually root) but judge file permissions for the Asterisk user, since the AGI
 and the cron jobs run as that user.
 

@@ -26,7 +26,7 @@ from missedcall import __version__
 from missedcall.config import DEFAULT_CONFIG, KEYS
 
 STATE_NAME = "install.state"
-#: install.state keys and their values on a default install (DESIGN §8).
+#: install.state keys and their values on a default install (docs/design.md §8).
 STATE_DEFAULTS: dict[str, str] = {
     "version": __version__,
     "prefix": "/opt/missedcall",

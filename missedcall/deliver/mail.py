@@ -18,7 +18,7 @@ from string import Template
 
 from missedcall.record.storage import CallRecord
 
-#: The reasons in words, per language (DESIGN §1 vocabulary).
+#: The reasons in words, per language (docs/design.md §1 vocabulary).
 REASON_TEXT: dict[str, dict[str, str]] = {
     "en": {
         "ABANDON": "the caller hung up while waiting",

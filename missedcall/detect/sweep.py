@@ -1,4 +1,4 @@
-"""The queue_log sweeper, ``missedcall-admin sweep``: the catch-all detector of DESIGN §3.
+"""The queue_log sweeper, ``missedcall-admin sweep``: the catch-all detector of docs/design.md §3.
 
 The AGI hook only runs when the caller hangs up inside ``[ext-queues]``; queue_log
 sees every queue call. The sweeper reads queue_log from where its last run
@@ -457,7 +457,7 @@ class Decided:
 class Book:
     """The calls not decided yet, keyed by callid, and a day's memory of the calls decided.
 
-    A CONNECT is final (DESIGN §3: answered, whatever comes after), so an answered
+    A CONNECT is final (docs/design.md §3: answered, whatever comes after), so an answered
     call is decided at its CONNECT and forgotten, unless a detector may have
     recorded it as missed: that one waits for the grace period (the hook may still
     be writing its row) and is then checked. Every other call waits for the grace
@@ -963,7 +963,7 @@ class Sweeper:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``missedcall-admin sweep`` (DESIGN §7)."""
+    """The options of ``missedcall-admin sweep`` (docs/design.md §7)."""
 
     def seconds(text: str) -> int:
         if not text.strip().isdigit() or int(text) > HORIZON:

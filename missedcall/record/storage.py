@@ -1,4 +1,4 @@
-"""The tables of DESIGN §6 on MariaDB (PyMySQL) and SQLite (stdlib), with one set of queries.
+"""The tables of docs/design.md §6 on MariaDB (PyMySQL) and SQLite (stdlib), with one set of queries.
 
 Queries are written once with ``?`` placeholders; the MySQL connection turns
 them into PyMySQL's ``%s``. All times are stored as UTC ``DATETIME`` values
@@ -19,7 +19,7 @@ from typing import Any
 from missedcall.dburl import DbTarget
 
 # 2: missedcall_calls.next_attempt_at (back-off and claim lease); missedcall_flood and
-#    missedcall_held (storm control, see missedcall/flood.py).
+#    missedcall_held (storm control, see missedcall/deliver/flood.py).
 # 3: missedcall_calls.did (the DID from FreePBX's queue_log lines), so a mail sent later by
 #    retry says what the first one would have said.
 SCHEMA_VERSION = 3
@@ -116,7 +116,7 @@ _DDL_MYSQL = (
         KEY missedcall_calls_ended (ended_at),
         KEY missedcall_calls_status (status)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
-    # Storm control (missedcall/flood.py): one counting window per recipient address ...
+    # Storm control (missedcall/deliver/flood.py): one counting window per recipient address ...
     """CREATE TABLE IF NOT EXISTS missedcall_flood (
         email VARCHAR(254) NOT NULL PRIMARY KEY,
         window_start DATETIME NOT NULL,
