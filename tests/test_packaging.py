@@ -232,6 +232,7 @@ def test_wheel_is_the_package_with_its_hook_and_metadata(built: tuple[Path, Path
         "pyst2",
         "PyMySQL",
         "python-dotenv",
+        "phonenumberslite",
     }
     assert "missedcall-admin = missedcall.admin.cli:main" in entry_points
     assert "missedcall-agi = missedcall.admin.agiscript:main" in entry_points
