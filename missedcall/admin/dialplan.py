@@ -99,7 +99,7 @@ def _body(line: str) -> str:
     return line[:-1] if line.endswith("\r") else line
 
 
-def _code(line: str) -> str:
+def code_part(line: str) -> str:
     """The line without its comment (``\\;`` is an escaped semicolon) and surrounding blanks."""
     text = _body(line)
     cut = re.search(r"(?<!\\);", text)
@@ -165,7 +165,7 @@ def parse(text: str) -> Parsed:
             comment_depth = 1
             close_run(index)
             continue
-        code = _code(line)
+        code = code_part(line)
         if not code:
             continue  # blank or comment lines neither start nor end an h run
         header = _CONTEXT.match(code)
@@ -191,7 +191,7 @@ def parse(text: str) -> Parsed:
     # A run ends at its last h/same line, not at trailing comments or blanks.
     trimmed = []
     for start, end in parsed.foreign:
-        while end > start and not _code(lines[end - 1]):
+        while end > start and not code_part(lines[end - 1]):
             end -= 1
         trimmed.append((start, end))
     parsed.foreign = trimmed
