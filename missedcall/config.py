@@ -63,9 +63,11 @@ KEYS: dict[str, tuple[str, str]] = {
     "MISSEDCALL_TIMEZONE": ("", "time zone for mails, e.g. Europe/Moscow (empty: the system's)"),
 }
 
-_ADDRESS = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
+# A dot-atom local part and a host name: the addr-spec that Python's ``email`` package writes back
+# unchanged (no quoted local part, no comment, no domain literal, ASCII only).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@{_LABEL}(?:\.{_LABEL})*")
 
 
 class ConfigError(ValueError):
@@ -79,9 +81,39 @@ def shown(text: str, limit: int = 100) -> str:
     return head + ("..." if len(text) > limit else "")
 
 
+def is_plain_address(text: str) -> bool:
+    """The cheap half of ``is_address`` (no import): what config checks on every AGI run.
+
+    "=?" is refused anywhere: ``email`` would read it as the start of an RFC 2047 encoded word.
+    """
+    match = _ADDRESS.fullmatch(text)
+    return match is not None and len(text) <= 254 and len(match["local"]) <= 64 and "=?" not in text
+
+
 def is_address(text: str) -> bool:
-    """A bare addr-spec (no display name, no comments): all we ever put in a header or argv."""
-    return len(text) <= 254 and _ADDRESS.fullmatch(text) is not None
+    """A bare addr-spec (no display name, no comments) that the mail builder writes back unchanged.
+
+    Checked the way ``missedcall.deliver.mail`` uses it: set as a header of an ``EmailMessage``
+    (policy default), written with the SMTP policy and read back, it must come out as this one
+    address and nothing else. ``email`` is imported only here, never by ``load_settings``.
+    """
+    if not is_plain_address(text):
+        return False
+    from email import message_from_bytes
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.policy import default as default_policy
+
+    try:
+        message = EmailMessage()
+        message["To"] = text
+        header = message["To"]
+        if header.defects or [a.addr_spec for a in header.addresses] != [text]:
+            return False
+        back = message_from_bytes(message.as_bytes(policy=SMTP), policy=default_policy)["To"]
+        return [(a.display_name, a.addr_spec) for a in back.addresses] == [("", text)]
+    except (ValueError, TypeError, IndexError, AttributeError):  # whatever email chokes on is not an address
+        return False
 
 
 @dataclass(frozen=True)
@@ -151,8 +183,8 @@ def _addresses(values: Mapping[str, str], key: str) -> tuple[str, ...]:
         address = part.strip()
         if not address:
             continue
-        if not is_address(address):
-            raise ConfigError(f"{key}: {address[:60]!r} is not a plain e-mail address")
+        if not is_plain_address(address):
+            raise ConfigError(f"{key}: {shown(address, 60)!r} is not a plain e-mail address")
         if address.lower() not in (a.lower() for a in found):
             found.append(address)
     return tuple(found)
@@ -222,11 +254,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         reasons = frozenset(REASONS)
 
     mail_from = values.get("MISSEDCALL_FROM", "").strip()
-    if mail_from and not is_address(mail_from):
-        raise ConfigError(f"MISSEDCALL_FROM: {mail_from[:60]!r} is not a plain e-mail address")
+    if mail_from and not is_plain_address(mail_from):
+        raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} is not a plain e-mail address")
     if not mail_from:
         mail_from = f"asterisk@{socket.getfqdn() or 'localhost'}"
-        if not is_address(mail_from):
+        if not is_plain_address(mail_from):
             mail_from = "asterisk@localhost"
 
     template_dir = values.get("MISSEDCALL_TEMPLATE_DIR", "").strip()

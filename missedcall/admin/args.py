@@ -61,3 +61,11 @@ def bounded_int(low: int, high: int) -> Any:
 
     return parse
 
+
+
+def stored_email_arg(text: str) -> str:
+    """An address as it may already sit in the table: any one-line text, matched exactly."""
+    text = text_arg(text).strip()
+    if not text or len(text) > 320:
+        raise argparse.ArgumentTypeError(f"{printable(text, 60)!r} is not an e-mail address")
+    return text

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import TYPE_CHECKING
 
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, user_may
+from missedcall.config import is_address, shown
 from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
 
 if TYPE_CHECKING:
@@ -69,6 +71,17 @@ def check_recipients(doc: Doctor) -> Check:
         queues = doc.store.freepbx_queues()
     except StorageError as exc:
         return Check(FAIL, name, str(exc), "missedcall-admin init")
+    bad = [row for row in rows if not is_address(row.email)]
+    if bad:
+        row = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return Check(
+            FAIL,
+            name,
+            f"{shown(row.email, 80)!r} (queue {row.queue}) is not a plain e-mail address{more}:"
+            " it is left out of every mail",
+            f"missedcall-admin recipients remove {shlex.quote(row.queue)} {shlex.quote(shown(row.email, 80))}",
+        )
     own = {row.queue for row in rows if row.queue != "*"}
     star = any(row.queue == "*" for row in rows)
     fallback = bool(doc.settings.fallback_to)

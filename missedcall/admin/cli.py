@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from missedcall import __version__, config
-from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg
+from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg, stored_email_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_queues, cmd_retry, cmd_sweep, cmd_test
 from missedcall.admin.common import PROG, UserError, printable, text_arg
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--name", type=name_arg, default="", help="a label for the person")
     one = actions.add_parser("remove", help="remove EMAIL from QUEUE")
     one.add_argument("queue", metavar="QUEUE", type=queue_arg)
-    one.add_argument("email", metavar="EMAIL", type=email_arg)
+    # Not email_arg: a row that an older version let in (and doctor now names) must be removable.
+    one.add_argument("email", metavar="EMAIL", type=stored_email_arg)
     one = actions.add_parser("import", help="add rows from a CSV file: queue,email[,name] ('-' = stdin)")
     one.add_argument("csv", metavar="CSV")
     one = actions.add_parser("export", help="print all recipients as CSV")
