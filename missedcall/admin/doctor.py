@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import stat
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from missedcall import config
 from missedcall.admin import checks_db, checks_mail, checks_pbx, installer
@@ -111,11 +112,10 @@ def _raw_secrets(config_path: str) -> set[str]:
     values.update({k: v for k, v in os.environ.items() if k.startswith("MISSEDCALL_")})
     if values.get("MISSEDCALL_SMTP_PASSWORD"):
         found.add(values["MISSEDCALL_SMTP_PASSWORD"])
-    url = values.get("MISSEDCALL_DB_URL", "")
-    try:
-        password = urlsplit(url).password if "://" in url else None
-    except ValueError:
-        password = None
+    # Whatever stands between the scheme and the last "@", even in a URL that does not parse
+    # (a missing slash, a bracket): its password part is a secret.
+    userinfo = re.match(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?/*(.*)@", values.get("MISSEDCALL_DB_URL", ""), re.DOTALL)
+    password = userinfo[1].partition(":")[2] if userinfo else ""
     if password:
         found |= {password, unquote(password)}
     conf = values.get("MISSEDCALL_FREEPBX_CONF") or config.KEYS["MISSEDCALL_FREEPBX_CONF"][0]
