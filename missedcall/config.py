@@ -221,10 +221,17 @@ def _read_freepbx(values: Mapping[str, str]) -> tuple[DbTarget | None, bool, str
     return None, False, conf_path
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the config file named by MISSEDCALL_CONFIG (or the default) and the environment."""
+def load_settings(environ: Mapping[str, str] | None = None, *, named_must_exist: bool = False) -> Settings:
+    """Read the config file named by MISSEDCALL_CONFIG (or the default) and the environment.
+
+    With ``named_must_exist`` (the CLI and doctor), a file named by MISSEDCALL_CONFIG or
+    ``--config`` that is not there is an error: running on the defaults would read and write
+    another database than the admin meant. Only the default path may be absent.
+    """
     env = os.environ if environ is None else environ
     config_path = env.get("MISSEDCALL_CONFIG", "") or DEFAULT_CONFIG
+    if named_must_exist and config_path != DEFAULT_CONFIG and not os.path.lexists(config_path):
+        raise ConfigError(f"config file {shown(config_path)} does not exist (named by --config or MISSEDCALL_CONFIG)")
     values: dict[str, str] = dict(read_env_file(config_path))
     values.update({k: v for k, v in env.items() if k.startswith("MISSEDCALL_")})
     for key, value in values.items():

@@ -25,7 +25,8 @@ CSV_MAX = 10 << 20  # bytes of a recipients CSV
 
 def cmd_recipients(args: argparse.Namespace) -> int:
     settings = load_settings()
-    with open_store(settings) as store:
+    # list and export only read: they must not create a database (or its folder) that is not there.
+    with open_store(settings, create=args.action in ("add", "remove", "import")) as store:
         try:
             done = _recipients(args, store)
             if args.action in ("add", "remove", "import"):

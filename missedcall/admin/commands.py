@@ -42,7 +42,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_queues(args: argparse.Namespace) -> int:
     settings = load_settings()
-    with open_store(settings) as store:
+    with open_store(settings, create=False) as store:  # read-only: never creates the database
         try:
             labels = store.freepbx_queues() or {}
             rows = store.recipients()
@@ -140,7 +140,7 @@ def render_for_terminal(message: Any, *, raw: bool) -> str:
 
 def cmd_log(args: argparse.Namespace) -> int:
     settings = load_settings()
-    with open_store(settings) as store:
+    with open_store(settings, create=False) as store:  # read-only: never creates the database
         try:
             calls = store.calls(since=args.since, queue=args.queue, status=args.status, limit=args.limit)
         except StorageError as exc:

@@ -80,8 +80,12 @@ class Doctor:
         path = self.config_path
         name = "config"
         try:
-            self.settings = config.load_settings()
+            self.settings = config.load_settings(named_must_exist=True)
         except config.ConfigError as exc:
+            if not os.path.lexists(path):
+                fix = "point --config or MISSEDCALL_CONFIG at an existing file"
+                fix += f" (install.sh writes {config.DEFAULT_CONFIG})"
+                return Check(FAIL, name, str(exc), fix)
             return Check(FAIL, name, str(exc), f"edit {path} (every key is described in the README)")
         self.secrets |= {s for s in (self.settings.db.password, self.settings.smtp_password) if s}
         if not os.path.exists(path):
