@@ -70,6 +70,10 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@{_LABEL}(?:\.{_LABEL})*")
 
 
+#: MISSEDCALL_* names that are not settings: the config path itself, and the test suite's taps.
+_NOT_SETTINGS = ("MISSEDCALL_CONFIG", "MISSEDCALL_TEST_")
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line naming the key."""
 
@@ -142,10 +146,15 @@ class Settings:
     config_path: str = ""
     freepbx_conf: str = "/etc/freepbx.conf"
     is_freepbx: bool = False
+    unknown_keys: tuple[str, ...] = ()  # MISSEDCALL_* keys that mean nothing (a typo?): doctor WARNs
 
 
-def read_env_file(path: str) -> dict[str, str]:
-    """The file's keys; an absent file is an empty config, an unreadable one an error."""
+def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
+    """The file's keys; an absent file is an empty config, an unreadable one an error.
+
+    With ``strict``, a line python-dotenv cannot parse is a ConfigError naming the file and the
+    line; without, it is skipped as python-dotenv itself does (the AGI keeps mailing on the rest).
+    """
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
             text = handle.read(MAX_FILE + 1)  # bounded: a path to /dev/zero must not eat the memory
@@ -159,11 +168,25 @@ def read_env_file(path: str) -> dict[str, str]:
         raise ConfigError(f"config {shown(path)} is larger than {MAX_FILE // 1024} KB: not a configuration file")
     from io import StringIO
 
-    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
-    # interpolate=False: a "$" in a password must stay a "$".
-    values = dotenv_values(stream=StringIO(text), interpolate=False)
-    return {k: v for k, v in values.items() if v is not None}
+    # The parser itself, not dotenv_values: it says which line failed instead of logging a
+    # warning nobody reads. No interpolation: a "$" in a password must stay a "$".
+    values: dict[str, str] = {}
+    for binding in parse_stream(StringIO(text)):
+        if binding.error:
+            if strict:
+                # python-dotenv counts from the blank lines before the statement; name the line itself.
+                raw = binding.original.string
+                line = binding.original.line + raw[: len(raw) - len(raw.lstrip())].count("\n")
+                raise ConfigError(
+                    f"{shown(path)}:{line}: python-dotenv cannot parse this line"
+                    " (expected KEY=value, quotes closed)"
+                )
+            continue
+        if binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
+    return values
 
 
 def _int(values: Mapping[str, str], key: str, low: int, high: int) -> int:
@@ -221,18 +244,32 @@ def _read_freepbx(values: Mapping[str, str]) -> tuple[DbTarget | None, bool, str
     return None, False, conf_path
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, named_must_exist: bool = False) -> Settings:
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise ConfigError(
+            f"MISSEDCALL_TIMEZONE: unknown time zone {shown(name, 60)!r} (a name like Europe/Moscow;"
+            " empty: the system's)"
+        ) from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = False) -> Settings:
     """Read the config file named by MISSEDCALL_CONFIG (or the default) and the environment.
 
-    With ``named_must_exist`` (the CLI and doctor), a file named by MISSEDCALL_CONFIG or
-    ``--config`` that is not there is an error: running on the defaults would read and write
-    another database than the admin meant. Only the default path may be absent.
+    ``strict`` is for the commands an admin runs (the CLI, cron's verbs, doctor), which report
+    every bad value: a file named by MISSEDCALL_CONFIG or ``--config`` that is not there (running
+    on the defaults would use another database than meant; only the default path may be
+    absent), a line python-dotenv cannot parse, an unknown MISSEDCALL_TIMEZONE. The AGI reads
+    leniently: it skips such a line and mails in the system's time zone rather than nobody.
     """
     env = os.environ if environ is None else environ
     config_path = env.get("MISSEDCALL_CONFIG", "") or DEFAULT_CONFIG
-    if named_must_exist and config_path != DEFAULT_CONFIG and not os.path.lexists(config_path):
+    if strict and config_path != DEFAULT_CONFIG and not os.path.lexists(config_path):
         raise ConfigError(f"config file {shown(config_path)} does not exist (named by --config or MISSEDCALL_CONFIG)")
-    values: dict[str, str] = dict(read_env_file(config_path))
+    values: dict[str, str] = dict(read_env_file(config_path, strict=strict))
     values.update({k: v for k, v in env.items() if k.startswith("MISSEDCALL_")})
     for key, value in values.items():
         if "\x00" in value or "\n" in value or "\r" in value:
@@ -272,6 +309,10 @@ def load_settings(environ: Mapping[str, str] | None = None, *, named_must_exist:
     if template_dir and not os.path.isabs(template_dir):
         raise ConfigError("MISSEDCALL_TEMPLATE_DIR must be an absolute path")
 
+    timezone = values.get("MISSEDCALL_TIMEZONE", "").strip()
+    if strict and timezone:
+        _check_timezone(timezone)
+
     return Settings(
         db=db,
         transport=_choice(values, "MISSEDCALL_TRANSPORT", ("sendmail", "smtp")),
@@ -293,8 +334,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, named_must_exist:
         flood_limit=_int(values, "MISSEDCALL_FLOOD_LIMIT", 1, 100000),
         flood_window=_int(values, "MISSEDCALL_FLOOD_WINDOW", 1, 1440),
         spool_dir=values.get("MISSEDCALL_SPOOL_DIR", "").strip() or KEYS["MISSEDCALL_SPOOL_DIR"][0],
-        timezone=values.get("MISSEDCALL_TIMEZONE", "").strip(),
+        timezone=timezone,
         config_path=config_path,
+        unknown_keys=tuple(sorted(k for k in values if k not in KEYS and not k.startswith(_NOT_SETTINGS))),
         freepbx_conf=freepbx_conf,
         is_freepbx=is_freepbx,
     )

@@ -11,6 +11,9 @@ from missedcall import config
 from missedcall.admin.common import printable, text_arg
 from missedcall.deliver import mail, recipients
 
+#: No call is older; a --since before it means "everything" (and stays a date every database stores).
+_NO_CALL_BEFORE = datetime(1970, 1, 2, tzinfo=timezone.utc)
+
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``30m``, ``24h``, ``7d`` ago, or a local date ``YYYY-MM-DD`` (from its midnight)."""
@@ -19,12 +22,18 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     if match:
         amount = int(match.group(1))
         unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-        return now - timedelta(**{unit: amount})
+        try:
+            return max(now - timedelta(**{unit: amount}), _NO_CALL_BEFORE)
+        except OverflowError:  # 999999d reaches before the year 1: everything there is
+            return _NO_CALL_BEFORE
     try:
         day = datetime.strptime(text.strip(), "%Y-%m-%d")
     except ValueError:
         raise argparse.ArgumentTypeError(f"--since takes 30m, 24h, 7d or YYYY-MM-DD, not {text[:40]!r}") from None
-    return day.astimezone()  # local midnight
+    try:
+        return max(day.astimezone(), _NO_CALL_BEFORE)  # local midnight
+    except (ValueError, OverflowError):  # the years 1 and 9999, where local time has no room
+        return max(day.replace(tzinfo=timezone.utc), _NO_CALL_BEFORE)
 
 
 def queue_arg(text: str) -> str:

@@ -22,7 +22,7 @@ class UserError(Exception):
 
 def load_settings() -> config.Settings:
     try:
-        return config.load_settings(named_must_exist=True)
+        return config.load_settings(strict=True)
     except config.ConfigError as exc:
         raise UserError(f"configuration: {exc}") from None
 

@@ -16,22 +16,28 @@ import os
 import pwd
 import re
 import stat
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from missedcall import config
 from missedcall.admin import checks_db, checks_mail, checks_pbx, installer
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, User, find_user, group_name, has_uid, user_may
+from missedcall.config import shown
 from missedcall.freepbx import parse_amp_conf
 from missedcall.record.storage import Store
 
 __all__ = ["FAIL", "OK", "WARN", "Check", "Doctor", "run"]
+
+#: install.sh writes a dozen short lines.
+_STATE_MAX = 64 * 1024
 
 
 class Doctor:
     def __init__(self, state_file: str | None = None) -> None:
         self.config_path = os.environ.get("MISSEDCALL_CONFIG", "") or config.DEFAULT_CONFIG
         self.state_file = state_file or installer.state_path(self.config_path)
-        found = installer.read_state(self.state_file)
+        self.state_problem = _state_problem(self.state_file)
+        found = None if self.state_problem else installer.read_state(self.state_file)
         self.installed = found is not None
         self.state = found or dict(installer.STATE_DEFAULTS)
         self.settings: config.Settings | None = None
@@ -42,8 +48,10 @@ class Doctor:
     # -- running -----------------------------------------------------------
 
     def run(self) -> list[Check]:
-        steps = (
+        steps: tuple[Callable[[], Check | None], ...] = (
+            self.check_state_file,
             self.check_config,
+            self.check_config_keys,
             lambda: checks_db.check_database(self),
             lambda: checks_db.check_recipients(self),
             lambda: checks_mail.check_mail(self),
@@ -57,7 +65,9 @@ class Doctor:
         results: list[Check] = []
         try:
             for step in steps:
-                results.append(step())
+                result = step()
+                if result is not None:
+                    results.append(result)
         finally:
             if self.store is not None:
                 self.store.close()
@@ -76,11 +86,39 @@ class Doctor:
 
     # -- checks ------------------------------------------------------------
 
+    def check_state_file(self) -> Check | None:
+        """Only when install.state cannot be used (the others then judge the default layout)."""
+        if not self.state_problem:
+            return None
+        return Check(
+            FAIL,
+            "install state",
+            f"{shown(self.state_file)} {self.state_problem}; the default layout is assumed",
+            "sudo ./install.sh writes it again (or name the right file with --state)",
+        )
+
+    def check_config_keys(self) -> Check | None:
+        """A MISSEDCALL_* key that means nothing is usually a typo of one that does."""
+        if self.settings is None or not self.settings.unknown_keys:
+            return None
+        import difflib
+
+        key = self.settings.unknown_keys[0]
+        # Compared without the common prefix, which would make every key look alike.
+        prefix = "MISSEDCALL_"
+        names = [k.removeprefix(prefix) for k in config.KEYS]
+        near = difflib.get_close_matches(key.removeprefix(prefix), names, n=1, cutoff=0.6)
+        guess = f"did you mean {prefix}{near[0]}?" if near else "every key is listed in the README"
+        more = f" (and {len(self.settings.unknown_keys) - 1} more)" if len(self.settings.unknown_keys) > 1 else ""
+        return Check(
+            WARN, "config keys", f"unknown key {shown(key, 60)}{more} is ignored: {guess}", f"edit {self.config_path}"
+        )
+
     def check_config(self) -> Check:
         path = self.config_path
         name = "config"
         try:
-            self.settings = config.load_settings(named_must_exist=True)
+            self.settings = config.load_settings(strict=True)
         except config.ConfigError as exc:
             if not os.path.lexists(path):
                 fix = "point --config or MISSEDCALL_CONFIG at an existing file"
@@ -132,6 +170,28 @@ def _raw_secrets(config_path: str) -> set[str]:
         if secret:
             found.add(secret)
     return {s for s in found if s}
+
+
+def _state_problem(path: str) -> str:
+    """Why install.state cannot be read ("" when it can, or when there is none): bounded, UTF-8, a file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "is a directory" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
+    if st.st_size > _STATE_MAX:
+        return f"is larger than {_STATE_MAX // 1024} KB, not install.sh's record"
+    try:
+        with open(path, "rb") as handle:
+            handle.read(_STATE_MAX + 1).decode("utf-8")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    return ""
 
 
 def run(state_file: str | None = None) -> int:
