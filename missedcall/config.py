@@ -180,8 +180,7 @@ def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
                 raw = binding.original.string
                 line = binding.original.line + raw[: len(raw) - len(raw.lstrip())].count("\n")
                 raise ConfigError(
-                    f"{shown(path)}:{line}: python-dotenv cannot parse this line"
-                    " (expected KEY=value, quotes closed)"
+                    f"{shown(path)}:{line}: python-dotenv cannot parse this line (expected KEY=value, quotes closed)"
                 )
             continue
         if binding.key is not None and binding.value is not None:

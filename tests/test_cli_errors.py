@@ -44,8 +44,8 @@ def _doctor_line(out: str, name: str) -> str:
 def test_log_since_far_back_lists_everything(box: Pbx, capsys: pytest.CaptureFixture[str], since: str) -> None:
     with box.store() as store:
         now = utcnow()
-        call = CallRecord(callid="1796200000.1", queue="600", path=("600",), caller_num="5550001",
-                          reason="ABANDON", entered_at=now - timedelta(seconds=30), ended_at=now, source="agi")  # fmt: skip
+        call = CallRecord(callid="1796200000.1", queue="600", path=("600",), caller_num="5550001", reason="ABANDON",
+                          entered_at=now - timedelta(seconds=30), ended_at=now, source="agi")  # fmt: skip
         assert store.claim_call(call)
     code, out, err = _cli(["log", "--since", since, "--json"], capsys)
     assert (code, err) == (0, "")
@@ -98,7 +98,9 @@ def test_an_unknown_timezone_is_a_config_error(
     assert _doctor_line(out, "config").startswith(f"FAIL config: {said} -> fix: edit ")
 
 
-def test_a_known_timezone_is_fine(box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_known_timezone_is_fine(
+    box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MISSEDCALL_TIMEZONE", "Europe/Moscow")
     code, out, _err = _cli(["test", "600", "--dry-run"], capsys)
     assert code == 0 and "MSK" in out

@@ -71,7 +71,6 @@ def bounded_int(low: int, high: int) -> Any:
     return parse
 
 
-
 def stored_email_arg(text: str) -> str:
     """An address as it may already sit in the table: any one-line text, matched exactly."""
     text = text_arg(text).strip()

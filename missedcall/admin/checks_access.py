@@ -81,4 +81,3 @@ def has_uid(uid: int) -> bool:
     except KeyError:
         return False
     return True
-

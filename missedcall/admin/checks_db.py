@@ -62,6 +62,7 @@ def check_database(doc: Doctor) -> Check:
                 )
     return Check(OK, name, f"{where} reachable, tables at schema version {version}")
 
+
 def check_recipients(doc: Doctor) -> Check:
     name = "recipients"
     if doc.settings is None or doc.store is None:
@@ -105,6 +106,7 @@ def check_recipients(doc: Doctor) -> Check:
     extra = f"; {len(missing)} use " + ("the fallback" if fallback else "the '*' rows") if missing else ""
     return Check(OK, name, f"{covered} of {len(queues)} FreePBX queue(s) have their own recipients{extra}")
 
+
 def check_delivery(doc: Doctor) -> Check:
     """Failed calls, calls overdue for retry, and the spool (missedcall.deliver.retry.health)."""
     name = "delivery"
@@ -118,8 +120,7 @@ def check_delivery(doc: Doctor) -> Check:
         return Check(
             FAIL,
             name,
-            f"spool {spool_dir} is missing or not writable by {user.name}: calls are lost while the database"
-            " is down",
+            f"spool {spool_dir} is missing or not writable by {user.name}: calls are lost while the database is down",
             f"install -d -m 0750 -o {user.name} -g {user.name} {spool_dir}",
         )
     status, detail, fix = retry.health(doc.store, doc.settings)

@@ -31,6 +31,7 @@ def check_mail(doc: Doctor) -> Check:
         return Check(OK, name, f"sendmail {path} is executable")
     return check_smtp(doc, settings)
 
+
 def check_smtp(doc: Doctor, settings: config.Settings) -> Check:
     import smtplib
     import ssl

@@ -61,7 +61,9 @@ def check_agi(doc: Doctor) -> Check:
         return Check(FAIL, name, f"{interpreter} cannot import missedcall: {said[-1][:120] if said else '?'}", fix)
     return Check(OK, name, f"{path} is executable by {user.name} and runs {interpreter}{doc.user_note()}")
 
+
 # -- dialplan ----------------------------------------------------------
+
 
 def dialplan_kind(doc: Doctor) -> str:
     kind = doc.state.get("dialplan", "")
@@ -72,6 +74,7 @@ def dialplan_kind(doc: Doctor) -> str:
     if os.path.exists(freepbx_conf) and _has_ext_queues(generated):
         return "freepbx"
     return "plain"
+
 
 def check_dialplan_file(doc: Doctor) -> Check:
     name = "dialplan file"
@@ -130,12 +133,14 @@ def check_dialplan_file(doc: Doctor) -> Check:
         )
     return Check(OK, name, f"{override} holds our [ext-queues] h block (ends with {ours})")
 
+
 def asterisk(doc: Doctor) -> str | None:
     configured = doc.state.get("asterisk_bin", "")
     if configured:
         return configured if os.access(configured, os.X_OK) else None
     path = os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin:/sbin"
     return shutil.which("asterisk", path=path)
+
 
 def check_dialplan_live(doc: Doctor) -> Check:
     name = "dialplan live"
@@ -170,7 +175,9 @@ def check_dialplan_live(doc: Doctor) -> Check:
         )
     return Check(WARN, name, "no AGI(missed.py) in Asterisk's dialplan", "add the README's hangup handler")
 
+
 # -- the rest ----------------------------------------------------------
+
 
 def check_queue_log(doc: Doctor) -> Check:
     name = "queue_log"
@@ -192,6 +199,7 @@ def check_queue_log(doc: Doctor) -> Check:
         )
     return Check(OK, name, f"{path} readable by {user.name}")
 
+
 def check_cron(doc: Doctor) -> Check:
     name = "cron"
     path = doc.state["cron_file"]
@@ -204,9 +212,7 @@ def check_cron(doc: Doctor) -> Check:
         return Check(FAIL, name, f"cannot read {path}: {exc.strerror}", "sudo ./install.sh")
     missing = [verb for verb in installer.CRON_VERBS if not any(f"missedcall-admin {verb}" in x for x in lines)]
     if missing:
-        return Check(
-            FAIL, name, f"{path} does not run missedcall-admin {' or '.join(missing)}", "sudo ./install.sh"
-        )
+        return Check(FAIL, name, f"{path} does not run missedcall-admin {' or '.join(missing)}", "sudo ./install.sh")
     admin = os.path.join(doc.state["prefix"], "venv", "bin", "missedcall-admin")
     if not os.access(admin, os.X_OK):
         return Check(FAIL, name, f"{path} runs {admin}, which is missing", "sudo ./install.sh")
@@ -231,4 +237,3 @@ def _files_calling_missed(etc: str) -> list[str]:
         except OSError:
             continue
     return found
-

@@ -106,4 +106,3 @@ def _import_csv(path: str, store: Store) -> int:
     added = sum(1 for queue, email, name in wanted if store.add_recipient(queue, email, name))
     print(f"imported {added} new recipient(s), {len(wanted) - added} already present")
     return 0
-

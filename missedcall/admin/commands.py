@@ -39,7 +39,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_queues(args: argparse.Namespace) -> int:
     settings = load_settings()
     with open_store(settings, create=False) as store:  # read-only: never creates the database

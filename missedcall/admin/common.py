@@ -19,7 +19,6 @@ class UserError(Exception):
     """A failure the user can act on: printed as one line, exit 1."""
 
 
-
 def load_settings() -> config.Settings:
     try:
         return config.load_settings(strict=True)
@@ -88,9 +87,7 @@ def printable(text: str, limit: int = 40) -> str:
     return mail.clean(text, limit)
 
 
-
 def text_arg(text: str) -> str:
     """Free text from the command line: bytes that are not UTF-8 (which Python keeps as lone
     surrogates) become U+FFFD, so they cannot crash an encoder later on."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
