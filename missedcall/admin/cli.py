@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    before = os.environ.get("MISSEDCALL_CONFIG")
     if args.config:
         os.environ["MISSEDCALL_CONFIG"] = args.config
     try:
@@ -127,6 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        # --config is for this command only: a caller that runs main() in-process (tests,
+        # scripts) must not run its next command on it.
+        if args.config:
+            if before is None:
+                os.environ.pop("MISSEDCALL_CONFIG", None)
+            else:
+                os.environ["MISSEDCALL_CONFIG"] = before
 
 
 if __name__ == "__main__":
