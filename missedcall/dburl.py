@@ -44,16 +44,17 @@ class DbTarget:
 _FORMS = "mysql://user[:pass]@host[:port]/db[?unix_socket=/path] or sqlite:////abs/path"
 # The userinfo of a URL, with or without the "//" a typo can drop: greedy to the last "@",
 # because an unencoded "@" or "/" in a password must not end the redaction early.
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:)?(?P<slashes>/*).*@", re.DOTALL)
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
-_DATABASE = re.compile(r"[A-Za-z0-9_$-]{1,64}")
+# Patterns as text, compiled (and cached by re) on first use: the AGI imports this module on every call.
+_USERINFO = r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:)?(?P<slashes>/*).*@"
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+_DATABASE = r"[A-Za-z0-9_$-]{1,64}"
 
 
 def redact_url(url: str) -> str:
     """``url`` fit for a message: whatever stands before its last "@" (user, password) is ``***``."""
     if "@" not in url:
         return url
-    return _USERINFO.sub(lambda m: f"{m['scheme'] or ''}{m['slashes']}***@", url, count=1)
+    return re.sub(_USERINFO, lambda m: f"{m['scheme'] or ''}{m['slashes']}***@", url, count=1, flags=re.DOTALL)
 
 
 def _refuse(url: str, why: str) -> DbUrlError:
@@ -106,12 +107,12 @@ def parse_db_url(url: str) -> DbTarget:
     else:
         host, colon, port_text = hostport.partition(":")
         explicit = bool(colon)
-        if not _HOST.fullmatch(host):
+        if not re.fullmatch(_HOST, host):
             raise _refuse(url, "has no valid host name")
     if explicit and not (port_text.isdigit() and port_text.isascii() and 0 < int(port_text) < 65536):
         raise _refuse(url, "has an invalid port")
     database = unquote(path)
-    if not _DATABASE.fullmatch(database):
+    if not re.fullmatch(_DATABASE, database):
         raise _refuse(url, "names no database (letters, digits, _ $ -)" if database else "names no database")
     socket = ""
     if query:
