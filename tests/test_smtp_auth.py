@@ -102,3 +102,49 @@ def test_a_refused_cyrillic_login_is_one_line_without_the_password(
         " -> fix: check MISSEDCALL_SMTP_USER/_PASSWORD"
     )
     assert relay.messages == []
+
+
+class _NoPlainOrLogin:
+    """A relay whose AUTH offers neither PLAIN nor LOGIN (aiosmtpd with both excluded)."""
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        return "250 OK"
+
+
+def test_a_relay_without_plain_or_login_is_one_clear_line(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(
+        _NoPlainOrLogin(),
+        hostname="127.0.0.1",
+        port=port,
+        auth_require_tls=False,
+        auth_exclude_mechanism=["PLAIN", "LOGIN"],
+        authenticator=lambda *args: None,
+        ready_timeout=10,
+    )
+    controller.start()
+    try:
+        settings = {
+            "MISSEDCALL_TRANSPORT": "smtp",
+            "MISSEDCALL_SMTP_HOST": "127.0.0.1",
+            "MISSEDCALL_SMTP_PORT": str(port),
+            "MISSEDCALL_SMTP_USER": USER,
+            "MISSEDCALL_SMTP_PASSWORD": PASSWORD,
+        }
+        make_pbx(tmp_path, sqlite_url, **settings).in_this_process(monkeypatch)
+        code, out, err = _cli(["test", "601"], capsys)
+    finally:
+        controller.stop()
+    assert (code, out) == (1, "")
+    assert err == (
+        f"missedcall-admin: error: mail not sent: SMTP 127.0.0.1:{port}: SMTPNotSupportedError:"
+        " the relay offers no AUTH PLAIN or LOGIN, which a user or password that is not ASCII needs\n"
+    )
