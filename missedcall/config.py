@@ -20,7 +20,7 @@ from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db
 DEFAULT_CONFIG = "/etc/missedcall/missedcall.env"
 MAX_FILE = 1 << 20  # configuration files are read up to this many characters
 
-#: Every reason the product knows, in queue_log's vocabulary (DESIGN §1).
+#: Every reason the product knows, in queue_log's vocabulary (docs/design.md).
 REASONS = (
     "ABANDON",
     "TIMEOUT",
