@@ -20,7 +20,7 @@ from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db
 DEFAULT_CONFIG = "/etc/missedcall/missedcall.env"
 MAX_FILE = 1 << 20  # configuration files are read up to this many characters
 
-#: Every reason the product knows, in queue_log's vocabulary (docs/design.md §1).
+#: Every reason the product knows, in queue_log's vocabulary (docs/design.md).
 REASONS = (
     "ABANDON",
     "TIMEOUT",
@@ -63,9 +63,15 @@ KEYS: dict[str, tuple[str, str]] = {
     "MISSEDCALL_TIMEZONE": ("", "time zone for mails, e.g. Europe/Moscow (empty: the system's)"),
 }
 
-_ADDRESS = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
+# A dot-atom local part and a host name: the addr-spec that Python's ``email`` package writes back
+# unchanged (no quoted local part, no comment, no domain literal, ASCII only).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@{_LABEL}(?:\.{_LABEL})*"  # compiled on first use
+
+
+#: MISSEDCALL_* names that are not settings: the config path itself, and the test suite's taps.
+_NOT_SETTINGS = ("MISSEDCALL_CONFIG", "MISSEDCALL_TEST_")
 
 
 class ConfigError(ValueError):
@@ -79,9 +85,39 @@ def shown(text: str, limit: int = 100) -> str:
     return head + ("..." if len(text) > limit else "")
 
 
+def is_plain_address(text: str) -> bool:
+    """The cheap half of ``is_address`` (no import): what config checks on every AGI run.
+
+    "=?" is refused anywhere: ``email`` would read it as the start of an RFC 2047 encoded word.
+    """
+    match = re.fullmatch(_ADDRESS, text)
+    return match is not None and len(text) <= 254 and len(match["local"]) <= 64 and "=?" not in text
+
+
 def is_address(text: str) -> bool:
-    """A bare addr-spec (no display name, no comments): all we ever put in a header or argv."""
-    return len(text) <= 254 and _ADDRESS.fullmatch(text) is not None
+    """A bare addr-spec (no display name, no comments) that the mail builder writes back unchanged.
+
+    Checked the way ``missedcall.deliver.mail`` uses it: set as a header of an ``EmailMessage``
+    (policy default), written with the SMTP policy and read back, it must come out as this one
+    address and nothing else. ``email`` is imported only here, never by ``load_settings``.
+    """
+    if not is_plain_address(text):
+        return False
+    from email import message_from_bytes
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.policy import default as default_policy
+
+    try:
+        message = EmailMessage()
+        message["To"] = text
+        header = message["To"]
+        if header.defects or [a.addr_spec for a in header.addresses] != [text]:
+            return False
+        back = message_from_bytes(message.as_bytes(policy=SMTP), policy=default_policy)["To"]
+        return [(a.display_name, a.addr_spec) for a in back.addresses] == [("", text)]
+    except (ValueError, TypeError, IndexError, AttributeError):  # whatever email chokes on is not an address
+        return False
 
 
 @dataclass(frozen=True)
@@ -110,10 +146,15 @@ class Settings:
     config_path: str = ""
     freepbx_conf: str = "/etc/freepbx.conf"
     is_freepbx: bool = False
+    unknown_keys: tuple[str, ...] = ()  # MISSEDCALL_* keys that mean nothing (a typo?): doctor WARNs
 
 
-def read_env_file(path: str) -> dict[str, str]:
-    """The file's keys; an absent file is an empty config, an unreadable one an error."""
+def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
+    """The file's keys; an absent file is an empty config, an unreadable one an error.
+
+    With ``strict``, a line python-dotenv cannot parse is a ConfigError naming the file and the
+    line; without, it is skipped as python-dotenv itself does (the AGI keeps mailing on the rest).
+    """
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
             text = handle.read(MAX_FILE + 1)  # bounded: a path to /dev/zero must not eat the memory
@@ -127,11 +168,24 @@ def read_env_file(path: str) -> dict[str, str]:
         raise ConfigError(f"config {shown(path)} is larger than {MAX_FILE // 1024} KB: not a configuration file")
     from io import StringIO
 
-    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
-    # interpolate=False: a "$" in a password must stay a "$".
-    values = dotenv_values(stream=StringIO(text), interpolate=False)
-    return {k: v for k, v in values.items() if v is not None}
+    # The parser itself, not dotenv_values: it says which line failed instead of logging a
+    # warning nobody reads. No interpolation: a "$" in a password must stay a "$".
+    values: dict[str, str] = {}
+    for binding in parse_stream(StringIO(text)):
+        if binding.error:
+            if strict:
+                # python-dotenv counts from the blank lines before the statement; name the line itself.
+                raw = binding.original.string
+                line = binding.original.line + raw[: len(raw) - len(raw.lstrip())].count("\n")
+                raise ConfigError(
+                    f"{shown(path)}:{line}: python-dotenv cannot parse this line (expected KEY=value, quotes closed)"
+                )
+            continue
+        if binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
+    return values
 
 
 def _int(values: Mapping[str, str], key: str, low: int, high: int) -> int:
@@ -151,8 +205,8 @@ def _addresses(values: Mapping[str, str], key: str) -> tuple[str, ...]:
         address = part.strip()
         if not address:
             continue
-        if not is_address(address):
-            raise ConfigError(f"{key}: {address[:60]!r} is not a plain e-mail address")
+        if not is_plain_address(address):
+            raise ConfigError(f"{key}: {shown(address, 60)!r} is not a plain e-mail address")
         if address.lower() not in (a.lower() for a in found):
             found.append(address)
     return tuple(found)
@@ -189,11 +243,32 @@ def _read_freepbx(values: Mapping[str, str]) -> tuple[DbTarget | None, bool, str
     return None, False, conf_path
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the config file named by MISSEDCALL_CONFIG (or the default) and the environment."""
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise ConfigError(
+            f"MISSEDCALL_TIMEZONE: unknown time zone {shown(name, 60)!r} (a name like Europe/Moscow;"
+            " empty: the system's)"
+        ) from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = False) -> Settings:
+    """Read the config file named by MISSEDCALL_CONFIG (or the default) and the environment.
+
+    ``strict`` is for the commands an admin runs (the CLI, cron's verbs, doctor), which report
+    every bad value: a file named by MISSEDCALL_CONFIG or ``--config`` that is not there (running
+    on the defaults would use another database than meant; only the default path may be
+    absent), a line python-dotenv cannot parse, an unknown MISSEDCALL_TIMEZONE. The AGI reads
+    leniently: it skips such a line and mails in the system's time zone rather than nobody.
+    """
     env = os.environ if environ is None else environ
     config_path = env.get("MISSEDCALL_CONFIG", "") or DEFAULT_CONFIG
-    values: dict[str, str] = dict(read_env_file(config_path))
+    if strict and config_path != DEFAULT_CONFIG and not os.path.lexists(config_path):
+        raise ConfigError(f"config file {shown(config_path)} does not exist (named by --config or MISSEDCALL_CONFIG)")
+    values: dict[str, str] = dict(read_env_file(config_path, strict=strict))
     values.update({k: v for k, v in env.items() if k.startswith("MISSEDCALL_")})
     for key, value in values.items():
         if "\x00" in value or "\n" in value or "\r" in value:
@@ -222,16 +297,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         reasons = frozenset(REASONS)
 
     mail_from = values.get("MISSEDCALL_FROM", "").strip()
-    if mail_from and not is_address(mail_from):
-        raise ConfigError(f"MISSEDCALL_FROM: {mail_from[:60]!r} is not a plain e-mail address")
+    if mail_from and not is_plain_address(mail_from):
+        raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} is not a plain e-mail address")
     if not mail_from:
         mail_from = f"asterisk@{socket.getfqdn() or 'localhost'}"
-        if not is_address(mail_from):
+        if not is_plain_address(mail_from):
             mail_from = "asterisk@localhost"
 
     template_dir = values.get("MISSEDCALL_TEMPLATE_DIR", "").strip()
     if template_dir and not os.path.isabs(template_dir):
         raise ConfigError("MISSEDCALL_TEMPLATE_DIR must be an absolute path")
+
+    timezone = values.get("MISSEDCALL_TIMEZONE", "").strip()
+    if strict and timezone:
+        _check_timezone(timezone)
 
     return Settings(
         db=db,
@@ -254,8 +333,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         flood_limit=_int(values, "MISSEDCALL_FLOOD_LIMIT", 1, 100000),
         flood_window=_int(values, "MISSEDCALL_FLOOD_WINDOW", 1, 1440),
         spool_dir=values.get("MISSEDCALL_SPOOL_DIR", "").strip() or KEYS["MISSEDCALL_SPOOL_DIR"][0],
-        timezone=values.get("MISSEDCALL_TIMEZONE", "").strip(),
+        timezone=timezone,
         config_path=config_path,
+        unknown_keys=tuple(sorted(k for k in values if k not in KEYS and not k.startswith(_NOT_SETTINGS))),
         freepbx_conf=freepbx_conf,
         is_freepbx=is_freepbx,
     )

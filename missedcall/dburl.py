@@ -8,8 +8,9 @@ The password lives here and nowhere else; ``DbTarget`` never shows it in
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 DEFAULT_SQLITE_PATH = "/var/lib/missedcall/missedcall.sqlite3"
 # Where MariaDB/MySQL put their socket on Debian and on CentOS/SNG7.
@@ -40,43 +41,95 @@ class DbTarget:
         return f"mysql://{self.user}@{where}/{self.database}"
 
 
+_FORMS = "mysql://user[:pass]@host[:port]/db[?unix_socket=/path] or sqlite:////abs/path"
+# The userinfo of a URL, with or without the "//" a typo can drop: greedy to the last "@",
+# because an unencoded "@" or "/" in a password must not end the redaction early.
+# Patterns as text, compiled (and cached by re) on first use: the AGI imports this module on every call.
+_USERINFO = r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:)?(?P<slashes>/*).*@"
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+_DATABASE = r"[A-Za-z0-9_$-]{1,64}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a message: whatever stands before its last "@" (user, password) is ``***``."""
+    if "@" not in url:
+        return url
+    return re.sub(_USERINFO, lambda m: f"{m['scheme'] or ''}{m['slashes']}***@", url, count=1, flags=re.DOTALL)
+
+
+def _refuse(url: str, why: str) -> DbUrlError:
+    from missedcall.text import printable
+
+    return DbUrlError(f"MISSEDCALL_DB_URL {printable(redact_url(url), limit=120)!r} {why} (expected {_FORMS})")
+
+
 def parse_db_url(url: str) -> DbTarget:
-    """``mysql://user:pass@host:port/db[?unix_socket=/path]`` or ``sqlite:////abs/path``."""
+    """``mysql://user[:pass]@host[:port]/db[?unix_socket=/path]`` or ``sqlite:////abs/path``; nothing else.
+
+    Strict on purpose: a URL that misses a slash must not slide its ``user:password@host`` into
+    the database name, which every message (doctor, the AGI's VERBOSE line, a spool file's
+    last_error) then shows. Every error quotes the URL with its userinfo redacted.
+    """
     url = url.strip()
     if url.startswith("sqlite:"):
         # sqlite:////abs/path -> /abs/path (SQLAlchemy's spelling, which admins know).
         rest = url[len("sqlite:") :]
-        if rest.startswith("///"):
-            path = rest[3:] if rest.startswith("////") else rest[2:]
-        else:
-            path = rest
-        path = unquote(path)
-        if not path.startswith("/"):
+        if not rest.startswith("///") or "@" in rest or "?" in rest or "#" in rest:
+            raise _refuse(url, "is not a sqlite URL")
+        path = unquote(rest[3:] if rest.startswith("////") else rest[2:])
+        if not path.startswith("/") or "\x00" in path:
             raise DbUrlError("MISSEDCALL_DB_URL: a sqlite path must be absolute (sqlite:////var/lib/...)")
         return DbTarget(kind="sqlite", path=path, origin="MISSEDCALL_DB_URL")
-    parts = urlsplit(url)
-    if parts.scheme not in ("mysql", "mariadb", "mysql+pymysql"):
-        raise DbUrlError(
-            f"MISSEDCALL_DB_URL must start with mysql:// or sqlite:// (got scheme {parts.scheme or 'none'!r})"
-        )
-    database = unquote(parts.path.lstrip("/"))
-    if not database:
-        raise DbUrlError("MISSEDCALL_DB_URL names no database (mysql://user:pass@host/DBNAME)")
-    try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise DbUrlError("MISSEDCALL_DB_URL has an invalid port") from exc
-    query = parse_qs(parts.query)
-    socket = query.get("unix_socket", [""])[0]
-    host = parts.hostname or "localhost"
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("mysql", "mariadb", "mysql+pymysql"):
+        raise _refuse(url, "must start with mysql:// or sqlite:///")
+    netloc, slash, tail = rest.partition("/")
+    if "@" not in netloc or not slash:
+        # An "@" after the first "/" is a password with an unencoded "/" or a missing slash.
+        raise _refuse(url, "has no user@host/ part")
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    path, _, query = tail.partition("?")
+    if "#" in url:
+        raise _refuse(url, "has a '#' (percent-encode it as %23 in the password)")
+    if hostport.startswith("["):
+        host, close, port_text = hostport[1:].partition("]")
+        if not close or (port_text and not port_text.startswith(":")):
+            raise _refuse(url, "has a bracketed host that does not parse")
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _refuse(url, "has a bracketed host that is not an IPv6 address") from None
+        port_text = port_text[1:]
+        explicit = bool(port_text)
+    else:
+        host, colon, port_text = hostport.partition(":")
+        explicit = bool(colon)
+        if not re.fullmatch(_HOST, host):
+            raise _refuse(url, "has no valid host name")
+    if explicit and not (port_text.isdigit() and port_text.isascii() and 0 < int(port_text) < 65536):
+        raise _refuse(url, "has an invalid port")
+    database = unquote(path)
+    if not re.fullmatch(_DATABASE, database):
+        raise _refuse(url, "names no database (letters, digits, _ $ -)" if database else "names no database")
+    socket = ""
+    if query:
+        key, eq, value = query.partition("=")
+        socket = unquote(value)
+        if key != "unix_socket" or not eq or "&" in value or not socket.startswith("/"):
+            raise _refuse(url, "takes only ?unix_socket=/absolute/path")
+    if not user:
+        raise _refuse(url, "names no user")
     return mysql_target(
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
+        user=unquote(user),
+        password=unquote(password),
         host=host,
-        port=port,
+        port=int(port_text) if explicit else 3306,
         database=database,
         unix_socket=socket,
-        explicit_port=parts.port is not None,
+        explicit_port=explicit,
         origin="MISSEDCALL_DB_URL",
     )
 

@@ -343,16 +343,31 @@ def test_cli_arguments(box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch
     box.in_this_process(monkeypatch)
     monkeypatch.setenv("MISSEDCALL_DB_URL", box.db_url)  # --config naming nothing must not reach the host's files
     monkeypatch.setenv("MISSEDCALL_SPOOL_DIR", str(box.spool))
+    caller_mails = 0
     for value in for_argv(HOSTILE):
         for slot in CLI_SLOTS:
             argv = [value if part == "{}" else part for part in slot]
             code, out, err = _cli(argv, capsys)
             assert_one_line_error(code, err, argv)
+            if "--caller" in slot:
+                # Any text is a caller: the sample mail is always built, whatever the value.
+                assert code == 0, short((argv, err))
+                caller_mails += 1
             if "--dry-run" in argv and code == 0:
                 head = out.split("\n\n", 1)[0]
-                for line in head.splitlines():
-                    assert line.split(":", 1)[0] in EXPECTED_HEADERS, short((argv, line))
-                assert "evil@example.com" not in head or "Subject:" in head
+                fields = [line.split(": ", 1) for line in head.splitlines()]
+                # Exactly our headers, each once, each on one line: a value cannot add or split one.
+                assert sorted(f[0] for f in fields) == sorted(EXPECTED_HEADERS), short((argv, head))
+                headers = dict(fields)
+                assert headers["From"] == "pbx@example.com", short((argv, head))
+                if argv[1] == "600":
+                    # The box's own, plus what the "add" slots put in for 600 or "*" (named@, a@), nothing else.
+                    mailed = set(headers["To"].split(", "))
+                    team = {"ops600@example.com", "boss@example.com"}
+                    assert team <= mailed <= {*team, "named@example.com", "a@example.com"}, short(head)
+                # A hostile value may show as text in the subject, never in another header.
+                assert not any("evil@example.com" in v for k, v in headers.items() if k != "Subject"), short(head)
+    assert caller_mails == len(for_argv(HOSTILE)) > 40
     with box.store() as store:
         for row in store.recipients():
             assert config.is_address(row.email) and row.email != "evil@example.com"

@@ -1,4 +1,4 @@
-"""Our ``[ext-queues]`` ``h`` override in FreePBX's extensions_override_freepbx.conf (docs/design.md §4).
+"""Our ``[ext-queues]`` ``h`` override in FreePBX's extensions_override_freepbx.conf (docs/design.md).
 
 Modelled on certbot's installers: everything we write sits between
 ``; BEGIN missedcall`` / ``; END missedcall`` markers, a timestamped backup is
@@ -13,23 +13,20 @@ uninstall uncomments them. Facts that uninstall needs (the file did not
 exist, or had no final newline) are kept as ``; missedcall-note:`` lines in
 our block, so nothing outside the file has to survive for a clean revert.
 
-The text functions are pure; :func:`main` is the small command line that
-install.sh calls (``python -m missedcall.admin.dialplan install|uninstall|check|snippet``).
+The text functions are pure (``dialplan_files`` reads and writes the files);
+:func:`main` is the small command line that install.sh calls
+(``python -m missedcall.admin.dialplan install|uninstall|check|snippet``).
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import os
 import re
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from missedcall.admin import dialplan_files
 from missedcall.freepbx import ext_queues_h_line
 
 BEGIN = "; BEGIN missedcall"
@@ -99,7 +96,7 @@ def _body(line: str) -> str:
     return line[:-1] if line.endswith("\r") else line
 
 
-def _code(line: str) -> str:
+def code_part(line: str) -> str:
     """The line without its comment (``\\;`` is an escaped semicolon) and surrounding blanks."""
     text = _body(line)
     cut = re.search(r"(?<!\\);", text)
@@ -165,7 +162,7 @@ def parse(text: str) -> Parsed:
             comment_depth = 1
             close_run(index)
             continue
-        code = _code(line)
+        code = code_part(line)
         if not code:
             continue  # blank or comment lines neither start nor end an h run
         header = _CONTEXT.match(code)
@@ -191,7 +188,7 @@ def parse(text: str) -> Parsed:
     # A run ends at its last h/same line, not at trailing comments or blanks.
     trimmed = []
     for start, end in parsed.foreign:
-        while end > start and not _code(lines[end - 1]):
+        while end > start and not code_part(lines[end - 1]):
             end -= 1
         trimmed.append((start, end))
     parsed.foreign = trimmed
@@ -311,48 +308,12 @@ def uninstall_text(text: str) -> str | None:
     return result
 
 
-# --- files ------------------------------------------------------------------
-
-
-def backup(path: str, backup_dir: str) -> str:
-    """Copy ``path`` to ``backup_dir/<name>.<YYYYmmdd-HHMMSS>`` (never over an older backup)."""
-    os.makedirs(backup_dir, mode=0o750, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = os.path.join(backup_dir, f"{os.path.basename(path)}.{stamp}")
-    number = 1
-    while os.path.exists(target):
-        target = os.path.join(backup_dir, f"{os.path.basename(path)}.{stamp}.{number}")
-        number += 1
-    shutil.copy2(path, target)
-    return target
-
-
-def write_like(path: str, text: str, like: str | None) -> None:
-    """Replace ``path`` atomically, keeping its mode and owner (or those of ``like`` for a new file)."""
-    reference = path if os.path.exists(path) else like
-    st = os.stat(reference) if reference and os.path.exists(reference) else None
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=".missedcall-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
-            handle.write(text)
-        os.chmod(temp, (st.st_mode & 0o7777) if st else 0o644)
-        if st is not None and os.geteuid() == 0:
-            os.chown(temp, st.st_uid, st.st_gid)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+# --- files (the edge: missedcall.admin.dialplan_files) ----------------------
 
 
 def _read(path: str) -> str | None:
     try:
-        # surrogateescape: any bytes survive the round trip, so a revert is byte for byte.
-        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+        return dialplan_files.read_text(path)
     except OSError as exc:
         raise DialplanError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -367,35 +328,6 @@ def generated_h_app(generated: str) -> str:
             f"{generated} has no [ext-queues] h line to repeat; create a queue in FreePBX and Apply Config first"
         )
     return check_h_app(h_app)
-
-
-def _diff(path: str, old: str | None, new: str | None) -> str:
-    return "".join(
-        difflib.unified_diff(
-            (old or "").splitlines(keepends=True),
-            (new or "").splitlines(keepends=True),
-            fromfile=path if old is not None else "/dev/null",
-            tofile=path if new is not None else "/dev/null",
-        )
-    )
-
-
-def _apply(path: str, old: str | None, new: str | None, args: argparse.Namespace, what: str) -> None:
-    if new == old:
-        print(f"dialplan: {path} already {what}; nothing to change")
-        return
-    if args.dry_run:
-        print(f"dialplan: would change {path} ({what}):")
-        sys.stdout.write(_diff(path, old, new))
-        return
-    if old is not None and args.backup_dir:
-        print(f"dialplan: backup of {path}: {backup(path, args.backup_dir)}")
-    if new is None:
-        os.unlink(path)
-        print(f"dialplan: removed {path} (install.sh had created it)")
-    else:
-        write_like(path, new, getattr(args, "generated", None))
-        print(f"dialplan: {path} now {what}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -422,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if old is None:
                 print(f"dialplan: {args.file} does not exist; nothing to remove")
                 return 0
-            _apply(args.file, old, uninstall_text(old), args, "without the missedcall block")
+            dialplan_files.apply(args.file, old, uninstall_text(old), args, "without the missedcall block")
             return 0
         h_app = generated_h_app(args.generated)
         new = install_text(old, h_app, force=args.force)
@@ -430,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             change = "unchanged" if new == old else "updated"
             print(f"dialplan: FreePBX's [ext-queues] h calls {h_app}; {args.file} will be {change}")
             return 0
-        _apply(args.file, old, new, args, f"holds the missedcall block (h ends with {h_app})")
+        dialplan_files.apply(args.file, old, new, args, f"holds the missedcall block (h ends with {h_app})")
     except Refused as exc:
         print(f"install.sh: refusing to edit {args.file}: {exc}", file=sys.stderr)
         return 1

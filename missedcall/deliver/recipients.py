@@ -11,7 +11,7 @@ def resolve(own: Iterable[str], star: Iterable[str], fallback: Iterable[str]) ->
     """Each address once (case-insensitively), in a stable order; invalid ones are dropped.
 
     ``*`` rows never count as the queue's own, so the fallback still applies to
-    a queue that only has ``*`` copies (docs/design.md §5).
+    a queue that only has ``*`` copies (docs/design.md).
     """
     own = [a.strip() for a in own if a.strip()]
     chosen = own if own else [a.strip() for a in fallback]

@@ -194,8 +194,42 @@ def open_smtp(settings: Settings, *, timeout: float, opened: list[smtplib.SMTP])
         client.starttls(context=context)
         client.ehlo()
     if settings.smtp_user:
-        client.login(settings.smtp_user, settings.smtp_password)
+        login(client, settings.smtp_user, settings.smtp_password)
     return client
+
+
+def login(client: smtplib.SMTP, user: str, password: str) -> None:
+    """Log in; credentials that are not ASCII go as UTF-8 over AUTH PLAIN or LOGIN (RFC 4616).
+
+    smtplib encodes what it sends as ASCII and raises UnicodeEncodeError on a Cyrillic user or
+    password, so for those the exchange is done here through its public ``docmd``. Errors are
+    smtplib's own (SMTPAuthenticationError with the server's reply); none quotes the password.
+    """
+    import smtplib
+    from base64 import b64encode
+
+    if user.isascii() and password.isascii():
+        client.login(user, password)
+        return
+    client.ehlo_or_helo_if_needed()
+    offered = client.esmtp_features.get("auth", "").upper().split() if client.has_extn("auth") else []
+    name, secret = user.encode("utf-8"), password.encode("utf-8")
+
+    def b64(data: bytes) -> str:
+        return b64encode(data).decode("ascii")
+
+    if "PLAIN" in offered:
+        code, reply = client.docmd("AUTH", "PLAIN " + b64(b"\0" + name + b"\0" + secret))
+    elif "LOGIN" in offered:
+        code, reply = client.docmd("AUTH", "LOGIN " + b64(name))
+        if code == 334:
+            code, reply = client.docmd(b64(secret))
+    else:
+        raise smtplib.SMTPNotSupportedError(
+            "the relay offers no AUTH PLAIN or LOGIN, which a user or password that is not ASCII needs"
+        )
+    if code not in (235, 503):  # 503: already logged in
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, *, timeout: float) -> None:

@@ -1,0 +1,108 @@
+"""``missedcall-admin recipients``: list, add, remove, import and export who gets mailed."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+
+from missedcall import config
+from missedcall.admin.common import (
+    UserError,
+    load_settings,
+    open_store,
+    print_json,
+    print_table,
+    printable,
+    recipient_json,
+)
+from missedcall.deliver import mail, recipients
+from missedcall.record.storage import StorageError, Store
+
+CSV_MAX = 10 << 20  # bytes of a recipients CSV
+
+
+def cmd_recipients(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    # list and export only read: they must not create a database (or its folder) that is not there.
+    with open_store(settings, create=args.action in ("add", "remove", "import")) as store:
+        try:
+            done = _recipients(args, store)
+            if args.action in ("add", "remove", "import"):
+                # The AGI mails from this copy when it cannot reach the database.
+                from missedcall.deliver import lastknown
+
+                lastknown.refresh(store, settings.spool_dir)
+            return done
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+
+
+def _recipients(args: argparse.Namespace, store: Store) -> int:
+    action = args.action
+    if action == "add":
+        added = store.add_recipient(args.queue, args.email, args.name or "")
+        print(f"{'added' if added else 'already there:'} {args.email} for queue {args.queue}")
+        return 0
+    if action == "remove":
+        if not store.remove_recipient(args.queue, args.email):
+            raise UserError(f"{args.email} is not a recipient of queue {args.queue}")
+        print(f"removed {args.email} from queue {args.queue}")
+        return 0
+    if action == "import":
+        return _import_csv(args.csv, store)
+    rows = store.recipients(args.queue)
+    if action == "export":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["queue", "email", "name"])
+        for row in rows:
+            writer.writerow([row.queue, row.email, row.name])
+        return 0
+    if args.json:
+        print_json([recipient_json(r) for r in rows])
+    elif not rows:
+        print("no recipients yet; add one with: missedcall-admin recipients add QUEUE EMAIL")
+    else:
+        print_table(["QUEUE", "EMAIL", "NAME"], [[r.queue, r.email, printable(r.name)] for r in rows])
+    return 0
+
+
+def _import_csv(path: str, store: Store) -> int:
+    """All rows or none: a file with one bad row changes nothing and says which row."""
+    # Read whole but bounded (a path to /dev/zero, or a NUL stream on stdin, has no end of line).
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(CSV_MAX + 1)
+        else:
+            with open(path, "rb") as binary:
+                raw = binary.read(CSV_MAX + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > CSV_MAX:
+        raise UserError(f"{path}: larger than {CSV_MAX >> 20} MB, not a recipients list")
+    try:
+        handle = io.StringIO(raw.decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 CSV file") from None
+    wanted: list[tuple[str, str, str]] = []
+    with handle:
+        try:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                    continue
+                if number == 1 and row[0].strip().lower() == "queue":
+                    continue  # header line
+                if len(row) < 2:
+                    raise UserError(f"{path}:{number}: expected queue,email[,name]")
+                queue, email = row[0].strip(), row[1].strip()
+                if not recipients.valid_queue(queue):
+                    raise UserError(f"{path}:{number}: {printable(queue)!r} is not a queue")
+                if not config.is_address(email):
+                    raise UserError(f"{path}:{number}: {printable(email, 60)!r} is not a plain e-mail address")
+                wanted.append((queue, email, mail.clean(row[2], 128) if len(row) > 2 else ""))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise UserError(f"{path}: not a UTF-8 CSV file ({exc.__class__.__name__})") from None
+    added = sum(1 for queue, email, name in wanted if store.add_recipient(queue, email, name))
+    print(f"imported {added} new recipient(s), {len(wanted) - added} already present")
+    return 0

@@ -1,0 +1,205 @@
+"""The ``missedcall-admin`` verbs other than ``recipients``: init, queues, test, log, retry, doctor, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from typing import Any
+
+from missedcall.admin.common import (
+    PROG,
+    UserError,
+    call_json,
+    load_settings,
+    local,
+    open_store,
+    print_json,
+    print_table,
+    printable,
+)
+from missedcall.deliver import mail, notify
+from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with open_store(settings) as store:
+        try:
+            before, now = store.init()
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+    if before is None:
+        state = "created"
+    elif before == now:
+        state = "already current"
+    else:
+        state = f"migrated from version {before}"
+    print(f"tables in {settings.db.describe()}: schema version {now} ({state})")
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with open_store(settings, create=False) as store:  # read-only: never creates the database
+        try:
+            labels = store.freepbx_queues() or {}
+            rows = store.recipients()
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.queue] = counts.get(row.queue, 0) + 1
+    names = sorted(set(labels) | set(counts), key=lambda q: (q == "*", q.zfill(12)))
+    listing = [{"queue": q, "label": labels.get(q, ""), "recipients": counts.get(q, 0)} for q in names]
+    if args.json:
+        print_json(listing)
+    elif not listing:
+        print("no queues known: no FreePBX queues_config table and no recipients yet")
+    else:
+        fallback = ", ".join(settings.fallback_to) or "none"
+        print_table(
+            ["QUEUE", "LABEL", "RECIPIENTS"],
+            [
+                [
+                    x["queue"],
+                    printable(x["label"]),
+                    str(x["recipients"]) if x["recipients"] else f"0 (fallback: {fallback})",
+                ]
+                for x in listing
+            ],
+        )
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    now = utcnow()
+    call = CallRecord(
+        callid=f"test-{int(now.timestamp())}",
+        queue=args.queue,
+        path=(args.queue,),
+        caller_num=args.caller,
+        caller_name=args.caller_name,
+        reason=args.reason,
+        wait_seconds=args.wait,
+        position=1,
+        entered_at=now - timedelta(seconds=args.wait),
+        ended_at=now,
+        source="test",
+    )
+    store: Store | None = None
+    try:
+        store = Store.open(settings.db, timeout=5.0, create=not args.dry_run)
+    except StorageError as exc:
+        if not args.dry_run:
+            raise UserError(str(exc)) from None
+        print(f"note: {exc}; recipients from the database are unknown", file=sys.stderr)
+    try:
+        try:
+            the_plan = notify.plan(call, settings, store, now=now)
+        except StorageError as exc:
+            if not args.dry_run:
+                raise UserError(str(exc)) from None
+            print(f"note: {exc}; recipients from the database are unknown", file=sys.stderr)
+            the_plan = notify.plan(call, settings, None, now=now)
+        except mail.TemplateError as exc:
+            raise UserError(str(exc)) from None
+    finally:
+        if store is not None:
+            store.close()
+    if the_plan.skip_reason:
+        print(f"note: {the_plan.skip_reason}", file=sys.stderr)
+        if not the_plan.recipients and the_plan.message is not None:
+            print(f"      add one with: {PROG} recipients add {args.queue} you@example.com", file=sys.stderr)
+    if args.dry_run:
+        if the_plan.message is not None:
+            sys.stdout.write(render_for_terminal(the_plan.message, raw=args.raw))
+        print(f"\n(dry run: nothing sent, nothing recorded; transport would be {settings.transport})", file=sys.stderr)
+        return 0
+    if the_plan.message is None or not the_plan.recipients:
+        raise UserError("nothing to send: " + the_plan.skip_reason)
+    from missedcall.deliver import transport
+
+    try:
+        transport.send(the_plan.message, the_plan.recipients, settings, timeout=settings.smtp_timeout)
+    except transport.TransportError as exc:
+        raise UserError(f"mail not sent: {exc}") from None
+    print(f"test notification for queue {args.queue} sent to {', '.join(the_plan.recipients)} via {settings.transport}")
+    return 0
+
+
+def render_for_terminal(message: Any, *, raw: bool) -> str:
+    """The message as a person reads it (decoded headers and body), or the exact bytes."""
+    if raw:
+        return message.as_bytes().decode("ascii", "replace")
+    lines = [f"{name}: {value}" for name, value in message.items()]
+    return "\n".join(lines) + "\n\n" + message.get_content()
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with open_store(settings, create=False) as store:  # read-only: never creates the database
+        try:
+            calls = store.calls(since=args.since, queue=args.queue, status=args.status, limit=args.limit)
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+    if args.json:
+        print_json([call_json(c) for c in calls])
+        return 0
+    if not calls:
+        print("no missed calls recorded" + (" for that filter" if (args.since or args.queue or args.status) else ""))
+        return 0
+    print_table(
+        ["TIME", "QUEUE", "CALLER", "REASON", "WAIT", "STATUS", "DETAIL"],
+        [
+            [
+                local(c.ended_at or c.entered_at),
+                " > ".join(c.path) if len(c.path) > 1 else c.queue,
+                printable(mail.describe_caller(c.caller_num, c.caller_name, "en"), 40),
+                c.reason,
+                "-" if c.wait_seconds is None else f"{c.wait_seconds}s",
+                c.status,
+                printable(c.last_error or ", ".join(c.recipients), 60),
+            ]
+            for c in calls
+        ],
+    )
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from missedcall.deliver import retry
+
+    settings = load_settings()
+    with open_store(settings) as store:
+        try:
+            report = retry.run(store, settings, failed=args.failed)
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+    print(report.summary())
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from missedcall.admin import doctor
+
+    return doctor.run(args.state)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from missedcall.detect import sweep
+
+    settings = load_settings()
+    try:
+        return sweep.run(
+            settings,
+            grace=args.grace,
+            from_start=args.from_start,
+            dry_run=args.dry_run,
+            follow=args.follow,
+            interval=args.interval,
+            verbose=args.verbose,
+        )
+    except sweep.SweepError as exc:
+        raise UserError(str(exc)) from None

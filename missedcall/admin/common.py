@@ -1,0 +1,93 @@
+"""What every ``missedcall-admin`` verb shares: the one-line error, settings, the store, and output shapes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from missedcall import config
+from missedcall.deliver import mail
+from missedcall.record.storage import CallRecord, Recipient, StorageError, Store
+
+PROG = "missedcall-admin"
+
+
+class UserError(Exception):
+    """A failure the user can act on: printed as one line, exit 1."""
+
+
+def load_settings() -> config.Settings:
+    try:
+        return config.load_settings(strict=True)
+    except config.ConfigError as exc:
+        raise UserError(f"configuration: {exc}") from None
+
+
+def open_store(settings: config.Settings, *, create: bool = True) -> Store:
+    try:
+        return Store.open(settings.db, timeout=5.0, create=create)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat() if moment else None
+
+
+def local(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def call_json(call: CallRecord) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "callid": call.callid,
+        "linkedid": call.linkedid,
+        "queue": call.queue,
+        "path": list(call.path),
+        "caller_num": call.caller_num,
+        "caller_name": call.caller_name,
+        "reason": call.reason,
+        "wait_seconds": call.wait_seconds,
+        "position": call.position,
+        "entered_at": iso(call.entered_at),
+        "ended_at": iso(call.ended_at),
+        "source": call.source,
+        "status": call.status,
+        "attempts": call.attempts,
+        "last_error": call.last_error,
+        "recipients": list(call.recipients),
+        "notified_at": iso(call.notified_at),
+        "next_attempt_at": iso(call.next_attempt_at),
+        "did": call.extra.get("did", ""),
+    }
+
+
+def recipient_json(row: Recipient) -> dict[str, Any]:
+    return {"id": row.id, "queue": row.queue, "email": row.email, "name": row.name, "created_at": iso(row.created_at)}
+
+
+def print_json(rows: list[dict[str, Any]]) -> None:
+    json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    for row in [headers, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def printable(text: str, limit: int = 40) -> str:
+    return mail.clean(text, limit)
+
+
+def text_arg(text: str) -> str:
+    """Free text from the command line: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) become U+FFFD, so they cannot crash an encoder later on."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
