@@ -101,6 +101,26 @@ def test_handmade_h_is_refused_with_lines_and_way_out() -> None:
     message = str(caught.value)
     assert "line 7-9" in message and "--force" in message and "exten => h,1" in message
     assert "\n" not in message
+    # The article's users have their queue -> address rules in the script the hook runs: name it.
+    assert message.endswith(
+        "; its script /usr/local/bin/missed-call-mail.sh holds your queue -> address rules:"
+        " import them with 'missedcall-admin import-script /usr/local/bin/missed-call-mail.sh'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "scripts"),
+    [
+        ('exten => h,1,System(/var/lib/asterisk/bin/noanswer.sh ${UNIQUEID} "${CALLERID(num)}" ${NODEST} &)',
+         ["/var/lib/asterisk/bin/noanswer.sh"]),
+        ("exten => h,1,TrySystem('/opt/mail.sh' x)", ["/opt/mail.sh"]),
+        ("exten => h,1,Macro(hangupcall,)", []),
+        ("exten => h,1,System(echo hi)", []),  # no absolute path: nothing to name
+    ],
+)
+def test_the_import_hint_names_the_hooks_script(line: str, scripts: list[str]) -> None:
+    parsed = dialplan.parse(f"[ext-queues]\n{line}\n")
+    assert dialplan.hook_scripts(parsed) == scripts
 
 
 def test_force_comments_the_handmade_hook_out_and_uninstall_restores_it() -> None:

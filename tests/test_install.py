@@ -303,6 +303,7 @@ def test_handmade_hook_is_refused_before_anything_changes(source: Path, tmp_path
     assert len(errors) == 1, result.stderr
     assert "refusing" in errors[0] and "[ext-queues] h" in errors[0] and "--force" in errors[0]
     assert "line 7-9" in errors[0]
+    assert "import them with 'missedcall-admin import-script /usr/local/bin/missed-call-mail.sh'" in errors[0]
     assert snapshot(root) == before
 
 

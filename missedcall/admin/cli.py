@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from missedcall import __version__, config
+from missedcall.admin import cmd_import
 from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg, stored_email_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_queues, cmd_retry, cmd_sweep, cmd_test
@@ -66,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     one = actions.add_parser("export", help="print all recipients as CSV")
     one.set_defaults(queue=None)
     sub.set_defaults(func=cmd_recipients)
+
+    sub = verbs.add_parser(
+        "import-script",
+        help="import the queue -> address rules of a hand-written hook script (the article's noanswer.sh)",
+        description="Read (never run) a bash hook of the article's shape: a case or if/elif on the queue number"
+        " choosing addresses for mail/mutt/sendmail. Prints every row it imports; --dry-run changes nothing.",
+    )
+    cmd_import.add_arguments(sub)
+    sub.set_defaults(func=cmd_import.cmd_import_script)
 
     sub = verbs.add_parser("queues", help="list queues (FreePBX's and those with recipients)")
     sub.add_argument("--json", action="store_true", help="JSON output")

@@ -231,6 +231,29 @@ def block_h_app(text: str) -> str | None:
     return None
 
 
+_SCRIPT_CALL = re.compile(r"\b(?:Try)?System\(\s*[\"']?(/[^\s\"',)&]+)")
+
+
+def hook_scripts(parsed: Parsed) -> list[str]:
+    """The scripts a hand-made hook runs (``System(/path/noanswer.sh ...)``), for the import hint."""
+    found: list[str] = []
+    for start, end in parsed.foreign:
+        for line in parsed.lines[start:end]:
+            for path in _SCRIPT_CALL.findall(_body(line)):
+                if path not in found:
+                    found.append(path)
+    return found
+
+
+def import_hint(parsed: Parsed) -> str:
+    """One sentence naming the hand-made hook's script and the command that reads its recipients, or ""."""
+    scripts = hook_scripts(parsed)
+    if not scripts:
+        return ""
+    command = f"missedcall-admin import-script {scripts[0]}"
+    return f"its script {scripts[0]} holds your queue -> address rules: import them with '{command}'"
+
+
 def describe_foreign(parsed: Parsed) -> str:
     start, _ = parsed.foreign[0]
     where = ", ".join(f"line {s + 1}" + (f"-{e}" if e - s > 1 else "") for s, e in parsed.foreign)
@@ -248,10 +271,12 @@ def install_text(text: str | None, h_app: str, *, force: bool = False) -> str:
     eol = _eol(lines)
     if parsed.foreign:
         if not force:
+            hint = import_hint(parsed)
             raise Refused(
                 "it already defines [ext-queues] h outside our markers ("
                 + describe_foreign(parsed)
                 + "); remove that hand-made hook, or re-run with --force to comment it out (uninstall restores it)"
+                + (f"; {hint}" if hint else "")
             )
         for start, end in reversed(parsed.foreign):
             saved = [SAVED_BEGIN + eol, _SAVED_EXPLAIN + eol]
@@ -358,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         h_app = generated_h_app(args.generated)
         new = install_text(old, h_app, force=args.force)
+        hint = import_hint(parse(old or "")) if args.force else ""
+        if hint:
+            print(f"dialplan: the hand-made hook goes; {hint}")
         if args.verb == "check":
             change = "unchanged" if new == old else "updated"
             print(f"dialplan: FreePBX's [ext-queues] h calls {h_app}; {args.file} will be {change}")

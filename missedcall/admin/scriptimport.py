@@ -36,7 +36,7 @@ LABEL_NAMES = frozenset({"label", "name", "queue_name", "queuename", "qname", "o
 #: Variable names (lower case) that hold the subject when a branch sets one.
 SUBJECT_NAMES = frozenset({"subject", "subj", "tema", "theme", "title"})
 
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_SEPARATORS = re.compile(r"[\s,;<>()\"']+")
 
 
 @dataclass
@@ -57,12 +57,16 @@ class Imported:
 
 
 def addresses_in(text: str) -> list[str]:
-    """The e-mail addresses in ``text`` (split on commas, spaces, semicolons), in order, once each."""
+    """Every word of ``text`` with an ``@`` in it, whole (split on spaces, commas, semicolons, <>, quotes), once each.
+
+    Whole words, never the part that looks valid: ``ops@exa_mple.com`` must reach the door's check as it
+    is and be refused there, not slip in as ``ops@exa``.
+    """
     seen: list[str] = []
-    for found in _ADDRESS.findall(text):
-        found = found.strip(".")
-        if found not in seen:
-            seen.append(found)
+    for word in _SEPARATORS.split(text):
+        word = word.strip(".")
+        if "@" in word and word not in seen:
+            seen.append(word)
     return seen
 
 
