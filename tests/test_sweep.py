@@ -24,7 +24,10 @@ import pytest
 
 from missedcall import config
 from missedcall.admin import cli
-from missedcall.detect import queuelog, sweep, verdict
+from missedcall.detect import queuelog, sweep, sweepstate, verdict
+from missedcall.detect.book import Book
+from missedcall.detect.sweeper import CORRECTED, Sweeper
+from missedcall.detect.tail import Tail
 from missedcall.record.storage import CallRecord
 from tests.agibox import Pbx, make_pbx
 from tests.agipeer import AgiPeer, make_headers
@@ -127,7 +130,7 @@ def _made(tmp_path: Path, db_url: str, maildir: Path, monkeypatch: pytest.Monkey
     made = make_box(tmp_path, db_url, maildir, monkeypatch)
     yield made
     with contextlib.suppress(OSError):
-        os.unlink(sweep._lock_path(config.load_settings()))
+        os.unlink(sweep.lock_path(config.load_settings()))
 
 
 @pytest.fixture
@@ -371,7 +374,7 @@ def test_first_run_starts_at_the_end_of_an_old_file(box: Box) -> None:
     box.write([*abandon(years_ago, cid(years_ago, 1)), *timeout(OLD, cid(OLD, 2))])
     code, out, _ = box.sweep("-v")
     assert code == 0 and "read 0 line(s)" in out and box.by_callid() == {}
-    position = json.loads(box.state(sweep.POSITION_KEY) or "{}")
+    position = json.loads(box.state(sweepstate.POSITION_KEY) or "{}")
     assert position["file"]["offset"] == box.queue_log.stat().st_size
     fresh = cid(OLD + 100, 3)
     box.append(abandon(OLD + 100, fresh))
@@ -396,7 +399,7 @@ def test_a_caller_still_waiting_stays_open_across_runs(box: Box) -> None:
     box.write(enter(NOW - 7200, callid, "600"))  # entered two hours ago, nothing since
     _code, out, _ = box.sweep("--from-start", "-v")
     assert "1 waiting" in out and box.by_callid() == {}
-    pending = json.loads(box.state(sweep.PENDING_KEY) or "{}")
+    pending = json.loads(box.state(sweepstate.PENDING_KEY) or "{}")
     assert len(pending["lines"]) == 2 and callid in pending["lines"][1]
     _code, out, _ = box.sweep("-v")
     assert "1 waiting" in out
@@ -412,7 +415,7 @@ def test_many_open_calls_survive_in_chunks(box: Box) -> None:
         lines += enter(NOW - 100, cid(NOW - 100, n), "600", caller="Иван Петров 79161234567")
     box.write(lines)
     box.sweep("--from-start")
-    position = json.loads(box.state(sweep.POSITION_KEY) or "{}")
+    position = json.loads(box.state(sweepstate.POSITION_KEY) or "{}")
     assert position["pending_chunks"] > 1 and position["pending_calls"] == 400
     box.append([line(NOW - 50, cid(NOW - 100, n), "600", "ABANDON", "1", "1", "50") for n in range(400)])
     _code, out, _ = box.sweep("--dry-run")  # the open calls came back from the chunks
@@ -421,8 +424,8 @@ def test_many_open_calls_survive_in_chunks(box: Box) -> None:
     box.sweep()
     calls = box.by_callid()
     assert len(calls) == 400 and calls[cid(NOW - 100, 5)].caller_num == "Иван Петров 79161234567"
-    position = json.loads(box.state(sweep.POSITION_KEY) or "{}")
-    assert position["pending_chunks"] == 1 and box.state(f"{sweep.PENDING_KEY}.1") == ""
+    position = json.loads(box.state(sweepstate.POSITION_KEY) or "{}")
+    assert position["pending_chunks"] == 1 and box.state(f"{sweepstate.PENDING_KEY}.1") == ""
 
 
 def test_answered_later_corrects_an_agi_row_without_mailing(box: Box) -> None:
@@ -436,7 +439,7 @@ def test_answered_later_corrects_an_agi_row_without_mailing(box: Box) -> None:
     _code, out, _ = box.sweep("--from-start", "-v")
     assert "1 corrected" in out
     call = box.by_callid()[callid]
-    assert (call.source, call.status, call.last_error) == ("agi", "skipped", sweep.CORRECTED)
+    assert (call.source, call.status, call.last_error) == ("agi", "skipped", CORRECTED)
     assert box.stored() == []
     box.sweep("--from-start")
     assert box.by_callid()[callid].status == "skipped" and box.stored() == []
@@ -450,12 +453,12 @@ def test_answered_later_after_the_mail_went_keeps_sent(box: Box) -> None:
     box.append(answered(OLD + 5, callid, "602"))
     box.sweep("--from-start")
     call = box.by_callid()[callid]
-    assert call.status == "sent" and call.last_error.startswith(sweep.CORRECTED)
+    assert call.status == "sent" and call.last_error.startswith(CORRECTED)
     assert len(box.stored()) == 1
 
 
 def test_transferred_back_into_a_queue_after_an_answer_is_not_missed(lite: Box) -> None:
-    """DESIGN §3: a CONNECT in any queue means answered, whatever comes after."""
+    """docs/design.md: a CONNECT in any queue means answered, whatever comes after."""
     callid = cid(OLD, 3)
     lite.write(
         [
@@ -474,7 +477,7 @@ def test_dry_run_prints_and_records_nothing(box: Box) -> None:
     assert code == 0
     assert f"would record: {cid(OLD, 11)} queue=601 reason=ABANDON wait=3 path='600 > 601'" in out
     assert f"would record: {cid(OLD, 12)} queue=600" in out and "did=5559000" in out
-    assert box.by_callid() == {} and box.stored() == [] and box.state(sweep.POSITION_KEY) is None
+    assert box.by_callid() == {} and box.stored() == [] and box.state(sweepstate.POSITION_KEY) is None
 
 
 def test_a_missing_queue_log_is_one_line_and_exit_1(box: Box) -> None:
@@ -484,7 +487,7 @@ def test_a_missing_queue_log_is_one_line_and_exit_1(box: Box) -> None:
 
 def test_a_second_sweep_at_the_same_time_does_nothing(lite: Box) -> None:
     lite.write(abandon(OLD, cid(OLD, 1)))
-    with sweep._exclusive(config.load_settings(), wait=None) as mine:
+    with sweep.exclusive(config.load_settings(), wait=None) as mine:
         assert mine
         code, _out, _err = lite.sweep("--from-start")
     assert code == 0 and lite.by_callid() == {}
@@ -512,7 +515,7 @@ def test_follow_reads_new_lines_as_they_come_and_stops_on_sigterm(lite: Box) -> 
     proc = subprocess.Popen(argv, env=lite.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
-        while lite.state(sweep.POSITION_KEY) is None and time.monotonic() < deadline:
+        while lite.state(sweepstate.POSITION_KEY) is None and time.monotonic() < deadline:
             time.sleep(0.1)
         now = int(time.time())
         lite.append(abandon(now - 3, cid(now - 3, 1)))
@@ -534,7 +537,7 @@ def test_follow_reads_new_lines_as_they_come_and_stops_on_sigterm(lite: Box) -> 
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
     assert len(lite.by_callid()) == 2
-    position = json.loads(lite.state(sweep.POSITION_KEY) or "{}")
+    position = json.loads(lite.state(sweepstate.POSITION_KEY) or "{}")
     assert position["file"]["offset"] == lite.queue_log.stat().st_size
 
 
@@ -543,7 +546,7 @@ def test_follow_finishes_a_rotated_file_even_after_it_was_deleted(lite: Box) -> 
     lite.write(abandon(OLD, cid(OLD, 1)))
     settings = config.load_settings()
     with lite.store() as store:
-        sweeper = sweep.Sweeper(settings, store, from_start=True, out=io.StringIO())
+        sweeper = Sweeper(settings, store, from_start=True, out=io.StringIO())
         sweeper.cycle()
         with open(lite.queue_log, "a") as handle:
             handle.write("\n".join(abandon(OLD + 10, cid(OLD + 10, 2))) + "\n")
@@ -566,7 +569,7 @@ def events(lines: list[str]) -> list[queuelog.QueueLogEvent]:
 
 
 def test_book_waits_for_the_grace_period_then_follows_a_timeout_into_the_next_queue() -> None:
-    book = sweep.Book(60)
+    book = Book(60)
     callid = cid(T, 1)
     for e in events(timeout(T, callid, "600")):  # EXITWITHTIMEOUT at T + 8
         book.add(e)
@@ -585,7 +588,7 @@ def test_book_waits_for_the_grace_period_then_follows_a_timeout_into_the_next_qu
 
 
 def test_book_decides_a_plain_answer_at_once_and_drops_callers_waiting_past_the_horizon() -> None:
-    book = sweep.Book(60, horizon=3600)
+    book = Book(60, horizon=3600)
     for e in events(answered(T, cid(T, 1))):
         book.add(e)
     assert book.calls == {} and book.answered == 1
@@ -598,7 +601,7 @@ def test_book_decides_a_plain_answer_at_once_and_drops_callers_waiting_past_the_
 
 
 def test_book_remembers_open_calls_as_their_own_lines() -> None:
-    book = sweep.Book(60)
+    book = Book(60)
     lines = [*enter(T, cid(T, 1), "600"), line(T + 5, cid(T, 1), "600", "EXITWITHKEY", "5", "1", "1", "5")]
     for e in events(lines):
         book.add(e)
@@ -608,7 +611,7 @@ def test_book_remembers_open_calls_as_their_own_lines() -> None:
 def test_tail_reads_complete_lines_only(tmp_path: Path) -> None:
     path = tmp_path / "queue_log"
     path.write_bytes(b"1|a|q|NONE|DID|1\n2|a|q|NONE|ENTER")
-    tail = sweep.Tail(str(path), from_start=True)
+    tail = Tail(str(path), from_start=True)
     assert list(tail.batches()) == [b"1|a|q|NONE|DID|1"]
     assert tail.mark is not None and tail.mark.offset == len(b"1|a|q|NONE|DID|1\n")
     with open(path, "ab") as handle:
@@ -623,7 +626,7 @@ def test_fast_line_parsing_matches_parse_line(tmp_path: Path) -> None:
     text = LAB_LOG.read_text() + FREEPBX_LOG.read_text() + "1|x|600|NONE|ABANDON|1|1|3\r\n2|y|600|NONE|DID|5\r\n"
     settings = config.load_settings({"MISSEDCALL_CONFIG": str(tmp_path / "none.env"),
                                      "MISSEDCALL_FREEPBX_CONF": str(tmp_path / "none.conf")})  # fmt: skip
-    sweeper = sweep.Sweeper(settings, None)
+    sweeper = Sweeper(settings, None)
     fed: list[queuelog.QueueLogEvent] = []
     sweeper.book.add = fed.append  # type: ignore[method-assign]
     sweeper._feed(text.encode().rstrip(b"\n"))
@@ -668,7 +671,7 @@ def test_generated_log_verdicts_match_judging_each_call_whole(tmp_path: Path, sq
                                      "MISSEDCALL_DB_URL": sqlite_url, "MISSEDCALL_QUEUE_LOG": str(log),
                                      "MISSEDCALL_FREEPBX_CONF": str(tmp_path / "none.conf")})  # fmt: skip
     out = io.StringIO()
-    sweeper = sweep.Sweeper(settings, None, from_start=True, dry_run=True, out=out)
+    sweeper = Sweeper(settings, None, from_start=True, dry_run=True, out=out)
     sweeper.cycle()
     got = {x.split()[2] for x in out.getvalue().splitlines() if x.startswith("would record:")}
     assert got == expected and len(expected) > 3000

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # imported lazily at run time: the AGI pays for every import
 
 from missedcall.detect.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
 
-BUDGET = 2.7  # seconds for everything after start-up; DESIGN §4 allows 3 in all
+BUDGET = 2.7  # seconds for everything after start-up; docs/design.md allows 3 in all
 TOTAL = 2.8  # ... and from the exec itself: on a busy box start-up alone can take a good part of a second
 
 

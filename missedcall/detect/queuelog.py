@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-#: Events that end a call's stay in a queue (DESIGN §3).
+#: Events that end a call's stay in a queue (docs/design.md).
 EXIT_EVENTS = frozenset(
     {"ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY", "CONNECT", "COMPLETEAGENT", "COMPLETECALLER"}
 )

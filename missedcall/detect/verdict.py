@@ -1,6 +1,6 @@
 """Was this call missed? Pure decisions from queue_log lines or, failing those, channel variables.
 
-DESIGN §3: with queue_log lines for the call, it is missed iff no agent
+docs/design.md: with queue_log lines for the call, it is missed iff no agent
 CONNECTed, and the reason and wait come from its last exit line. Without them,
 the channel variables describe only the last queue, and QUEUESTATUS may be a
 stale TIMEOUT from an earlier queue, so only ABANDONED or an explicit REASON

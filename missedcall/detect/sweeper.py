@@ -1,0 +1,375 @@
+"""One pass of the queue_log sweeper: read what is new, decide, record and notify, save the position.
+
+:class:`Sweeper` glues the reader (:mod:`missedcall.detect.tail`), the call book
+(:mod:`missedcall.detect.book`) and the saved state (:mod:`missedcall.detect.sweepstate`)
+to the database. Each missed call is judged with the same verdict as the hook
+(:func:`missedcall.detect.verdict.judge_events`) and recorded and notified through
+the same notifier (:func:`missedcall.deliver.notify.notify`) with ``source='queue_log'``.
+Whoever records a call first owns it, so the two detectors never mail twice.
+
+Position and pending lines are saved together after the calls they imply were
+recorded. A run that dies half-way re-reads the same lines next time; claims
+are idempotent, so nothing is mailed twice.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any, Callable
+
+from missedcall import log
+from missedcall.config import Settings
+from missedcall.deliver import mail, notify
+from missedcall.detect import queuelog, verdict
+from missedcall.detect.book import HORIZON, MAX_OPEN_CALLS, Book, Decided
+from missedcall.detect.queuelog import QueueLogEvent, parse_line
+from missedcall.detect.sweepstate import SavedState, load_state, save_state
+from missedcall.detect.tail import READ_CHUNK, Tail
+from missedcall.record.storage import StorageError, Store
+
+DEFAULT_GRACE = 60
+CORRECTED = "answered later (queue_log CONNECT)"
+
+#: What a call's verdict needs; every other line is skipped without being parsed.
+_WANTED = frozenset(e.encode() for e in queuelog.CALL_EVENTS)
+#: Events Asterisk (and FreePBX) write that the verdict does not use: skipped, not counted as unknown.
+_KNOWN = frozenset(
+    e.encode()
+    for e in (
+        "RINGNOANSWER", "RINGCANCELED", "QUEUESTART", "QUEUESTOP", "CONFIGRELOAD", "ADDMEMBER", "REMOVEMEMBER",
+        "PAUSE", "UNPAUSE", "PAUSEALL", "UNPAUSEALL", "PENALTY", "RINGINUSE", "AGENTLOGIN", "AGENTLOGOFF",
+        "AGENTCALLBACKLOGIN", "AGENTCALLBACKLOGOFF", "AGENTCALLED", "AGENTDUMP", "SYSCOMPAT", "ATTENDEDTRANSFER",
+        "BLINDTRANSFER", "INFO", "MIXMONITOR", "CALLERONHOLD", "CALLEROFFHOLD",
+    )
+)  # fmt: skip
+#: The end of an answered call, often long after its CONNECT decided it: alone, it says nothing new.
+_AFTER_ANSWER = frozenset({b"COMPLETEAGENT", b"COMPLETECALLER", b"TRANSFER"})
+_EVENT_NAME = re.compile(rb"[A-Z][A-Z0-9_]*")
+
+
+@dataclass
+class Stats:
+    lines: int = 0
+    garbage: int = 0
+    unknown: int = 0
+    missed: int = 0
+    recorded: dict[str, int] = field(default_factory=dict)  # status -> count
+    already: int = 0
+    answered: int = 0
+    corrected: int = 0
+
+    def any_calls(self) -> bool:
+        return bool(self.missed or self.answered)
+
+
+def _fmt_time(epoch: int | None) -> str:
+    """Local time with its offset, ISO 8601."""
+    if epoch is None:
+        return "-"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch))
+    return stamp[:-2] + ":" + stamp[-2:]
+
+
+_SAFE = re.compile(r"[A-Za-z0-9_.+:@/-]+")
+
+
+def _quote(text: str) -> str:
+    """As the shell would need it, without quotes when it needs none."""
+    return text if _SAFE.fullmatch(text) else shlex.quote(text)
+
+
+class Sweeper:
+    """One queue_log, one database: read what is new, decide, record and notify, save the position."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None,
+        *,
+        grace: int = DEFAULT_GRACE,
+        from_start: bool = False,
+        dry_run: bool = False,
+        verbose: bool = False,
+        out: IO[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.grace = grace
+        self.from_start = from_start
+        self.dry_run = dry_run
+        self.verbose = verbose
+        self.out = out if out is not None else sys.stdout
+        self.clock = clock
+        self.book = Book(grace)
+        self.tail = Tail(settings.queue_log, from_start=from_start)
+        self.stats = Stats()
+        self._chunks = 0
+        self._loaded = False
+        self.read_from: int | None = None  # the time of the first line this process read from the file
+        self._any_recorded = True
+
+    # -- state
+
+    def load(self) -> None:
+        """Resume from the saved position and open calls (``--from-start``: from byte 0, nothing open)."""
+        state = SavedState()
+        if self.store is not None:
+            try:
+                state = load_state(self.store, self.settings.queue_log)
+            except StorageError:
+                if not self.dry_run:
+                    raise
+                state = SavedState(note="no saved position (tables missing?)")
+        self._chunks = state.chunks
+        if state.note:
+            self._note(state.note)
+        if self.dry_run and self.store is not None:
+            # A dry run looks each missed call up ("already recorded?"); with no call recorded at all, none need be.
+            try:
+                self._any_recorded = bool(self.store.calls(limit=1))
+            except StorageError:
+                self._any_recorded = False
+        if not self.from_start:
+            self.tail = Tail(self.settings.queue_log, state.mark, state.prev)
+            for line in state.lines:
+                event = parse_line(line)
+                if event is not None:
+                    self.book.add(event)
+        self._loaded = True
+
+    def close(self) -> None:
+        self.tail.close()
+
+    # -- one pass
+
+    def has_work(self) -> bool:
+        """For --follow: new bytes, or an open call whose grace is over."""
+        due = self.book.next_due()
+        return self.tail.changed() or (due is not None and due + self.grace <= self.clock())
+
+    def cycle(self) -> Stats:
+        """Read what is new, decide what can be decided, record it, save the position. Returns this pass's counts."""
+        if not self._loaded:
+            self.load()
+        self.stats = stats = Stats()
+        book, grace = self.book, self.grace
+        since_expire = 0
+        for batch in self.tail.batches():
+            self._feed(batch)
+            # While reading, a line written `grace` seconds after a call's last exit decides it.
+            self._handle_all(book.take_due(book.watermark - grace - 1))
+            since_expire += len(batch)
+            if since_expire >= 8 * READ_CHUNK:
+                book.expire(book.watermark)
+                since_expire = 0
+        stats.garbage += self.tail.garbage
+        self.tail.garbage = 0
+        for note in self.tail.notes:
+            self._note(note)
+        self.tail.notes.clear()
+        # At the end of the file nothing newer exists: the wall clock decides.
+        now = self.clock()
+        self._handle_all(book.take_due(now - grace))
+        book.expire(now)
+        if not self.dry_run and self.store is not None:
+            self._chunks = save_state(
+                self.store,
+                self.settings.queue_log,
+                (self.tail.mark, self.tail.prev),
+                book.lines(),
+                len(book.calls),
+                self._chunks,
+            )
+        self._report()
+        return stats
+
+    def _feed(self, block: bytes) -> None:
+        """Count and classify a block of lines; only the lines a verdict needs become Python objects."""
+        stats, add, calls = self.stats, self.book.add, self.book.calls
+        wanted, known, after_answer = _WANTED, _KNOWN, _AFTER_ANSWER
+        lines = block.split(b"\n")
+        stats.lines += len(lines)
+        if self.read_from is None:
+            # A 12-digit cap: int() on thousands of digits raises, and no real epoch is that long.
+            stamp = next(
+                (
+                    x.split(b"|", 1)[0]
+                    for x in lines
+                    if x.split(b"|", 1)[0].isdigit() and len(x.split(b"|", 1)[0]) <= 12
+                ),
+                None,
+            )
+            self.read_from = int(stamp) if stamp is not None else None
+        for raw in lines:
+            parts = raw.split(b"|", 5)
+            if len(parts) < 5:
+                if raw.strip():
+                    stats.garbage += 1
+                continue
+            name = parts[4]
+            if name in known:
+                continue  # the bulk (RINGNOANSWER...): not even its time is looked at
+            if name in wanted and parts[0].isdigit() and len(parts[0]) <= 12 and parts[1]:
+                callid = parts[1].decode("utf-8", "replace")
+                if (name in after_answer and callid not in calls) or callid == "NONE":
+                    continue  # the end of a call decided earlier, or a line about no call
+                # What parse_line() makes of this line, its shape being checked already.
+                fields = raw.decode("utf-8", "replace").split("|")
+                if raw.endswith(b"\r"):
+                    fields[-1] = fields[-1][:-1]
+                add(QueueLogEvent(int(parts[0]), callid, fields[2], fields[3], fields[4], tuple(fields[5:])))
+            elif name.rstrip(b"\r") in wanted or name.rstrip(b"\r") in known:
+                event = parse_line(raw.decode("utf-8", "replace"))  # a CRLF line, say: the slow, exact way
+                if event is None:
+                    stats.garbage += 1
+                elif event.event in queuelog.CALL_EVENTS and event.callid != "NONE":
+                    add(event)
+            elif parts[0].isdigit() and parts[1] and _EVENT_NAME.fullmatch(name):
+                stats.unknown += 1
+            else:
+                stats.garbage += 1
+
+    # -- decisions
+
+    def _handle_all(self, decided: list[Decided]) -> None:
+        self.stats.answered += self.book.answered
+        self.book.answered = 0
+        for item in decided:
+            self._handle(item)
+
+    def _handle(self, item: Decided) -> None:
+        if item.late_connect:
+            self._correct(item.callid, item.events[0].queue)
+            return
+        judged, events = item.verdict, item.events
+        assert judged is not None
+        if judged.missed and self._partly_read(item.callid, events):
+            # The call began before the first line this process read (a first run starting at the end of
+            # the file, or a call whose start an earlier run decided): judge its whole history, as the hook
+            # does, from a look back in the file (bounded, and near its end: this is the cron case).
+            found = queuelog.read_call_events(self.settings.queue_log, item.callid) or []
+            whole = verdict.judge_events(found) if found else None
+            if whole is not None and min(e.time for e in found) < min(e.time for e in events):
+                judged = whole
+        if not judged.missed:
+            self.stats.answered += 1
+            self._correct(item.callid, judged.queue)
+            return
+        self.stats.missed += 1
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        call = verdict.call_record(item.callid, judged, source="queue_log", now=now)
+        if self.dry_run:
+            existing = self._lookup(call.callid)
+            action = f"already recorded ({existing.source}, {existing.status})" if existing else "would record"
+            self._say(action, call, judged)
+            return
+        assert self.store is not None
+        if not self.store.claim_call(call):
+            self.stats.already += 1
+            if self.verbose:
+                self._say("already recorded", call, judged)
+            return
+        done = notify.notify(self.store, self.settings, call, timeout=self.settings.smtp_timeout)
+        self.stats.recorded[done.status] = self.stats.recorded.get(done.status, 0) + 1
+        log.info(
+            f"sweep: missed call {call.callid} in queue {call.queue} ({call.reason}): {done.status}"
+            + (f" - {done.last_error}" if done.last_error else "")
+        )
+        if self.verbose:
+            self._say(f"recorded, {done.status}", call, judged)
+
+    def _partly_read(self, callid: str, events: list[QueueLogEvent]) -> bool:
+        """May this call have lines before the first one we hold, that this process never read?
+
+        Only a call born before the first line this process read (and whose first line we hold is
+        later than its birth) can: a replay from the start of a file has a handful, a cron run the
+        few calls in progress when it began."""
+        if not any(e.event == "ENTERQUEUE" for e in events):
+            return True  # only its tail
+        born = queuelog.callid_epoch(callid)
+        if born is None:
+            return False
+        return born < (self.read_from if self.read_from is not None else born) and min(e.time for e in events) > born
+
+    def _correct(self, callid: str, queue: str) -> None:
+        """A call answered in the end: if a detector recorded it as missed, say so on its row; never mail."""
+        row = self._lookup(verdict.clean_id(callid))
+        if row is None or row.last_error.startswith(CORRECTED):
+            return
+        if self.dry_run:
+            self._line(f"would correct {row.callid} ({row.source}, {row.status}): {CORRECTED}")
+            return
+        assert self.store is not None
+        if row.status == "sent":
+            # The mail went already; say so on the row, keep the truth about the mail.
+            self.store.update_call(row.callid, last_error=f"{CORRECTED}; the mail had already gone")
+        else:
+            self.store.update_call(row.callid, status="skipped", last_error=CORRECTED)
+        self.stats.corrected += 1
+        log.info(f"sweep: call {row.callid} was answered later in queue {queue}; row corrected")
+        if self.verbose:
+            self._line(f"corrected {row.callid} ({row.source}, was {row.status}): {CORRECTED}")
+
+    def _lookup(self, callid: str) -> Any:
+        if self.store is None or not self._any_recorded:
+            return None
+        try:
+            return self.store.get_call(callid)
+        except StorageError:
+            if self.dry_run:
+                return None
+            raise
+
+    # -- output
+
+    def _line(self, text: str) -> None:
+        self.out.write(text + "\n")
+
+    def _say(self, action: str, call: Any, judged: verdict.Verdict) -> None:
+        caller = mail.clean(call.caller_num, 40) or "-"
+        wait = "-" if call.wait_seconds is None else str(call.wait_seconds)
+        self._line(
+            f"{action}: {call.callid} queue={call.queue} reason={call.reason} wait={wait}"
+            f" path={_quote(' > '.join(call.path))} caller={_quote(caller)}"
+            f" did={_quote(judged.did) if judged.did else '-'} ended={_fmt_time(judged.ended_at)}"
+        )
+
+    def _note(self, text: str) -> None:
+        log.warning(f"sweep: {text}")
+        if self.verbose or self.dry_run:
+            self._line(f"note: {text}")
+
+    def summary(self) -> str:
+        s, book = self.stats, self.book
+        in_grace, waiting = book.counts()
+        parts = [f"read {s.lines} line(s) of {self.settings.queue_log}"]
+        if s.garbage or s.unknown:
+            parts.append(f"skipped {s.garbage} garbage line(s) and {s.unknown} unknown event(s)")
+        recorded = ", ".join(f"{n} {status}" for status, n in sorted(s.recorded.items())) or "none"
+        if self.dry_run:
+            parts.append(f"{s.missed} missed (dry run: nothing recorded), {s.answered} answered")
+        else:
+            parts.append(
+                f"{s.missed} missed (recorded: {recorded}; already recorded: {s.already}), "
+                f"{s.answered} answered ({s.corrected} corrected)"
+            )
+        parts.append(f"open: {in_grace} within the grace period, {waiting} waiting")
+        if book.dropped_waiting or book.dropped_overflow:
+            parts.append(
+                f"dropped {book.dropped_waiting} call(s) waiting over {HORIZON // 3600} h"
+                f" and {book.dropped_overflow} over the {MAX_OPEN_CALLS} open-call limit"
+            )
+        return "sweep: " + "; ".join(parts)
+
+    def _report(self) -> None:
+        s = self.stats
+        if s.any_calls() or s.garbage or s.unknown:
+            log.info(self.summary())
+        if self.verbose or self.dry_run:
+            self._line(self.summary())
