@@ -27,7 +27,7 @@ from missedcall.config import Settings
 from missedcall.deliver import mail, notify
 from missedcall.detect import queuelog, verdict
 from missedcall.detect.book import HORIZON, MAX_OPEN_CALLS, Book, Decided
-from missedcall.detect.queuelog import QueueLogEvent, parse_line
+from missedcall.detect.queuelog import QueueLogEvent
 from missedcall.detect.sweepstate import SavedState, load_state, save_state
 from missedcall.detect.tail import READ_CHUNK, Tail
 from missedcall.record.storage import StorageError, Store
@@ -35,28 +35,13 @@ from missedcall.record.storage import StorageError, Store
 DEFAULT_GRACE = 60
 CORRECTED = "answered later (queue_log CONNECT)"
 
-#: What a call's verdict needs; every other line is skipped without being parsed.
-_WANTED = frozenset(e.encode() for e in queuelog.CALL_EVENTS)
-#: Events Asterisk (and FreePBX) write that the verdict does not use: skipped, not counted as unknown.
-_KNOWN = frozenset(
-    e.encode()
-    for e in (
-        "RINGNOANSWER", "RINGCANCELED", "QUEUESTART", "QUEUESTOP", "CONFIGRELOAD", "ADDMEMBER", "REMOVEMEMBER",
-        "PAUSE", "UNPAUSE", "PAUSEALL", "UNPAUSEALL", "PENALTY", "RINGINUSE", "AGENTLOGIN", "AGENTLOGOFF",
-        "AGENTCALLBACKLOGIN", "AGENTCALLBACKLOGOFF", "AGENTCALLED", "AGENTDUMP", "SYSCOMPAT", "ATTENDEDTRANSFER",
-        "BLINDTRANSFER", "INFO", "MIXMONITOR", "CALLERONHOLD", "CALLEROFFHOLD",
-    )
-)  # fmt: skip
-#: The end of an answered call, often long after its CONNECT decided it: alone, it says nothing new.
-_AFTER_ANSWER = frozenset({b"COMPLETEAGENT", b"COMPLETECALLER", b"TRANSFER"})
-_EVENT_NAME = re.compile(rb"[A-Z][A-Z0-9_]*")
-
 
 @dataclass
 class Stats:
     lines: int = 0
     garbage: int = 0
     unknown: int = 0
+    out_of_range: int = 0
     missed: int = 0
     recorded: dict[str, int] = field(default_factory=dict)  # status -> count
     already: int = 0
@@ -137,10 +122,10 @@ class Sweeper:
                 self._any_recorded = False
         if not self.from_start:
             self.tail = Tail(self.settings.queue_log, state.mark, state.prev)
-            for line in state.lines:
-                event = parse_line(line)
-                if event is not None:
-                    self.book.add(event)
+            # The open calls' records, as queue_log wrote them: the same parser reads them back.
+            reader = queuelog.Reader(now=self.clock())
+            reader.feed("\n".join(state.lines).encode("utf-8", "surrogateescape"), self.book.add)
+            reader.finish(self.book.add)
         self._loaded = True
 
     def close(self) -> None:
@@ -160,14 +145,18 @@ class Sweeper:
         self.stats = stats = Stats()
         book, grace = self.book, self.grace
         since_expire = 0
+        # Only the records a verdict needs become Python objects.
+        reader = queuelog.Reader(open_calls=book.calls, now=self.clock())
         for batch in self.tail.batches():
-            self._feed(batch)
+            reader.feed(batch, book.add)
             # While reading, a line written `grace` seconds after a call's last exit decides it.
             self._handle_all(book.take_due(book.watermark - grace - 1))
             since_expire += len(batch)
             if since_expire >= 8 * READ_CHUNK:
                 book.expire(book.watermark)
                 since_expire = 0
+        reader.finish(book.add)
+        self._count(reader)
         stats.garbage += self.tail.garbage
         self.tail.garbage = 0
         for note in self.tail.notes:
@@ -189,51 +178,19 @@ class Sweeper:
         self._report()
         return stats
 
-    def _feed(self, block: bytes) -> None:
-        """Count and classify a block of lines; only the lines a verdict needs become Python objects."""
-        stats, add, calls = self.stats, self.book.add, self.book.calls
-        wanted, known, after_answer = _WANTED, _KNOWN, _AFTER_ANSWER
-        lines = block.split(b"\n")
-        stats.lines += len(lines)
+    def _count(self, reader: queuelog.Reader) -> None:
+        stats = self.stats
+        stats.lines += reader.lines
+        stats.garbage += reader.garbage
+        stats.unknown += reader.unknown
+        stats.out_of_range += reader.out_of_range
         if self.read_from is None:
-            # A 12-digit cap: int() on thousands of digits raises, and no real epoch is that long.
-            stamp = next(
-                (
-                    x.split(b"|", 1)[0]
-                    for x in lines
-                    if x.split(b"|", 1)[0].isdigit() and len(x.split(b"|", 1)[0]) <= 12
-                ),
-                None,
+            self.read_from = reader.first_time
+        if reader.out_of_range:
+            self._note(
+                f"skipped {reader.out_of_range} record(s) dated before 2000 or in the future"
+                f" (this box's clock: {_fmt_time(int(self.clock()))}), e.g. {reader.bad_times[0]!r}"
             )
-            self.read_from = int(stamp) if stamp is not None else None
-        for raw in lines:
-            parts = raw.split(b"|", 5)
-            if len(parts) < 5:
-                if raw.strip():
-                    stats.garbage += 1
-                continue
-            name = parts[4]
-            if name in known:
-                continue  # the bulk (RINGNOANSWER...): not even its time is looked at
-            if name in wanted and parts[0].isdigit() and len(parts[0]) <= 12 and parts[1]:
-                callid = parts[1].decode("utf-8", "replace")
-                if (name in after_answer and callid not in calls) or callid == "NONE":
-                    continue  # the end of a call decided earlier, or a line about no call
-                # What parse_line() makes of this line, its shape being checked already.
-                fields = raw.decode("utf-8", "replace").split("|")
-                if raw.endswith(b"\r"):
-                    fields[-1] = fields[-1][:-1]
-                add(QueueLogEvent(int(parts[0]), callid, fields[2], fields[3], fields[4], tuple(fields[5:])))
-            elif name.rstrip(b"\r") in wanted or name.rstrip(b"\r") in known:
-                event = parse_line(raw.decode("utf-8", "replace"))  # a CRLF line, say: the slow, exact way
-                if event is None:
-                    stats.garbage += 1
-                elif event.event in queuelog.CALL_EVENTS and event.callid != "NONE":
-                    add(event)
-            elif parts[0].isdigit() and parts[1] and _EVENT_NAME.fullmatch(name):
-                stats.unknown += 1
-            else:
-                stats.garbage += 1
 
     # -- decisions
 
@@ -351,6 +308,8 @@ class Sweeper:
         parts = [f"read {s.lines} line(s) of {self.settings.queue_log}"]
         if s.garbage or s.unknown:
             parts.append(f"skipped {s.garbage} garbage line(s) and {s.unknown} unknown event(s)")
+        if s.out_of_range:
+            parts.append(f"skipped {s.out_of_range} record(s) dated before 2000 or in the future")
         recorded = ", ".join(f"{n} {status}" for status, n in sorted(s.recorded.items())) or "none"
         if self.dry_run:
             parts.append(f"{s.missed} missed (dry run: nothing recorded), {s.answered} answered")
@@ -369,7 +328,7 @@ class Sweeper:
 
     def _report(self) -> None:
         s = self.stats
-        if s.any_calls() or s.garbage or s.unknown:
+        if s.any_calls() or s.garbage or s.unknown or s.out_of_range:
             log.info(self.summary())
         if self.verbose or self.dry_run:
             self._line(self.summary())
