@@ -81,6 +81,7 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
     from missedcall import config
     from missedcall.detect import queuelog, verdict
     from missedcall.detect.agi import header_value
+    from missedcall.text import epoch, printable
 
     env = session.env
     queue_arg = clean_id(argv[0]) if argv else ""
@@ -112,6 +113,12 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         _report(session, f"call {callid}: answered or not missed; nothing to do")
         return
 
+    # FreePBX's join time, from the channel: a time before 2000 or in the future is not believed
+    # (a 12-digit one would raise in datetime).
+    joined = epoch(jointime.strip()) if jointime.strip() else None
+    if jointime.strip() and joined is None:
+        shown = printable(jointime, limit=24)
+        _report(session, f"call {callid}: ignoring QUEUEJOINTIME {shown!r}: not a plausible time")
     call = verdict.call_record(
         callid,
         judged,
@@ -121,7 +128,7 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         linkedid=linkedid,
         caller_num=header_value(env, "agi_callerid"),
         caller_name=header_value(env, "agi_calleridname"),
-        entered_fallback=int(jointime) if jointime.isascii() and jointime.isdigit() and len(jointime) <= 12 else None,
+        entered_fallback=joined,
     )
     _record_and_notify(session, settings, call, deadline)
 
