@@ -695,3 +695,72 @@ def test_a_million_lines_from_the_start_in_seconds_and_bounded_memory(tmp_path: 
     assert results["big"]["cpu"] < 30
     assert results["big"]["rss_mb"] < 120
     assert results["big"]["rss_mb"] < results["small"]["rss_mb"] + 40  # not proportional to the file
+
+
+# ============================================================================ one call is the unit of failure
+
+# A fault at the real step, for the one poisoned callid: no hostile value makes storage or the mail builder raise
+# any more (storage cuts to its column limits, the builder cleans), so the step itself is made to raise.
+FAULT = """
+import os
+exec(open({tap!r}).read())
+_step, _, _callid = os.environ["MISSEDCALL_TEST_FAULT"].partition(":")
+if _step == "notify":
+    from missedcall.deliver import notify as _module
+    _real = _module.notify
+    def notify(store, settings, call, **kw):
+        if call.callid == _callid:
+            raise RuntimeError("injected fault in notify")
+        return _real(store, settings, call, **kw)
+    _module.notify = notify
+elif _step == "claim":
+    from missedcall.record import storage as _storage
+    _real_claim = _storage.Store.claim_call
+    def claim_call(self, call):
+        if call.callid == _callid:
+            raise ValueError("injected fault before the row")
+        return _real_claim(self, call)
+    _storage.Store.claim_call = claim_call
+"""
+
+
+@pytest.mark.parametrize("step", ["notify", "claim"])
+def test_a_call_that_raises_is_parked_and_the_calls_around_it_are_mailed(box: Box, step: str) -> None:
+    first, poisoned, last = cid(OLD, 1), cid(OLD + 30, 2), cid(OLD + 60, 3)
+    box.write([*abandon(OLD, first), *timeout(OLD + 30, poisoned), *abandon(OLD + 60, last)])
+    fault = box.tmp / "fault"
+    fault.mkdir()
+    (fault / "sitecustomize.py").write_text(FAULT.format(tap=str(ROOT / "tests" / "syslogtap" / "sitecustomize.py")))
+    syslog = box.tmp / "syslog.txt"
+    env = {
+        "PYTHONPATH": str(fault),
+        "MISSEDCALL_TEST_FAULT": f"{step}:{poisoned}",
+        "MISSEDCALL_TEST_SYSLOG": str(syslog),
+    }
+    done = box.admin("sweep", "--from-start", "-v", **env)
+    assert done.returncode == 0 and done.stderr == "", done
+    assert sorted(str(m.message["X-Missedcall-Callid"]) for m in box.stored()) == sorted([first, last])
+    calls = box.by_callid()
+    assert calls[first].status == "sent" and calls[last].status == "sent"
+    logged = syslog.read_text()
+    assert f"call {poisoned}: sweep: " in logged and "injected fault" in logged
+    if step == "notify":  # it had a row: failed, with the reason
+        assert calls[poisoned].status == "failed" and "injected fault in notify" in calls[poisoned].last_error
+    else:  # no row: a WARN line names it
+        assert poisoned not in calls and f"call {poisoned} has no row" in logged
+    assert "1 call(s) failed and parked" in done.stdout
+    # The position was saved: the next run reads nothing again and mails nothing twice, poisoned call included.
+    done = box.admin("sweep", "-v", **env)
+    assert done.returncode == 0 and "read 0 line(s)" in done.stdout, done.stdout
+    assert len(box.stored()) == 2
+
+
+def test_a_pass_where_every_call_fails_exits_1_with_one_line(box: Box) -> None:
+    poisoned = cid(OLD, 1)
+    box.write(abandon(OLD, poisoned))
+    fault = box.tmp / "fault"
+    fault.mkdir()
+    (fault / "sitecustomize.py").write_text(FAULT.format(tap=str(ROOT / "tests" / "syslogtap" / "sitecustomize.py")))
+    done = box.admin("sweep", "--from-start", PYTHONPATH=str(fault), MISSEDCALL_TEST_FAULT=f"notify:{poisoned}")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "every call of this pass failed" in done.stderr
+    assert box.by_callid()[poisoned].status == "failed" and box.stored() == []

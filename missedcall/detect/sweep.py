@@ -149,13 +149,15 @@ def _once(settings: Settings, *, grace: int, from_start: bool, dry_run: bool, ve
     store = _open(settings, dry_run=dry_run)
     sweeper = Sweeper(settings, store, grace=grace, from_start=from_start, dry_run=dry_run, verbose=verbose, out=out)
     try:
-        sweeper.cycle()
+        stats = sweeper.cycle()
     except StorageError as exc:
         raise SweepError(str(exc)) from None
     finally:
         sweeper.close()
         if store is not None:
             store.close()
+    if stats.all_failed():
+        raise SweepError(f"every call of this pass failed ({stats.failed}); see the log for the first error")
     return 0
 
 

@@ -31,6 +31,7 @@ from missedcall.detect.queuelog import QueueLogEvent
 from missedcall.detect.sweepstate import SavedState, load_state, save_state
 from missedcall.detect.tail import READ_CHUNK, Tail
 from missedcall.record.storage import StorageError, Store
+from missedcall.text import printable
 
 DEFAULT_GRACE = 60
 CORRECTED = "answered later (queue_log CONNECT)"
@@ -47,6 +48,11 @@ class Stats:
     already: int = 0
     answered: int = 0
     corrected: int = 0
+    handled: int = 0  # calls decided in this pass
+    failed: int = 0  # ... of which raised, and were parked
+
+    def all_failed(self) -> bool:
+        return self.failed > 0 and self.failed == self.handled
 
     def any_calls(self) -> bool:
         return bool(self.missed or self.answered)
@@ -198,7 +204,30 @@ class Sweeper:
         self.stats.answered += self.book.answered
         self.book.answered = 0
         for item in decided:
-            self._handle(item)
+            self.stats.handled += 1
+            try:
+                self._handle(item)
+            except Exception as exc:  # one call is the unit of failure: park it, go on with the next
+                self._park(item.callid, exc)
+
+    def _park(self, callid: str, exc: Exception) -> None:
+        """A call whose judging, recording or mailing raised: logged with its callid, its row (if it has
+        one) failed with the reason, never tried again by this sweeper (the position moves on)."""
+        self.stats.failed += 1
+        reason = printable(f"sweep: {exc.__class__.__name__}: {exc}", limit=400)
+        log.error(f"sweep: call {printable(callid, limit=64)}: {reason}; parked, going on with the next call")
+        if self.verbose or self.dry_run:
+            self._line(f"failed: {printable(callid, limit=64)}: {reason}")
+        if self.dry_run or self.store is None:
+            return
+        try:
+            row = self.store.get_call(verdict.clean_id(callid))
+            if row is not None and row.status not in ("sent", "skipped"):
+                self.store.update_call(row.callid, status="failed", last_error=reason)
+            elif row is None:
+                log.warning(f"sweep: call {printable(callid, limit=64)} has no row; nothing recorded or mailed for it")
+        except StorageError as again:
+            log.error(f"sweep: call {printable(callid, limit=64)}: cannot park it: {again}")
 
     def _handle(self, item: Decided) -> None:
         if item.late_connect:
@@ -318,6 +347,8 @@ class Sweeper:
                 f"{s.missed} missed (recorded: {recorded}; already recorded: {s.already}), "
                 f"{s.answered} answered ({s.corrected} corrected)"
             )
+        if s.failed:
+            parts.append(f"{s.failed} call(s) failed and parked (see the log)")
         parts.append(f"open: {in_grace} within the grace period, {waiting} waiting")
         if book.dropped_waiting or book.dropped_overflow:
             parts.append(
@@ -328,7 +359,7 @@ class Sweeper:
 
     def _report(self) -> None:
         s = self.stats
-        if s.any_calls() or s.garbage or s.unknown or s.out_of_range:
+        if s.any_calls() or s.garbage or s.unknown or s.out_of_range or s.failed:
             log.info(self.summary())
         if self.verbose or self.dry_run:
             self._line(self.summary())
