@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -713,6 +714,14 @@ if _step == "notify":
             raise RuntimeError("injected fault in notify")
         return _real(store, settings, call, **kw)
     _module.notify = notify
+elif _step == "storage":
+    from missedcall.record import storage as _storage
+    _real_claim = _storage.Store.claim_call
+    def claim_call(self, call):
+        if call.callid == _callid:
+            raise _storage.StorageError("injected: database or disk is full")
+        return _real_claim(self, call)
+    _storage.Store.claim_call = claim_call
 elif _step == "claim":
     from missedcall.record import storage as _storage
     _real_claim = _storage.Store.claim_call
@@ -764,3 +773,106 @@ def test_a_pass_where_every_call_fails_exits_1_with_one_line(box: Box) -> None:
     done = box.admin("sweep", "--from-start", PYTHONPATH=str(fault), MISSEDCALL_TEST_FAULT=f"notify:{poisoned}")
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "every call of this pass failed" in done.stderr
     assert box.by_callid()[poisoned].status == "failed" and box.stored() == []
+
+
+def test_a_database_error_is_not_one_call_s_fault_the_pass_stops_before_the_position_moves(box: Box) -> None:
+    """Parking is for a call that raises; a database that fails (full, down) stops the pass unsaved, so the
+    calls are decided again next time instead of being parked for ever."""
+    first, middle, last = cid(OLD, 1), cid(OLD + 30, 2), cid(OLD + 60, 3)
+    box.write([*abandon(OLD, first), *abandon(OLD + 30, middle), *abandon(OLD + 60, last)])
+    fault = box.tmp / "fault"
+    fault.mkdir()
+    (fault / "sitecustomize.py").write_text(FAULT.format(tap=str(ROOT / "tests" / "syslogtap" / "sitecustomize.py")))
+    done = box.admin("sweep", "--from-start", PYTHONPATH=str(fault), MISSEDCALL_TEST_FAULT=f"storage:{middle}")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "disk is full" in done.stderr, done
+    assert box.state(sweepstate.POSITION_KEY) is None
+    done = box.admin("sweep", "--from-start")
+    assert done.returncode == 0, done
+    assert sorted(str(m.message["X-Missedcall-Callid"]) for m in box.stored()) == sorted([first, middle, last])
+    assert {c.status for c in box.calls()} == {"sent"}
+
+
+# ============================================================================ a full disk
+
+FULL_DISK_DRIVER = r'''
+import json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, os.environ["ROOT"])
+from tests.agibox import make_pbx
+from tests.mailbox import SENDMAIL
+mnt, out = Path(sys.argv[1]), Path(sys.argv[2])
+maildir = out / "mail"
+maildir.mkdir(parents=True, exist_ok=True)
+# The disk fills the moment the first mail has left: the worst time, nothing can record that it went.
+wrapper = out / "sendmail-then-fill"
+wrapper.write_text(f"""#!/bin/sh
+"{SENDMAIL}" "$@"; rc=$?
+if [ ! -e "{out}/filled" ] && [ -e "{out}/arm" ]; then
+  touch "{out}/filled"; dd if=/dev/zero of="{mnt}/filler" bs=4096 2>/dev/null
+fi
+exit $rc
+""")
+wrapper.chmod(0o755)
+box = make_pbx(mnt, f"sqlite:///{mnt}/db.sqlite3", maildir=maildir, MISSEDCALL_TIMEZONE="UTC",
+               MISSEDCALL_SPOOL_DIR=str(mnt / "spool"))
+box.queue_log = out / "queue_log"
+box.configure(MISSEDCALL_QUEUE_LOG=str(box.queue_log), MISSEDCALL_SENDMAIL=str(wrapper))
+now = int(time.time())
+old = now - 600
+ids = [f"{old + i * 30}.{i}" for i in range(3)]
+box.queue_log.write_text("0|NONE|NONE|NONE|QUEUESTART|\n")
+runs = []
+def run(*argv):
+    done = box.admin(*argv)
+    runs.append([list(argv), done.returncode, done.stderr[-300:]])
+run("sweep")
+with open(box.queue_log, "a") as handle:
+    for i, c in enumerate(ids):
+        t = old + i * 30
+        handle.write(f"{t}|{c}|600|NONE|ENTERQUEUE||555{i}|1\n{t + 3}|{c}|600|NONE|ABANDON|1|1|3\n")
+(out / "arm").touch()
+run("sweep")
+run("sweep")  # still full
+(mnt / "filler").unlink()
+run("sweep")
+run("sweep")
+with box.store() as store:  # as if retry ran an hour later: every back-off over
+    for c in box.calls():
+        if c.status == "pending":
+            store.update_call(c.callid, next_attempt_at=c.ended_at)
+box.age_spool()
+run("retry")
+run("sweep")
+run("retry")
+print(json.dumps({"runs": runs, "ids": ids, "mailed": [str(m.message["X-Missedcall-Callid"]) for m in box.stored()],
+                  "rows": {c.callid: c.status for c in box.calls()}}))
+'''
+
+
+def test_a_full_disk_mails_each_call_at_most_once_more_and_loses_none(tmp_path: Path) -> None:
+    """SQLite database, spool and state on a 2 MB tmpfs in a private mount namespace; the disk fills right after
+    the first mail left. Afterwards every call is sent; only the call whose mail went while nothing could be
+    written may go once more (the README's duplicate rule), and no later sweep or retry sends anything again."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare")
+    mnt, out = tmp_path / "mnt", tmp_path / "out"
+    mnt.mkdir()
+    out.mkdir()
+    (tmp_path / "driver.py").write_text(FULL_DISK_DRIVER)
+    script = 'mount -t tmpfs -o size=2m tmpfs "$1" || exit 97; "$3" "$4" "$1" "$2"; rc=$?; umount "$1"; exit $rc'
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+         str(mnt), str(out), sys.executable, str(tmp_path / "driver.py")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "ROOT": str(ROOT)}, check=False,
+    )  # fmt: skip
+    if done.returncode == 97:
+        pytest.skip(f"no tmpfs mounts in a private namespace here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    runs = report["runs"]
+    assert runs[1][1] == 1 and "disk is full" in runs[1][2], runs  # one line, exit 1, position not saved
+    mailed, ids = report["mailed"], report["ids"]
+    assert set(mailed) == set(ids), report  # none lost
+    assert all(mailed.count(c) <= 2 for c in ids) and len(mailed) <= len(ids) + 1, report
+    assert set(report["rows"].values()) == {"sent"}, report
+    assert not os.path.ismount(mnt)

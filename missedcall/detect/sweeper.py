@@ -207,6 +207,10 @@ class Sweeper:
             self.stats.handled += 1
             try:
                 self._handle(item)
+            except StorageError:
+                # The database, not the call (down, full, locked): stop before the position moves, so the
+                # next run decides these calls again; claims keep that from mailing twice.
+                raise
             except Exception as exc:  # one call is the unit of failure: park it, go on with the next
                 self._park(item.callid, exc)
 
