@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -849,17 +850,62 @@ print(json.dumps({"runs": runs, "ids": ids, "mailed": [str(m.message["X-Missedca
 '''
 
 
-def test_a_full_disk_mails_each_call_at_most_once_more_and_loses_none(tmp_path: Path) -> None:
-    """SQLite database, spool and state on a 2 MB tmpfs in a private mount namespace; the disk fills right after
-    the first mail left. Afterwards every call is sent; only the call whose mail went while nothing could be
-    written may go once more (the README's duplicate rule), and no later sweep or retry sends anything again."""
+HOOK_FULL_DISK_DRIVER = r"""
+import json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, os.environ["ROOT"])
+from tests.agibox import abandon_peer, make_pbx
+mnt, out = Path(sys.argv[1]), Path(sys.argv[2])
+maildir = out / "mail"
+maildir.mkdir(parents=True, exist_ok=True)
+box = make_pbx(mnt, f"sqlite:///{mnt}/db.sqlite3", maildir=maildir, MISSEDCALL_TIMEZONE="UTC",
+               MISSEDCALL_SPOOL_DIR=str(mnt / "spool"))
+box.queue_log = out / "queue_log"
+box.configure(MISSEDCALL_QUEUE_LOG=str(box.queue_log))
+box.queue_log.write_text("0|NONE|NONE|NONE|QUEUESTART|\n")
+box.admin("sweep")
+box.run(abandon_peer("1795000000.1"), ["600"])  # a working day: the hook keeps the recipients locally
+now = int(time.time())
+old = now - 600
+ids = [f"{old + i * 30}.{i}" for i in range(3)]
+with open(mnt / "filler", "wb", buffering=0) as handle:  # the disk fills
+    try:
+        while True:
+            handle.write(bytes(4096))
+    except OSError:
+        pass
+with open(box.queue_log, "a") as handle:  # queue_log lives elsewhere
+    for i, c in enumerate(ids):
+        t = old + i * 30
+        handle.write(f"{t}|{c}|600|NONE|ENTERQUEUE||555{i}|1\n{t + 3}|{c}|600|NONE|ABANDON|1|1|3\n")
+runs = []
+for c in ids:  # the hook mails each call, and can record it nowhere
+    run = box.run(abandon_peer(c), ["600"])
+    runs.append([c, run.returncode, [x for x in run.commands if x.startswith("VERBOSE")][-1:]])
+done = box.admin("sweep")
+runs.append(["sweep", done.returncode, done.stderr[-300:]])
+(mnt / "filler").unlink()  # space returns
+for argv in (["sweep"], ["retry"], ["sweep"]):
+    done = box.admin(*argv)
+    runs.append([argv, done.returncode, done.stderr[-300:]])
+print(json.dumps({"runs": runs, "ids": ids, "mailed": [str(m.message["X-Missedcall-Callid"]) for m in box.stored()],
+                  "rows": {c.callid: [c.status, c.last_error] for c in box.calls()}}))
+"""
+
+
+def _in_a_full_disk_namespace(tmp_path: Path, driver: str) -> dict[str, Any]:
+    """Run ``driver`` in a private mount namespace with a 2 MB tmpfs for the database, spool and state (and a
+    private /dev/shm); the mounts go with the namespace, and are unmounted first. Its JSON report."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare")
     mnt, out = tmp_path / "mnt", tmp_path / "out"
     mnt.mkdir()
     out.mkdir()
-    (tmp_path / "driver.py").write_text(FULL_DISK_DRIVER)
-    script = 'mount -t tmpfs -o size=2m tmpfs "$1" || exit 97; "$3" "$4" "$1" "$2"; rc=$?; umount "$1"; exit $rc'
+    (tmp_path / "driver.py").write_text(driver)
+    script = (
+        'mount -t tmpfs -o size=2m tmpfs "$1" || exit 97; mount -t tmpfs -o size=1m tmpfs /dev/shm || exit 97;'
+        ' "$3" "$4" "$1" "$2"; rc=$?; umount /dev/shm; umount "$1"; exit $rc'
+    )
     done = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
          str(mnt), str(out), sys.executable, str(tmp_path / "driver.py")],
@@ -868,11 +914,30 @@ def test_a_full_disk_mails_each_call_at_most_once_more_and_loses_none(tmp_path: 
     if done.returncode == 97:
         pytest.skip(f"no tmpfs mounts in a private namespace here: {done.stderr.strip()[:200]}")
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not os.path.ismount(mnt)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_full_disk_mails_each_call_at_most_once_more_and_loses_none(tmp_path: Path) -> None:
+    """The disk fills right after the sweeper's first mail left. Afterwards every call is sent; only the call
+    whose mail went while nothing could be written may go once more (the README's duplicate rule), and no
+    later sweep or retry sends anything again."""
+    report = _in_a_full_disk_namespace(tmp_path, FULL_DISK_DRIVER)
     runs = report["runs"]
     assert runs[1][1] == 1 and "disk is full" in runs[1][2], runs  # one line, exit 1, position not saved
     mailed, ids = report["mailed"], report["ids"]
     assert set(mailed) == set(ids), report  # none lost
     assert all(mailed.count(c) <= 2 for c in ids) and len(mailed) <= len(ids) + 1, report
     assert set(report["rows"].values()) == {"sent"}, report
-    assert not os.path.ismount(mnt)
+
+
+def test_calls_the_hook_mailed_on_a_full_disk_are_not_mailed_again_by_the_sweeper(tmp_path: Path) -> None:
+    """The issue's case: the hook mails three calls it can record nowhere (no row, no spool file); once space
+    returns the sweeper finds them in queue_log. It records them as sent and mails none again: 3 mails, not 6."""
+    report = _in_a_full_disk_namespace(tmp_path, HOOK_FULL_DISK_DRIVER)
+    ids, mailed = report["ids"], report["mailed"]
+    for _callid, code, said in report["runs"][:3]:
+        assert code == 0 and "NOT spooled; noted" in said[0], report["runs"]
+    assert sorted(c for c in mailed if c in ids) == sorted(ids), report  # each once
+    assert {c: report["rows"][c][0] for c in ids} == dict.fromkeys(ids, "sent"), report
+    assert all("mailed by the AGI" in report["rows"][c][1] for c in ids), report

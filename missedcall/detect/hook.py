@@ -192,9 +192,16 @@ def _offline(session: AgiSession, settings: Settings, call: CallRecord, deadline
     from missedcall.deliver import offline
 
     outcome = offline.deliver(settings, call, deadline=deadline, reason=reason)
+    kept = "spooled for retry" if outcome.spooled else "NOT spooled"
+    if outcome.status == "sent" and not outcome.spooled:
+        from missedcall.detect import mailedmark
+
+        # Mailed, and recorded nowhere (a full disk): tell the sweeper, or it mails the call again.
+        noted = mailedmark.leave(settings.spool_dir, call.callid)
+        kept += "; noted so that the sweeper does not mail it again" if noted else "; the sweeper may mail it again"
     _report(
         session,
         f"missed call {call.callid} in queue {call.queue} ({call.reason}): database unreachable ({reason});"
-        f" {outcome.status}: {outcome.detail}; " + ("spooled for retry" if outcome.spooled else "NOT spooled"),
+        f" {outcome.status}: {outcome.detail}; {kept}",
         error=True,
     )

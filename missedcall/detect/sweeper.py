@@ -25,7 +25,7 @@ from typing import IO, Any, Callable
 from missedcall import log
 from missedcall.config import Settings
 from missedcall.deliver import mail, notify
-from missedcall.detect import queuelog, verdict
+from missedcall.detect import mailedmark, queuelog, verdict
 from missedcall.detect.book import HORIZON, MAX_OPEN_CALLS, Book, Decided
 from missedcall.detect.queuelog import QueueLogEvent
 from missedcall.detect.sweepstate import SavedState, load_state, save_state
@@ -35,6 +35,7 @@ from missedcall.text import printable
 
 DEFAULT_GRACE = 60
 CORRECTED = "answered later (queue_log CONNECT)"
+MAILED_BY_HOOK = "mailed by the AGI while nothing could be recorded (disk full?); not mailed again"
 
 
 @dataclass
@@ -260,6 +261,9 @@ class Sweeper:
             self._say(action, call, judged)
             return
         assert self.store is not None
+        if mailedmark.present(self.settings.spool_dir, call.callid):
+            self._adopt(call, judged)
+            return
         if not self.store.claim_call(call):
             self.stats.already += 1
             if self.verbose:
@@ -273,6 +277,21 @@ class Sweeper:
         )
         if self.verbose:
             self._say(f"recorded, {done.status}", call, judged)
+
+    def _adopt(self, call: Any, judged: verdict.Verdict) -> None:
+        """The hook mailed this call while nothing could record it (missedcall.detect.mailedmark): record it
+        as sent, never mail it again."""
+        assert self.store is not None
+        call.status, call.attempts, call.last_error = "sent", 1, MAILED_BY_HOOK
+        call.notified_at = datetime.now(timezone.utc).replace(microsecond=0)
+        if self.store.claim_call(call):
+            self.stats.recorded["sent"] = self.stats.recorded.get("sent", 0) + 1
+            log.info(f"sweep: missed call {call.callid} was mailed by the AGI but not recorded; recorded as sent")
+            if self.verbose:
+                self._say("recorded as mailed by the AGI", call, judged)
+        else:
+            self.stats.already += 1
+        mailedmark.forget(self.settings.spool_dir, call.callid)
 
     def _partly_read(self, callid: str, events: list[QueueLogEvent]) -> bool:
         """May this call have lines before the first one we hold, that this process never read?
