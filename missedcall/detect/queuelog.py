@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Container
 from typing import NamedTuple
 
-from missedcall.text import EPOCH_MIN, FUTURE_SKEW, printable
+from missedcall.text import epoch, plausible_epoch, printable, small_int
 
 #: Events that end a call's stay in a queue (docs/design.md).
 EXIT_EVENTS = frozenset(
@@ -111,7 +111,7 @@ class Reader:
         self.callid = callid
         self._needle = None if callid is None else ("|" + callid + "|").encode("utf-8", "surrogateescape")
         self.open_calls = open_calls
-        self.latest = int((time.time() if now is None else now) + FUTURE_SKEW)
+        self.now = time.time() if now is None else now
         self.lines = 0
         self.garbage = 0
         self.unknown = 0
@@ -183,10 +183,10 @@ class Reader:
 
     def _take(self, raw: bytes, add: Callable[[QueueLogEvent], object]) -> None:
         stamp, callid = raw.split(b"|", 2)[:2]
-        when = int(stamp)
+        when = int(stamp)  # ASCII digits, at most 12: checked in feed()
         if self.callid is not None and callid.decode("utf-8", "replace") != self.callid:
             return
-        if not EPOCH_MIN <= when <= self.latest:
+        if not plausible_epoch(when, self.now):
             # A time from before 2000 or from the future would raise in datetime or hold the
             # grace period open for every later call: never believed.
             self.out_of_range += 1
@@ -213,17 +213,15 @@ def parse_line(line: str, now: float | None = None) -> QueueLogEvent | None:
 def callid_epoch(callid: str) -> int | None:
     """The creation time that an Asterisk uniqueid (``1795659185.13``) starts with."""
     head = callid.split(".", 1)[0]
-    if head.isascii() and head.isdigit() and 9 <= len(head) <= 12:
-        return int(head)
-    return None
+    return small_int(head, 12) if len(head) >= 9 else None
 
 
 def _older_than(chunk: bytes, whole_first: bool, limit: int) -> bool:
     """Does a line that starts in ``chunk`` carry a plausible time before ``limit``?"""
     pieces = chunk.split(b"\n")
     for raw in pieces if whole_first else pieces[1:]:
-        stamp = raw.split(b"|", 1)[0]
-        if stamp.isdigit() and len(stamp) <= 12 and EPOCH_MIN <= int(stamp) < limit:
+        when = epoch(raw.split(b"|", 1)[0])
+        if when is not None and when < limit:
             return True
     return False
 

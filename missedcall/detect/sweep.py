@@ -30,6 +30,7 @@ from missedcall.detect.book import HORIZON
 from missedcall.detect.sweeper import DEFAULT_GRACE, Sweeper
 from missedcall.detect.tail import SweepError, digest
 from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
+from missedcall.text import small_int
 
 __all__ = ["DEFAULT_GRACE", "SweepError", "add_arguments", "exclusive", "lock_path", "run"]
 
@@ -38,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``missedcall-admin sweep``."""
 
     def seconds(text: str) -> int:
-        if not text.strip().isdigit() or int(text) > HORIZON:
+        value = small_int(text.strip(), 6)
+        if value is None or value > HORIZON:
             raise argparse.ArgumentTypeError(f"--grace takes whole seconds from 0 to {HORIZON}, not {text[:20]!r}")
-        return int(text)
+        return value
 
     def interval(text: str) -> float:
         try:

@@ -24,7 +24,7 @@ from typing import IO, Any, Callable
 
 from missedcall import log
 from missedcall.config import Settings
-from missedcall.deliver import mail, notify
+from missedcall.deliver import notify
 from missedcall.detect import mailedmark, queuelog, verdict
 from missedcall.detect.book import HORIZON, MAX_OPEN_CALLS, Book, Decided
 from missedcall.detect.queuelog import QueueLogEvent
@@ -341,7 +341,7 @@ class Sweeper:
         self.out.write(text + "\n")
 
     def _say(self, action: str, call: Any, judged: verdict.Verdict) -> None:
-        caller = mail.clean(call.caller_num, 40) or "-"
+        caller = printable(call.caller_num, limit=40).strip() or "-"
         wait = "-" if call.wait_seconds is None else str(call.wait_seconds)
         self._line(
             f"{action}: {call.callid} queue={call.queue} reason={call.reason} wait={wait}"
