@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Container
 from typing import NamedTuple
 
-from missedcall.text import epoch, plausible_epoch, printable, small_int
+from missedcall.text import epoch, epoch_bounds, plausible_epoch, printable, small_int
 
 #: Events that end a call's stay in a queue (docs/design.md).
 EXIT_EVENTS = frozenset(
@@ -125,6 +125,8 @@ class Reader:
         lines = block.split(b"\n")
         self.lines += len(lines)
         wanted, ignore, needle, open_calls = self.wanted, self.ignore, self._needle, self.open_calls
+        earliest, latest = epoch_bounds(self.now)
+        own = self.callid
         pending = self._pending
         for raw in lines:
             if pending is not None:
@@ -163,13 +165,22 @@ class Reader:
                     continue
                 if needle is not None and needle not in raw:
                     continue
-                if (
+                when = int(stamp)
+                if not earliest <= when <= latest:
+                    self._out_of_range(raw)
+                    continue
+                if self.first_time is None:
+                    self.first_time = when
+                if callid == b"NONE" or (
                     open_calls is not None
                     and name in _AFTER_ANSWER
                     and callid.decode("utf-8", "replace") not in open_calls
                 ):
-                    continue  # the end of a call decided earlier
-                self._take(raw, add)
+                    continue  # a line about no call, or the end of a call decided earlier
+                # The same as _take(), inline: this is the sweeper's hot loop.
+                fields = raw.decode("utf-8", "replace").split("|")
+                if own is None or fields[1] == own:
+                    add(QueueLogEvent(when, fields[1], fields[2], fields[3], fields[4], tuple(fields[5:])))
             elif _event_name(name) and parts[0].isdigit():
                 self.unknown += 1
             else:
@@ -187,11 +198,7 @@ class Reader:
         if self.callid is not None and callid.decode("utf-8", "replace") != self.callid:
             return
         if not plausible_epoch(when, self.now):
-            # A time from before 2000 or from the future would raise in datetime or hold the
-            # grace period open for every later call: never believed.
-            self.out_of_range += 1
-            if len(self.bad_times) < 3:
-                self.bad_times.append(printable(raw.decode("utf-8", "replace"), limit=120))
+            self._out_of_range(raw)
             return
         if self.first_time is None:
             self.first_time = when
@@ -199,6 +206,13 @@ class Reader:
         if fields[1] == "NONE":
             return  # a line about no call (QUEUESTART...)
         add(QueueLogEvent(when, fields[1], fields[2], fields[3], fields[4], tuple(fields[5:])))
+
+    def _out_of_range(self, raw: bytes) -> None:
+        # A time from before 2000 or from the future would raise in datetime or hold the
+        # grace period open for every later call: never believed.
+        self.out_of_range += 1
+        if len(self.bad_times) < 3:
+            self.bad_times.append(printable(raw.decode("utf-8", "replace"), limit=120))
 
 
 def parse_line(line: str, now: float | None = None) -> QueueLogEvent | None:
