@@ -36,11 +36,15 @@ def small_int(text: str | bytes, max_digits: int = 9) -> int | None:
     return int(text) if ok else None
 
 
+def epoch_bounds(now: float | None = None) -> tuple[int, float]:
+    """(earliest, latest) plausible Unix time, for a loop that checks many (the sweeper's million lines)."""
+    return EPOCH_MIN, (time.time() if now is None else now) + FUTURE_SKEW
+
+
 def plausible_epoch(value: float, now: float | None = None) -> bool:
     """True for a Unix time from 2000 up to a few minutes ahead of this box's clock."""
-    if now is None:
-        now = time.time()
-    return EPOCH_MIN <= value <= now + FUTURE_SKEW
+    earliest, latest = epoch_bounds(now)
+    return earliest <= value <= latest
 
 
 def epoch(text: str | bytes, now: float | None = None) -> int | None:

@@ -121,9 +121,9 @@ def test_garbage_lines_are_none(line: str) -> None:
 
 def test_still_waiting_in_the_next_queue_has_no_verdict() -> None:
     lines = [
-        "100|1.1|600|NONE|ENTERQUEUE||555|1",
-        "108|1.1|600|NONE|EXITWITHTIMEOUT|1|1|8",
-        "108|1.1|601|NONE|ENTERQUEUE||555|1",
+        "1795659100|1.1|600|NONE|ENTERQUEUE||555|1",
+        "1795659108|1.1|600|NONE|EXITWITHTIMEOUT|1|1|8",
+        "1795659108|1.1|601|NONE|ENTERQUEUE||555|1",
     ]
     events = [e for e in map(queuelog.parse_line, lines) if e]
     assert verdict.judge_events(events) is None
@@ -131,8 +131,8 @@ def test_still_waiting_in_the_next_queue_has_no_verdict() -> None:
 
 
 def test_exitwithkey_and_exitempty_fields() -> None:
-    key = queuelog.parse_line("100|1.1|600|NONE|EXITWITHKEY|5|2|1|17")
-    empty = queuelog.parse_line("100|1.2|600|NONE|EXITEMPTY|3|1|9")
+    key = queuelog.parse_line("1795659100|1.1|600|NONE|EXITWITHKEY|5|2|1|17")
+    empty = queuelog.parse_line("1795659100|1.2|600|NONE|EXITEMPTY|3|1|9")
     assert key and empty
     v1 = verdict.judge_events([key])
     v2 = verdict.judge_events([empty])

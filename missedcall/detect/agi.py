@@ -158,7 +158,7 @@ class AgiSession(AGI):  # type: ignore[misc]
         self.env = parse_headers(self.header_lines)
 
     def test_hangup(self) -> None:
-        # A hung-up channel still answers the commands we use (docs/design.md §2); keep going.
+        # A hung-up channel still answers the commands we use (docs/design.md); keep going.
         return None
 
     def send_command(self, command: str, *args: object) -> None:

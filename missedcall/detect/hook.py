@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # imported lazily at run time: the AGI pays for every import
 
 from missedcall.detect.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
 
-BUDGET = 2.7  # seconds for everything after start-up; docs/design.md §4 allows 3 in all
+BUDGET = 2.7  # seconds for everything after start-up; docs/design.md allows 3 in all
 TOTAL = 2.8  # ... and from the exec itself: on a busy box start-up alone can take a good part of a second
 
 
@@ -81,6 +81,7 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
     from missedcall import config
     from missedcall.detect import queuelog, verdict
     from missedcall.detect.agi import header_value
+    from missedcall.text import epoch, printable
 
     env = session.env
     queue_arg = clean_id(argv[0]) if argv else ""
@@ -112,6 +113,12 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         _report(session, f"call {callid}: answered or not missed; nothing to do")
         return
 
+    # FreePBX's join time, from the channel: a time before 2000 or in the future is not believed
+    # (a 12-digit one would raise in datetime).
+    joined = epoch(jointime.strip()) if jointime.strip() else None
+    if jointime.strip() and joined is None:
+        shown = printable(jointime, limit=24)
+        _report(session, f"call {callid}: ignoring QUEUEJOINTIME {shown!r}: not a plausible time")
     call = verdict.call_record(
         callid,
         judged,
@@ -121,7 +128,7 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         linkedid=linkedid,
         caller_num=header_value(env, "agi_callerid"),
         caller_name=header_value(env, "agi_calleridname"),
-        entered_fallback=int(jointime) if jointime.isascii() and jointime.isdigit() and len(jointime) <= 12 else None,
+        entered_fallback=joined,
     )
     _record_and_notify(session, settings, call, deadline)
 
@@ -185,9 +192,16 @@ def _offline(session: AgiSession, settings: Settings, call: CallRecord, deadline
     from missedcall.deliver import offline
 
     outcome = offline.deliver(settings, call, deadline=deadline, reason=reason)
+    kept = "spooled for retry" if outcome.spooled else "NOT spooled"
+    if outcome.status == "sent" and not outcome.spooled:
+        from missedcall.detect import mailedmark
+
+        # Mailed, and recorded nowhere (a full disk): tell the sweeper, or it mails the call again.
+        noted = mailedmark.leave(settings.spool_dir, call.callid)
+        kept += "; noted so that the sweeper does not mail it again" if noted else "; the sweeper may mail it again"
     _report(
         session,
         f"missed call {call.callid} in queue {call.queue} ({call.reason}): database unreachable ({reason});"
-        f" {outcome.status}: {outcome.detail}; " + ("spooled for retry" if outcome.spooled else "NOT spooled"),
+        f" {outcome.status}: {outcome.detail}; {kept}",
         error=True,
     )

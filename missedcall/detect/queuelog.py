@@ -1,21 +1,63 @@
-"""Asterisk's queue_log: parse its lines, and find one call's lines near the end of a big file.
+"""Asterisk's queue_log: the one parser of its records, and one call's records near the end of a big file.
 
-Lines are ``time|callid|queue|agent|event|data...``. Parsing is pure and never
-raises: a line that is not a queue_log line is ``None``, so garbage and unknown
-events are simply skipped by the callers.
+A record is ``time|callid|queue|agent|event|data...``. Asterisk writes the
+fields raw, so a caller number that carries a line break (from a SIP header, a
+``Set()`` in custom dialplan) splits its ENTERQUEUE record over two physical
+lines, and the second can be shaped like a record of another call. So records
+are parsed by the field count Asterisk writes for each event (13 to 22, and
+FreePBX's DID line): an ENTERQUEUE with too few fields takes the next physical
+lines as the rest of its caller number, and a line that does not start with a
+plausible ``epoch|callid|queue|agent|EVENT`` is never a record of its own.
+Times before 2000 or more than a few minutes ahead of this box's clock are not
+believed (:func:`missedcall.text.epoch`): such a record is skipped and counted.
+
+:class:`Reader` is the only parser; the sweeper feeds it whole blocks of lines
+(a million-line log in seconds: the bulk, RINGNOANSWER and the like, is dropped
+on the event name without being decoded), :func:`read_call_events` (the hook)
+and :func:`parse_line` use the same code. Parsing is pure and never raises.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Container
 from typing import NamedTuple
 
-#: Events that end a call's stay in a queue (docs/design.md §3).
+from missedcall.text import epoch, epoch_bounds, plausible_epoch, printable, small_int
+
+#: Events that end a call's stay in a queue (docs/design.md).
 EXIT_EVENTS = frozenset(
     {"ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY", "CONNECT", "COMPLETEAGENT", "COMPLETECALLER"}
 )
 #: Events the product uses; everything else is skipped.
 CALL_EVENTS = EXIT_EVENTS | {"ENTERQUEUE", "DID", "TRANSFER"}
+#: Events Asterisk (and FreePBX) write that the verdict does not use: skipped, not counted as unknown.
+OTHER_EVENTS = frozenset(
+    {
+        "RINGNOANSWER", "RINGCANCELED", "QUEUESTART", "QUEUESTOP", "CONFIGRELOAD", "ADDMEMBER", "REMOVEMEMBER",
+        "PAUSE", "UNPAUSE", "PAUSEALL", "UNPAUSEALL", "PENALTY", "RINGINUSE", "AGENTLOGIN", "AGENTLOGOFF",
+        "AGENTCALLBACKLOGIN", "AGENTCALLBACKLOGOFF", "AGENTCALLED", "AGENTDUMP", "SYSCOMPAT", "ATTENDEDTRANSFER",
+        "BLINDTRANSFER", "INFO", "MIXMONITOR", "CALLERONHOLD", "CALLEROFFHOLD",
+    }
+)  # fmt: skip
+#: Data fields app_queue writes after the event name (Asterisk 13-22; DID is FreePBX's QueueLog()).
+#: Only ENTERQUEUE carries text from the caller (its number, between the URL and the position).
+DATA_FIELDS = {
+    "ENTERQUEUE": 3,  # url|callerid|position
+    "DID": 1,  # did
+    "CONNECT": 3,  # holdtime|bridged uniqueid|ringtime
+    "ABANDON": 3,  # position|origposition|waittime
+    "EXITWITHTIMEOUT": 3,  # position|origposition|waittime
+    "EXITEMPTY": 3,  # position|origposition|waittime
+    "EXITWITHKEY": 4,  # key|position|origposition|waittime
+    "COMPLETEAGENT": 3,  # holdtime|calltime|origposition
+    "COMPLETECALLER": 3,  # holdtime|calltime|origposition
+    "TRANSFER": 5,  # extension|context|holdtime|calltime|origposition
+}
+#: A record split by line breaks in its caller number is joined from at most this many physical lines.
+MAX_PIECES = 8
+MAX_RECORD = 64 * 1024
 
 # A call's lines are within its channel's life; the uniqueid starts with the
 # channel's creation time, so reading backwards can stop a little before it.
@@ -23,9 +65,13 @@ _CLOCK_SLACK = 120
 _CHUNK = 64 * 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
+_ENTER = b"ENTERQUEUE"
+_ENTER_BARS = DATA_FIELDS["ENTERQUEUE"] - 1  # "|" in the data of a whole ENTERQUEUE
+_AFTER_ANSWER = frozenset({b"COMPLETEAGENT", b"COMPLETECALLER", b"TRANSFER"})
+
 
 class QueueLogEvent(NamedTuple):
-    """One line. A NamedTuple, not a frozen dataclass: the sweeper makes one per line of a
+    """One record. A NamedTuple, not a frozen dataclass: the sweeper makes one per record of a
     million-line log, and a frozen dataclass costs seven times as much to build."""
 
     time: int
@@ -36,73 +82,197 @@ class QueueLogEvent(NamedTuple):
     data: tuple[str, ...]
 
 
-def parse_line(line: str) -> QueueLogEvent | None:
-    """One queue_log line, or None for anything that is not one."""
-    line = line.rstrip("\r\n")
-    parts = line.split("|")
-    if len(parts) < 5:
-        return None
-    stamp, callid, queue, agent, event = parts[:5]
-    # ASCII digits, and no more than a time needs: int() refuses "²" and 4300+ digits (ValueError).
-    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not event or not callid:
-        return None
-    if not event.replace("_", "").isalnum() or not event.isupper():
-        return None
-    return QueueLogEvent(int(stamp), callid, queue, agent, event, tuple(parts[5:]))
+def _event_name(name: bytes) -> bool:
+    """Shaped like an event name (``SOMENEWEVENT``): ASCII capitals, digits, underscores."""
+    return bool(name) and name[:1].isupper() and name.isupper() and name.replace(b"_", b"").isalnum()
+
+
+class Reader:
+    """queue_log records from blocks of physical lines (newline-separated, without the last newline).
+
+    ``events``: the event names handed over (None: every plausible record); the names in
+    ``OTHER_EVENTS`` are then skipped silently, other well-formed ones counted as ``unknown``.
+    ``callid``: only that call's records (the hook's look back). ``open_calls``: COMPLETE* and
+    TRANSFER, which say nothing new once a CONNECT decided the call, are handed over only for
+    callids in it (the sweeper's book). Counters: ``lines``, ``garbage``, ``unknown``,
+    ``out_of_range`` (with the first few such records in ``bad_times``, printable).
+    """
+
+    def __init__(
+        self,
+        *,
+        events: frozenset[str] | None = CALL_EVENTS,
+        callid: str | None = None,
+        open_calls: Container[str] | None = None,
+        now: float | None = None,
+    ) -> None:
+        self.wanted = None if events is None else frozenset(e.encode() for e in events)
+        self.ignore = frozenset(e.encode() for e in OTHER_EVENTS - (events or frozenset())) if events else frozenset()
+        self.callid = callid
+        self._needle = None if callid is None else ("|" + callid + "|").encode("utf-8", "surrogateescape")
+        self.open_calls = open_calls
+        self.now = time.time() if now is None else now
+        self.lines = 0
+        self.garbage = 0
+        self.unknown = 0
+        self.out_of_range = 0
+        self.bad_times: list[str] = []
+        self.first_time: int | None = None  # the time of the first plausible record read
+        self._pending: list[bytes] | None = None  # an ENTERQUEUE waiting for the rest of its caller number
+
+    def feed(self, block: bytes, add: Callable[[QueueLogEvent], object]) -> None:
+        """Parse a block of lines; hand each record over to ``add``, in file order."""
+        lines = block.split(b"\n")
+        self.lines += len(lines)
+        wanted, ignore, needle, open_calls = self.wanted, self.ignore, self._needle, self.open_calls
+        earliest, latest = epoch_bounds(self.now)
+        own = self.callid
+        pending = self._pending
+        for raw in lines:
+            if pending is not None:
+                pending.append(raw)
+                joined = b"\n".join(pending)
+                if joined.split(b"|", 5)[5].count(b"|") >= _ENTER_BARS:
+                    pending = self._pending = None
+                    self._take(joined, add)
+                elif len(pending) >= MAX_PIECES or len(joined) > MAX_RECORD:
+                    self.garbage += len(pending)
+                    pending = self._pending = None
+                continue
+            if needle is not None and needle not in raw and _ENTER not in raw:
+                continue  # the look back for one call: another call's line (an ENTERQUEUE may swallow ours)
+            parts = raw.split(b"|", 5)
+            if len(parts) < 5:
+                if raw.strip():
+                    self.garbage += 1
+                continue
+            name = parts[4]
+            if name in ignore:
+                continue  # the bulk (RINGNOANSWER...): not even its time is looked at
+            if raw[-1:] == b"\r":  # a CRLF file
+                raw = raw[:-1]
+                parts = raw.split(b"|", 5)
+                name = parts[4]
+                if name in ignore:
+                    continue
+            if (name in wanted) if wanted is not None else _event_name(name):
+                stamp, callid = parts[0], parts[1]
+                if not (stamp.isdigit() and len(stamp) <= 12 and callid):
+                    self.garbage += 1
+                    continue
+                if name == _ENTER and (len(parts) < 6 or parts[5].count(b"|") < _ENTER_BARS):
+                    pending = self._pending = [raw]  # its caller number goes on on the next line
+                    continue
+                if needle is not None and needle not in raw:
+                    continue
+                when = int(stamp)
+                if not earliest <= when <= latest:
+                    self._out_of_range(raw)
+                    continue
+                if self.first_time is None:
+                    self.first_time = when
+                if callid == b"NONE" or (
+                    open_calls is not None
+                    and name in _AFTER_ANSWER
+                    and callid.decode("utf-8", "replace") not in open_calls
+                ):
+                    continue  # a line about no call, or the end of a call decided earlier
+                # The same as _take(), inline: this is the sweeper's hot loop.
+                fields = raw.decode("utf-8", "replace").split("|")
+                if own is None or fields[1] == own:
+                    add(QueueLogEvent(when, fields[1], fields[2], fields[3], fields[4], tuple(fields[5:])))
+            elif _event_name(name) and parts[0].isdigit():
+                self.unknown += 1
+            else:
+                self.garbage += 1
+
+    def finish(self, add: Callable[[QueueLogEvent], object]) -> None:
+        """The end of what there is to read: an ENTERQUEUE still short is taken as it stands."""
+        if self._pending is not None:
+            joined, self._pending = b"\n".join(self._pending), None
+            self._take(joined, add)
+
+    def _take(self, raw: bytes, add: Callable[[QueueLogEvent], object]) -> None:
+        stamp, callid = raw.split(b"|", 2)[:2]
+        when = int(stamp)  # ASCII digits, at most 12: checked in feed()
+        if self.callid is not None and callid.decode("utf-8", "replace") != self.callid:
+            return
+        if not plausible_epoch(when, self.now):
+            self._out_of_range(raw)
+            return
+        if self.first_time is None:
+            self.first_time = when
+        fields = raw.decode("utf-8", "replace").split("|")
+        if fields[1] == "NONE":
+            return  # a line about no call (QUEUESTART...)
+        add(QueueLogEvent(when, fields[1], fields[2], fields[3], fields[4], tuple(fields[5:])))
+
+    def _out_of_range(self, raw: bytes) -> None:
+        # A time from before 2000 or from the future would raise in datetime or hold the
+        # grace period open for every later call: never believed.
+        self.out_of_range += 1
+        if len(self.bad_times) < 3:
+            self.bad_times.append(printable(raw.decode("utf-8", "replace"), limit=120))
+
+
+def parse_line(line: str, now: float | None = None) -> QueueLogEvent | None:
+    """One whole queue_log record (any event), or None for anything that is not one."""
+    found: list[QueueLogEvent] = []
+    reader = Reader(events=None, now=now)
+    reader.feed(line.rstrip("\n").encode("utf-8", "surrogateescape"), found.append)
+    reader.finish(found.append)
+    return found[0] if len(found) == 1 and reader.lines == 1 else None
 
 
 def callid_epoch(callid: str) -> int | None:
     """The creation time that an Asterisk uniqueid (``1795659185.13``) starts with."""
     head = callid.split(".", 1)[0]
-    if head.isascii() and head.isdigit() and 9 <= len(head) <= 12:
-        return int(head)
-    return None
+    return small_int(head, 12) if len(head) >= 9 else None
 
 
-def read_call_events(path: str, callid: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[QueueLogEvent] | None:
-    """The lines of ``callid`` in ``path``, oldest first; None when the file cannot be read.
+def _older_than(chunk: bytes, whole_first: bool, limit: int) -> bool:
+    """Does a line that starts in ``chunk`` carry a plausible time before ``limit``?"""
+    pieces = chunk.split(b"\n")
+    for raw in pieces if whole_first else pieces[1:]:
+        when = epoch(raw.split(b"|", 1)[0])
+        if when is not None and when < limit:
+            return True
+    return False
 
-    Reads backwards from the end in chunks and stops once lines are older than
-    the call itself (or ``max_bytes`` were read), so a years-old log costs the
-    same as a fresh one.
+
+def read_call_events(
+    path: str, callid: str, *, max_bytes: int = DEFAULT_MAX_BYTES, now: float | None = None
+) -> list[QueueLogEvent] | None:
+    """The records of ``callid`` in ``path``, oldest first; None when the file cannot be read.
+
+    Reads backwards from the end in chunks until lines are older than the call
+    itself (or ``max_bytes`` were read), so a years-old log costs the same as a
+    fresh one; then parses that window forwards with :class:`Reader`.
     """
-    needle = ("|" + callid + "|").encode("utf-8", "surrogateescape")
     started = callid_epoch(callid)
     stop_before = started - _CLOCK_SLACK if started is not None else None
-    found: list[QueueLogEvent] = []
+    chunks: list[bytes] = []
     try:
         with open(path, "rb") as handle:
-            end = handle.seek(0, os.SEEK_END)
-            position = end
-            carry = b""
+            position = handle.seek(0, os.SEEK_END)
             read_total = 0
             while position > 0 and read_total < max_bytes:
                 size = min(_CHUNK, position)
                 position -= size
-                handle.seek(position)
-                block = handle.read(size) + carry
+                chunk = os.pread(handle.fileno(), size, position)
+                chunks.append(chunk)
                 read_total += size
-                lines = block.split(b"\n")
-                # The first piece may be the tail of a line that starts in the next chunk back.
-                carry = lines.pop(0) if position > 0 else b""
-                done = False
-                for raw in reversed(lines):
-                    if needle in raw:
-                        event = parse_line(raw.decode("utf-8", "replace"))
-                        if event is not None and event.callid == callid:
-                            found.append(event)
-                    elif stop_before is not None:
-                        stamp = raw.split(b"|", 1)[0]
-                        if stamp.isdigit() and len(stamp) <= 12 and int(stamp) < stop_before:
-                            done = True
-                            break
-                if done:
+                if stop_before is not None and _older_than(chunk, position == 0, stop_before):
                     break
-            if carry and needle in carry:
-                event = parse_line(carry.decode("utf-8", "replace"))
-                if event is not None and event.callid == callid:
-                    found.append(event)
     except OSError:
         return None
-    found.reverse()
+    chunks.reverse()
+    window = b"".join(chunks)
+    if position > 0:
+        cut = window.find(b"\n")  # the first piece is the tail of a line that starts further back
+        window = window[cut + 1 :] if cut >= 0 else b""
+    found: list[QueueLogEvent] = []
+    reader = Reader(events=None, callid=callid, now=now)
+    reader.feed(window[:-1] if window.endswith(b"\n") else window, found.append)
+    reader.finish(found.append)
     return found

@@ -1,6 +1,6 @@
 """Was this call missed? Pure decisions from queue_log lines or, failing those, channel variables.
 
-docs/design.md §3: with queue_log lines for the call, it is missed iff no agent
+docs/design.md: with queue_log lines for the call, it is missed iff no agent
 CONNECTed, and the reason and wait come from its last exit line. Without them,
 the channel variables describe only the last queue, and QUEUESTATUS may be a
 stale TIMEOUT from an earlier queue, so only ABANDONED or an explicit REASON
@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from missedcall.detect.queuelog import EXIT_EVENTS, QueueLogEvent
+from missedcall.text import small_int
 
 if TYPE_CHECKING:
     from missedcall.record.storage import CallRecord
@@ -51,9 +52,8 @@ class Verdict:
 
 
 def _int(text: str) -> int | None:
-    text = text.strip()
-    # ASCII digits of sane length: int() raises on "²" or on 4300+ digits, and queue_log is outside input.
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+    # queue_log and channel variables are outside input: missedcall.text's digit guard.
+    return small_int(text.strip())
 
 
 def _exit_numbers(event: QueueLogEvent) -> tuple[int | None, int | None]:
