@@ -30,7 +30,8 @@ import pytest
 
 from missedcall import config
 from missedcall.deliver import notify, retry, transport
-from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import StorageError, Store
 from tests.agibox import MISSED, Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer import AgiPeer, AgiRun
 from tests.conftest import MariaDBDatabase
@@ -471,7 +472,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, db_url: str) -> 
     assert swept.returncode == 0, swept.stderr
     box.age_spool()
     with box.store() as store:
-        store._execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
+        store.execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
     assert box.admin("retry").returncode == 0
     assert box.admin("retry").returncode == 0
 

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from missedcall.deliver import mail
-from missedcall.record.storage import CallRecord
+from missedcall.record.model import CallRecord
 
 _TEXT = {
     "en": {

@@ -28,7 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from missedcall.record.storage import CallRecord, ConflictError, StorageError, Store, _from_db, utcnow
+from missedcall.record.model import CallRecord, db_time, utcnow
+from missedcall.record.storage import ConflictError, StorageError, Store
 
 _EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)  # "no window yet" (1970-01-01 underflows some zones)
 
@@ -73,7 +74,7 @@ def reserve(store: Store, call: CallRecord, addresses: Sequence[str], *, limit: 
     keys = sorted(by_key)
     # A row must exist before it can be locked; creating it inside the transaction would take
     # gap locks on MariaDB, which deadlock when two calls create the same address at once.
-    store._execute(
+    store.execute(
         f"{_insert_ignore(store)} INTO missedcall_flood (email, window_start, sent) VALUES "
         + ", ".join("(?, ?, 0)" for _ in keys),
         [value for key in keys for value in (key, _EPOCH)],
@@ -108,14 +109,14 @@ def _decide_all(
     with store.transaction():
         already = {
             str(row[0]).lower()
-            for row in store._rows("SELECT email FROM missedcall_held WHERE callid = ?", (call.callid,))
+            for row in store.rows("SELECT email FROM missedcall_held WHERE callid = ?", (call.callid,))
         }
         # One locking read in key order: every process locks addresses in the same order.
-        rows = store._rows(
+        rows = store.rows(
             f"SELECT email, window_start, sent FROM missedcall_flood WHERE email IN ({marks}) ORDER BY email{lock}",
             keys,
         )
-        state = {str(r[0]): (_from_db(r[1]) or _EPOCH, int(r[2] or 0)) for r in rows}
+        state = {str(r[0]): (db_time(r[1]) or _EPOCH, int(r[2] or 0)) for r in rows}
         for key in keys:
             if key in already:
                 decided[key] = False
@@ -123,12 +124,12 @@ def _decide_all(
             start, sent = state.get(key, (_EPOCH, 0))
             decision = decide(start, sent, now, limit=limit, window_minutes=window_minutes)
             if decision.single:
-                store._execute(
+                store.execute(
                     "UPDATE missedcall_flood SET window_start = ?, sent = ? WHERE email = ?",
                     (decision.window_start, decision.sent, key),
                 )
             else:
-                store._execute(
+                store.execute(
                     f"{_insert_ignore(store)} INTO missedcall_held (callid, email, held_at, due_at)"
                     " VALUES (?, ?, ?, ?)",
                     (call.callid, by_key[key], now, decision.due_at),
@@ -139,12 +140,12 @@ def _decide_all(
 
 def held_addresses(store: Store, callid: str) -> list[str]:
     """Every address this call was held for (whatever became of its digest)."""
-    return [str(r[0]) for r in store._rows("SELECT email FROM missedcall_held WHERE callid = ?", (callid,))]
+    return [str(r[0]) for r in store.rows("SELECT email FROM missedcall_held WHERE callid = ?", (callid,))]
 
 
 def waiting(store: Store, callid: str) -> int:
     """How many of this call's digests have not gone yet."""
-    rows = store._rows("SELECT COUNT(*) FROM missedcall_held WHERE callid = ? AND status = 'held'", (callid,))
+    rows = store.rows("SELECT COUNT(*) FROM missedcall_held WHERE callid = ? AND status = 'held'", (callid,))
     return int(rows[0][0]) if rows else 0
 
 
@@ -162,7 +163,7 @@ class Batch:
 
 
 def due_addresses(store: Store, now: datetime) -> list[str]:
-    rows = store._rows(
+    rows = store.rows(
         "SELECT DISTINCT email FROM missedcall_held WHERE status = 'held' AND due_at <= ? ORDER BY email", (now,)
     )
     return [str(r[0]) for r in rows]
@@ -171,14 +172,14 @@ def due_addresses(store: Store, now: datetime) -> list[str]:
 def lease(store: Store, email: str, now: datetime, until: datetime) -> Batch | None:
     """Take this address's due held rows for one digest; None when another retry took them first."""
     token = os.urandom(8).hex()  # not secrets: this module is on the AGI's import path (see spool.atomic_write)
-    cursor = store._execute(
+    cursor = store.execute(
         "UPDATE missedcall_held SET lease = ?, attempts = attempts + 1, due_at = ?"
         " WHERE email = ? AND status = 'held' AND due_at <= ?",
         (token, until, email, now),
     )
     if not cursor.rowcount:
         return None
-    rows = store._rows(
+    rows = store.rows(
         "SELECT callid, attempts FROM missedcall_held WHERE lease = ? AND email = ? ORDER BY held_at, callid",
         (token, email),
     )
@@ -199,7 +200,7 @@ def calls(store: Store, callids: Iterable[str]) -> list[CallRecord]:
 
 def digest_sent(store: Store, batch: Batch, now: datetime) -> int:
     """Mark the batch sent; calls with no digest left waiting become ``sent``. Returns how many did."""
-    store._execute(
+    store.execute(
         "UPDATE missedcall_held SET status = 'sent', sent_at = ?, last_error = '' WHERE lease = ? AND email = ?",
         (now, batch.token, batch.email),
     )
@@ -208,7 +209,7 @@ def digest_sent(store: Store, batch: Batch, now: datetime) -> int:
 
 def digest_failed(store: Store, batch: Batch, error: str, *, give_up: bool, retry_at: datetime) -> None:
     """Record a digest that did not go: tried again at ``retry_at``, or given up (its held calls fail)."""
-    store._execute(
+    store.execute(
         "UPDATE missedcall_held SET status = ?, last_error = ?, due_at = ? WHERE lease = ? AND email = ?",
         ("failed" if give_up else "held", error[:512], retry_at, batch.token, batch.email),
     )
@@ -216,7 +217,7 @@ def digest_failed(store: Store, batch: Batch, error: str, *, give_up: bool, retr
         for start in range(0, len(batch.callids), 500):
             part = batch.callids[start : start + 500]
             marks = ", ".join("?" for _ in part)
-            store._execute(
+            store.execute(
                 f"UPDATE missedcall_calls SET status = 'failed', last_error = ? WHERE status = 'held'"
                 f" AND callid IN ({marks})",
                 [f"digest to {batch.email} failed: {error}"[:512], *part],
@@ -228,7 +229,7 @@ def _finish(store: Store, callids: Sequence[str], now: datetime) -> int:
     for start in range(0, len(callids), 500):
         part = list(callids[start : start + 500])
         marks = ", ".join("?" for _ in part)
-        cursor = store._execute(
+        cursor = store.execute(
             "UPDATE missedcall_calls SET status = 'sent', notified_at = COALESCE(notified_at, ?)"
             f" WHERE status = 'held' AND callid IN ({marks}) AND NOT EXISTS"
             " (SELECT 1 FROM missedcall_held h WHERE h.callid = missedcall_calls.callid AND h.status = 'held')",

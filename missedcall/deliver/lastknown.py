@@ -33,7 +33,7 @@ def path(spool_dir: str) -> str:
 
 def all_rows(store: Any) -> Rows:
     """Every (queue, email) row in the table's order: one query, whatever the queue."""
-    return [(str(q), str(e)) for q, e in store._rows("SELECT queue, email FROM missedcall_recipients ORDER BY id")]
+    return [(str(q), str(e)) for q, e in store.rows("SELECT queue, email FROM missedcall_recipients ORDER BY id")]
 
 
 def split(rows: Rows, queue: str) -> tuple[list[str], list[str]]:

@@ -16,7 +16,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from string import Template
 
-from missedcall.record.storage import CallRecord
+from missedcall.record.model import CallRecord
 
 #: The reasons in words, per language (DESIGN §1 vocabulary).
 REASON_TEXT: dict[str, dict[str, str]] = {

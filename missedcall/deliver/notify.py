@@ -20,7 +20,8 @@ from email.message import EmailMessage
 from missedcall import budget, log
 from missedcall.config import Settings
 from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
-from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import StorageError, Store
 
 MAX_ATTEMPTS = 5
 #: Seconds before attempt N+1 when attempt N failed (index N-1; the last one repeats):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from missedcall import budget, log
 from missedcall.config import Settings
 from missedcall.deliver import lastknown, mail, notify, spool, transport
-from missedcall.record.storage import CallRecord, utcnow
+from missedcall.record.model import CallRecord, utcnow
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 from missedcall import log
 from missedcall.config import Settings
 from missedcall.deliver import digest, flood, notify, spool, transport
-from missedcall.record.storage import SCHEMA_VERSION, CallRecord, StorageError, Store, utcnow
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
 
 #: Pending calls handled per run at most; the next run (a minute later) takes the rest.
 BATCH = 1000
@@ -164,20 +165,20 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
 def requeue_failed(store: Store, now: datetime) -> int:
     """Put failed calls and digests back in the queue; returns how many rows changed."""
     changed = 0
-    cursor = store._execute(
+    cursor = store.execute(
         "UPDATE missedcall_held SET status = 'held', attempts = 0, due_at = ?, last_error = '' WHERE status = 'failed'",
         (now,),
     )
     changed += max(0, cursor.rowcount or 0)
     # The call's own mail went; only a digest failed: it waits for that digest again.
-    cursor = store._execute(
+    cursor = store.execute(
         "UPDATE missedcall_calls SET status = 'held' WHERE status = 'failed' AND notified_at IS NOT NULL"
         " AND EXISTS (SELECT 1 FROM missedcall_held h WHERE h.callid = missedcall_calls.callid"
         " AND h.status = 'held')"
     )
     changed += max(0, cursor.rowcount or 0)
     # The call's own mail never went: from scratch (its held addresses stay held).
-    cursor = store._execute(
+    cursor = store.execute(
         "UPDATE missedcall_calls SET status = 'pending', attempts = 0, next_attempt_at = ?"
         " WHERE status = 'failed' AND notified_at IS NULL",
         (now,),
@@ -224,7 +225,7 @@ def health(store: Store, settings: Settings, *, now: datetime | None = None) -> 
     problems: list[str] = []
     status = "OK"
     try:
-        rows = store._rows("SELECT status, COUNT(*) FROM missedcall_calls GROUP BY status")
+        rows = store.rows("SELECT status, COUNT(*) FROM missedcall_calls GROUP BY status")
     except StorageError as exc:
         return "WARN", f"cannot count calls: {exc}", "missedcall-admin init"
     counts = {str(s): int(n) for s, n in rows}
@@ -233,7 +234,7 @@ def health(store: Store, settings: Settings, *, now: datetime | None = None) -> 
         last = store.calls(status="failed", limit=1)
         why = f" (latest: {last[0].last_error[:120]})" if last and last[0].last_error else ""
         problems.append(f"{counts['failed']} call(s) failed{why}")
-    stale = store._rows(
+    stale = store.rows(
         "SELECT COUNT(*) FROM missedcall_calls WHERE status = 'pending' AND next_attempt_at < ?",
         (now - timedelta(minutes=10),),
     )

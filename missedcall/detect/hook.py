@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported lazily at run time: the AGI pays for every import
     from missedcall.config import Settings
     from missedcall.detect.agi import AgiSession
-    from missedcall.record.storage import CallRecord, Store
+    from missedcall.record.model import CallRecord
+    from missedcall.record.storage import Store
 
 from missedcall.detect.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
 
