@@ -17,6 +17,7 @@ import pytest
 from missedcall import config
 from missedcall.dburl import parse_db_url
 from missedcall.deliver import digest, flood, notify, retry
+from missedcall.record import held
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.storage import Store
 from tests.agibox import Pbx, abandon_lines, abandon_peer, make_pbx
@@ -29,7 +30,7 @@ T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
 def test_decide_counts_a_window_per_address() -> None:
-    first = flood.decide(flood._EPOCH, 0, T0, limit=2, window_minutes=5)
+    first = flood.decide(held.EPOCH, 0, T0, limit=2, window_minutes=5)
     assert (first.single, first.window_start, first.sent) == (True, T0, 1)
     second = flood.decide(T0, 1, T0 + timedelta(minutes=1), limit=2, window_minutes=5)
     assert (second.single, second.window_start, second.sent) == (True, T0, 2)

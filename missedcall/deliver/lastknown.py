@@ -33,11 +33,11 @@ def path(spool_dir: str) -> str:
 
 def all_rows(store: Any) -> Rows:
     """Every (queue, email) row in the table's order: one query, whatever the queue."""
-    return [(str(q), str(e)) for q, e in store.rows("SELECT queue, email FROM missedcall_recipients ORDER BY id")]
+    return store.recipient_rows()
 
 
 def split(rows: Rows, queue: str) -> tuple[list[str], list[str]]:
-    """(the queue's own addresses, the ``*`` addresses), as Store.recipients_for gives them."""
+    """(the queue's own addresses, the ``*`` addresses), each in the table's order."""
     own = [email for q, email in rows if q == queue and queue != "*"]
     star = [email for q, email in rows if q == "*"]
     return own, star

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from missedcall import log
 from missedcall.config import Settings
 from missedcall.deliver import digest, flood, notify, spool, transport
+from missedcall.record import held
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
 
@@ -164,27 +165,7 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
 
 def requeue_failed(store: Store, now: datetime) -> int:
     """Put failed calls and digests back in the queue; returns how many rows changed."""
-    changed = 0
-    cursor = store.execute(
-        "UPDATE missedcall_held SET status = 'held', attempts = 0, due_at = ?, last_error = '' WHERE status = 'failed'",
-        (now,),
-    )
-    changed += max(0, cursor.rowcount or 0)
-    # The call's own mail went; only a digest failed: it waits for that digest again.
-    cursor = store.execute(
-        "UPDATE missedcall_calls SET status = 'held' WHERE status = 'failed' AND notified_at IS NOT NULL"
-        " AND EXISTS (SELECT 1 FROM missedcall_held h WHERE h.callid = missedcall_calls.callid"
-        " AND h.status = 'held')"
-    )
-    changed += max(0, cursor.rowcount or 0)
-    # The call's own mail never went: from scratch (its held addresses stay held).
-    cursor = store.execute(
-        "UPDATE missedcall_calls SET status = 'pending', attempts = 0, next_attempt_at = ?"
-        " WHERE status = 'failed' AND notified_at IS NULL",
-        (now,),
-    )
-    changed += max(0, cursor.rowcount or 0)
-    return changed
+    return held.requeue_failed(store, now) + store.requeue_unsent(now)
 
 
 def send_digests(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
@@ -225,22 +206,18 @@ def health(store: Store, settings: Settings, *, now: datetime | None = None) -> 
     problems: list[str] = []
     status = "OK"
     try:
-        rows = store.rows("SELECT status, COUNT(*) FROM missedcall_calls GROUP BY status")
+        counts = store.status_counts()
     except StorageError as exc:
         return "WARN", f"cannot count calls: {exc}", "missedcall-admin init"
-    counts = {str(s): int(n) for s, n in rows}
     if counts.get("failed"):
         status = "WARN"
         last = store.calls(status="failed", limit=1)
         why = f" (latest: {last[0].last_error[:120]})" if last and last[0].last_error else ""
         problems.append(f"{counts['failed']} call(s) failed{why}")
-    stale = store.rows(
-        "SELECT COUNT(*) FROM missedcall_calls WHERE status = 'pending' AND next_attempt_at < ?",
-        (now - timedelta(minutes=10),),
-    )
-    if stale and int(stale[0][0]):
+    stale = store.overdue(now - timedelta(minutes=10))
+    if stale:
         status = "WARN"
-        problems.append(f"{int(stale[0][0])} pending call(s) overdue by 10+ minutes (is retry running from cron?)")
+        problems.append(f"{stale} pending call(s) overdue by 10+ minutes (is retry running from cron?)")
     spooled, oldest = spool.count(settings.spool_dir)
     if spooled:
         age = int(now.timestamp() - (oldest or now.timestamp()))

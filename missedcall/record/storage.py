@@ -239,6 +239,56 @@ class Store(Database):
             tail += f" LIMIT {int(limit)}"
         return self._select_calls(where + tail, params)
 
+    def calls_by_ids(self, callids: Iterable[str]) -> list[CallRecord]:
+        """These calls (the unknown ones left out), oldest first."""
+        wanted = list(callids)
+        found: list[CallRecord] = []
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ", ".join("?" for _ in part)
+            found += self._select_calls(f"WHERE callid IN ({marks}) ORDER BY COALESCE(ended_at, entered_at), id", part)
+        return found
+
+    def requeue_unsent(self, now: datetime) -> int:
+        """Failed calls whose own mail never went start again from scratch; returns how many."""
+        cursor = self.execute(
+            "UPDATE missedcall_calls SET status = 'pending', attempts = 0, next_attempt_at = ?"
+            " WHERE status = 'failed' AND notified_at IS NULL",
+            (now,),
+        )
+        return max(0, cursor.rowcount or 0)
+
+    def status_counts(self) -> dict[str, int]:
+        """{status: calls} over the whole table."""
+        return {str(s): int(n) for s, n in self.rows("SELECT status, COUNT(*) FROM missedcall_calls GROUP BY status")}
+
+    def overdue(self, before: datetime) -> int:
+        """Pending calls that were due before ``before`` (retry is not running, or cannot keep up)."""
+        rows = self.rows(
+            "SELECT COUNT(*) FROM missedcall_calls WHERE status = 'pending' AND next_attempt_at < ?", (before,)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    # -- uninstall ---------------------------------------------------------
+
+    def own_tables(self) -> list[str]:
+        """The missedcall_* tables this database has, from its catalogue."""
+        if self.kind == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        return sorted(name for name in (str(row[0]) for row in self.rows(sql)) if name.startswith("missedcall_"))
+
+    def drop_own_tables(self) -> list[str]:
+        """Drop every missedcall_* table (uninstall --purge); returns their names."""
+        tables = self.own_tables()
+        if tables and self.kind == "mysql":
+            self.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for table in tables:
+            # Names come from the catalogue and start with missedcall_: safe to quote into the statement.
+            self.execute(f'DROP TABLE IF EXISTS "{table}"' if self.kind == "sqlite" else f"DROP TABLE `{table}`")
+        return tables
+
     def _select_calls(self, clause: str, params: Iterable[Any]) -> list[CallRecord]:
         rows = self.rows(f"SELECT {', '.join(CALL_COLUMNS)} FROM missedcall_calls {clause}", tuple(params))
         return [from_row(row) for row in rows]
