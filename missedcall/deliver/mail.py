@@ -184,20 +184,30 @@ def render(
     return subject, body
 
 
+def set_headers(message: EmailMessage, *, sender: str, to: list[str], subject: str, now: datetime,
+                kind: str) -> None:  # fmt: skip
+    """The header block every mail of ours carries, single or digest (``kind`` names the Message-ID)."""
+    message["From"] = sender
+    if to:
+        message["To"] = ", ".join(to)
+    message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
+    message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
+    message["Message-ID"] = make_msgid(kind, domain=sender.rsplit("@", 1)[-1])
+    # RFC 3834: no vacation responder answers, no loop with a ticket system.
+    message["Auto-Submitted"] = "auto-generated"
+
+
+def set_body(message: EmailMessage, body: str) -> None:
+    # Quoted-printable keeps the message 7-bit clean, so no relay can refuse or mangle Cyrillic.
+    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+
+
 def build_message(
     *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime
 ) -> EmailMessage:
     """The message itself; ``recipients`` are already validated bare addresses."""
     message = EmailMessage()
-    message["From"] = sender
-    if recipients:
-        message["To"] = ", ".join(recipients)
-    message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
-    message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
-    domain = sender.rsplit("@", 1)[-1]
-    message["Message-ID"] = make_msgid("missedcall", domain=domain)
-    message["Auto-Submitted"] = "auto-generated"
+    set_headers(message, sender=sender, to=recipients, subject=subject, now=now, kind="missedcall")
     message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._-]", "_", callid)[:64]
-    # Quoted-printable keeps the message 7-bit clean, so no relay can refuse or mangle Cyrillic.
-    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+    set_body(message, body)
     return message

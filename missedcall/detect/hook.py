@@ -183,9 +183,9 @@ def _open_store(settings: Settings, deadline: float) -> Store:
 
 
 def _offline(session: AgiSession, settings: Settings, call: CallRecord, deadline: float, reason: str) -> None:
-    from missedcall.deliver import offline
+    from missedcall.deliver import notify
 
-    outcome = offline.deliver(settings, call, deadline=deadline, reason=reason)
+    outcome = notify.offline(settings, call, deadline=deadline, reason=reason)
     _report(
         session,
         f"missed call {call.callid} in queue {call.queue} ({call.reason}): database unreachable ({reason});"
