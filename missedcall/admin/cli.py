@@ -381,7 +381,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         except StorageError as exc:
             raise UserError(str(exc)) from None
     print(report.summary())
-    return 0
+    return 1 if report.all_failed() else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

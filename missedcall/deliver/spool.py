@@ -185,6 +185,14 @@ def count(spool_dir: str) -> tuple[int, float | None]:
     return len(mtimes), (min(mtimes) if mtimes else None)
 
 
+def bad_files(spool_dir: str) -> list[str]:
+    """Names of the spool files moved aside (``bad-…``), for doctor."""
+    try:
+        return sorted(e.name for e in os.scandir(spool_dir) if e.name.startswith("bad-"))
+    except OSError:
+        return []
+
+
 def remove(path: str) -> None:
     try:
         os.unlink(path)
