@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -130,20 +131,48 @@ def write(spool_dir: str, call: CallRecord) -> str:
     return atomic_write(spool_dir, os.path.basename(path_for(spool_dir, call.callid)), payload, create_dir=True)
 
 
-def read(path: str) -> Spooled:
+def read_regular(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file at ``path``.
+
+    Opened without blocking and without following a symlink, and refused unless
+    it is a regular file: a FIFO or a device put at a spool path must never hang
+    the AGI or retry. Raises SpoolGone when there is no such file, else SpoolError.
+    """
     try:
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            raw = handle.read(1 << 20)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SpoolGone(f"{path} is gone") from None
     except OSError as exc:
         raise SpoolError(f"cannot read {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpoolError(f"{path} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, min(1 << 16, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise SpoolError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> Spooled:
+    raw = read_regular(path, 1 << 20)
+    try:
+        mtime = os.stat(path, follow_symlinks=False).st_mtime
+    except OSError:
+        raise SpoolGone(f"{path} is gone") from None
+    try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise SpoolError(f"{path}: not JSON") from None
-    return Spooled(path=path, call=from_json(data), mtime=st.st_mtime)
+    return Spooled(path=path, call=from_json(data), mtime=mtime)
 
 
 def find(spool_dir: str, callid: str) -> Spooled | None:

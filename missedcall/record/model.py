@@ -229,7 +229,7 @@ def from_dict(data: Any) -> CallRecord:
     if not isinstance(extra, dict) or not all(isinstance(v, str) and len(v) <= 64 for v in extra.values()):
         raise RecordError("extra is not a map of short texts")
     did = data.get("did", extra.get("did", ""))  # version 1 spool files kept the DID under "extra"
-    if not isinstance(did, str) or len(did) > LIMITS["did"]:
+    if not isinstance(did, str) or len(did) > LIMITS["did"] or not _utf8(did):
         raise RecordError("did is not a short text")
     times = {name: _time(data, name) for name in _TIMES}
     numbers = {name: _number(data, name) for name in _NUMBERS}
@@ -252,14 +252,25 @@ def _text(data: dict[str, Any], name: str) -> str:
         raise RecordError(f"{name} is not text")
     if len(value) > LIMITS[name]:
         raise RecordError(f"{name} is longer than {LIMITS[name]} characters")
+    if not _utf8(value):
+        raise RecordError(f"{name} is not UTF-8 text")
     return value
+
+
+def _utf8(value: str) -> bool:
+    """False for text no database can store (a lone surrogate from a JSON ``\\ud800`` escape)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _texts(data: dict[str, Any], name: str, limit: int) -> tuple[str, ...]:
     value = data.get(name) or []
     if not isinstance(value, list) or len(value) > _MAX_ITEMS:
         raise RecordError(f"{name} is not a list")
-    if not all(isinstance(item, str) and 0 < len(item) <= limit for item in value):
+    if not all(isinstance(item, str) and 0 < len(item) <= limit and _utf8(item) for item in value):
         raise RecordError(f"{name} holds something that is not a short text")
     return tuple(value)
 
