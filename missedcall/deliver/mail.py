@@ -184,6 +184,30 @@ def render(
     return subject, body
 
 
+def address_problem(address: str) -> str:
+    """Why ``address`` cannot be a recipient of our mails; "" when it can.
+
+    It must read back from a To header as exactly itself, a bare addr-spec: no
+    RFC 2047 encoded word (the policy would decode it, CR/LF included), no
+    comment, quoting or control character the policy would rewrite or refuse.
+    Checked one address at a time, so one bad row costs only itself.
+    """
+    if not address or len(address) > 254 or "=?" in address:
+        return "is not a plain address (an RFC 2047 encoded word?)"
+    if not address.isprintable() or any(ch in address for ch in ' "(),;<>[]\\'):
+        return "holds a space, quote, bracket or control character"
+    try:
+        probe = EmailMessage()
+        probe["To"] = address
+        parsed = probe["To"].addresses
+        if len(parsed) != 1 or parsed[0].addr_spec != address or parsed[0].display_name:
+            return "does not read back from a header as itself"
+        probe.as_bytes()
+    except Exception as exc:  # whatever the email package refuses, refused here and not in the whole message
+        return f"breaks the header ({exc.__class__.__name__})"
+    return ""
+
+
 def set_headers(message: EmailMessage, *, sender: str, to: list[str], subject: str, now: datetime,
                 kind: str) -> None:  # fmt: skip
     """The header block every mail of ours carries, single or digest (``kind`` names the Message-ID)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from email.message import EmailMessage
 
-from missedcall import budget, log
+from missedcall import budget, log, text
 from missedcall.config import Settings
 from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
 from missedcall.record.model import CallRecord, utcnow
@@ -66,8 +66,10 @@ def skip_reason(call: CallRecord, settings: Settings) -> str:
     """Why this call is recorded but not mailed; "" when it should be mailed."""
     if call.reason not in settings.reasons:
         return f"reason {call.reason} is not in MISSEDCALL_REASONS"
-    if call.reason == "ABANDON" and settings.min_wait and (call.wait_seconds or 0) < settings.min_wait:
-        return f"waited {call.wait_seconds or 0} s, less than MISSEDCALL_MIN_WAIT={settings.min_wait}"
+    # Only a known wait is filtered: an unknown one is not zero, and a missed call nobody hears of is the worse error.
+    waited = call.wait_seconds
+    if call.reason == "ABANDON" and settings.min_wait and waited is not None and waited < settings.min_wait:
+        return f"waited {waited} s, less than MISSEDCALL_MIN_WAIT={settings.min_wait}"
     return ""
 
 
@@ -117,7 +119,14 @@ def plan(
         label = store.queue_label(call.queue)
     elif known_rows is not None:
         own, star = lastknown.split(list(known_rows), call.queue)
-    addresses = recipients.resolve(own, star, settings.fallback_to)
+    addresses = []
+    for address in recipients.resolve(own, star, settings.fallback_to):
+        problem = mail.address_problem(address)
+        if problem:
+            shown = text.printable(address, limit=254, replace="?")
+            log.warning(f"call {call.callid}: recipient {shown!r} skipped: it {problem} (missedcall-admin recipients)")
+        else:
+            addresses.append(address)
     templates = mail.load_templates(settings.language, settings.template_dir)
     subject, body = mail.render(
         call,

@@ -34,9 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from missedcall import log
+from missedcall import log, text
 from missedcall.config import Settings
-from missedcall.deliver import digest, flood, notify, spool, transport
+from missedcall.deliver import digest, flood, mail, notify, spool, transport
 from missedcall.record import held
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
@@ -263,6 +263,9 @@ def _send_digest(
     store: Store, settings: Settings, report: Report, batch: flood.Batch, *, now: datetime, timeout: float
 ) -> None:
     email = batch.email
+    problem = mail.address_problem(email)
+    if problem:
+        raise ValueError(f"address {text.printable(email, limit=254, replace='?')!r} {problem}")
     calls = flood.calls(store, batch.callids)
     message = digest.build(
         calls,
@@ -316,7 +319,8 @@ def health(store: Store, settings: Settings, *, now: datetime | None = None) -> 
     poisoned = _poisoned(store, settings, counts.get("failed", 0))
     if poisoned:
         fix = (
-            "read the reason, fix or delete the item (a bad-… spool file can be deleted once read);"
+            "read the reason, fix or delete the item (a bad-… spool file can be deleted once read,"
+            " a bad recipient replaced with missedcall-admin recipients remove/add);"
             " then: missedcall-admin retry --failed"
         )
         return "FAIL", "; ".join([*poisoned, *problems]), fix
@@ -336,6 +340,11 @@ def _poisoned(store: Store, settings: Settings, failed: int) -> list[str]:
     for email, n, error in held.failed_digests(store):
         if PARKED in error:
             found.append(f"digest to {email} ({n} call(s)) parked ({error[:160]})")
+    for queue, email in store.recipient_rows():
+        problem = mail.address_problem(email)
+        if problem:
+            shown = text.printable(email, limit=254, replace="?")
+            found.append(f"recipient {shown!r} of queue {queue} is skipped: it {problem}")
     bad = spool.bad_files(settings.spool_dir)
     if bad:
         shown = ", ".join(bad[:5]) + (", …" if len(bad) > 5 else "")
