@@ -68,8 +68,8 @@ class Report:
     errors: list[str] = field(default_factory=list)
 
     def all_failed(self) -> bool:
-        """Every item this run touched was parked (the exit code says so)."""
-        return bool(self.parked) and not self.handled
+        """Every item this run touched was parked or set aside (the exit code says so)."""
+        return bool(self.parked or self.bad) and not self.handled
 
     def tally(self, status: str) -> None:
         self.outcomes[status] = self.outcomes.get(status, 0) + 1
@@ -187,7 +187,7 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
         return
     for path in paths:
         try:
-            _import_one(store, path, report, now=now)
+            readable = _import_one(store, path, report, now=now)
         except Exception as exc:
             if isinstance(exc, StorageError) and not _answers(store):
                 raise  # the database went away: the file stays for the next run
@@ -195,19 +195,20 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
             report.parked.append(f"spool file {os.path.basename(path)}")
             log.error(f"retry: spool file {path}: {_describe(exc)}; moved to {kept}")
             continue
-        report.handled += 1
+        report.handled += readable
 
 
-def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> None:
+def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bool:
+    """Record one spool file; False when it was not a call of ours (set aside) or is gone."""
     try:
         item = spool.read(path)
     except spool.SpoolGone:
-        return  # another retry took it
+        return False  # another retry took it
     except spool.SpoolError as exc:
         kept = spool.quarantine(path)
         report.bad += 1
         log.error(f"retry: {exc}; moved to {kept}")
-        return
+        return False
     call = item.call
     call.next_attempt_at = now  # a pending one is due at once: its back-off was spent waiting here
     if store.claim_call(call):
@@ -229,6 +230,7 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> No
             )
             report.adopted += 1
     spool.remove(path)
+    return True
 
 
 def requeue_failed(store: Store, now: datetime) -> int:
