@@ -223,8 +223,6 @@ def from_dict(data: Any) -> CallRecord:
         raise RecordError("callid is not a call id")
     if texts["status"] not in CALL_STATUSES:
         raise RecordError(f"status {texts['status'][:20]!r} is not one of {', '.join(CALL_STATUSES)}")
-    if not texts["queue"] or not texts["reason"] or not texts["source"]:
-        raise RecordError("queue, reason or source is empty")
     extra = data.get("extra") or {}
     if not isinstance(extra, dict) or not all(isinstance(v, str) and len(v) <= 64 for v in extra.values()):
         raise RecordError("extra is not a map of short texts")
@@ -236,7 +234,7 @@ def from_dict(data: Any) -> CallRecord:
     return CallRecord(
         **texts,
         id=numbers["id"],
-        path=_texts(data, "path", 64),
+        path=_texts(data, "path", LIMITS["path"]),
         recipients=_texts(data, "recipients", 254),
         wait_seconds=numbers["wait_seconds"],
         position=numbers["position"],
