@@ -123,3 +123,47 @@ def test_a_poisoned_digest_is_parked_and_the_other_digests_go(
     assert status == "FAIL" and "digest to b@example.com" in detail
     assert box.admin("retry").returncode == 0
     assert Counter(m.recipients[0] for m in box.stored()) == {"a@example.com": 1, "c@example.com": 1}
+
+
+def test_a_poisoned_call_in_a_backlog_sent_in_parallel(tmp_path: Path, db_url: str) -> None:
+    """Past retry.PARALLEL_FROM due calls, WORKERS connections share them: the poison is parked there too."""
+    # A flood limit above the backlog, so that every good call gets its own single mail.
+    box = make_pbx(tmp_path, db_url, MISSEDCALL_TIMEZONE="Asia/Tokyo", MISSEDCALL_FLOOD_LIMIT="100")
+    due = utcnow() - timedelta(minutes=1)
+    count = retry.PARALLEL_FROM + 2
+    with box.store() as store:
+        for index in range(count):
+            ended = FAR if index == count // 2 else utcnow()
+            assert store.claim_call(_call(f"1796000004.{index}", ended_at=ended, next_attempt_at=due))
+    done = box.admin("retry")
+    assert done.returncode == 0, done.stderr
+    poisoned = f"1796000004.{count // 2}"
+    good = sorted(f"1796000004.{i}" for i in range(count) if i != count // 2)
+    assert sorted(callids_mailed(box.stored())) == good, done.stdout
+    statuses = Counter(c.status for c in box.calls())
+    assert statuses == {"sent": count - 1, "failed": 1}
+    assert f"call {poisoned}" in done.stdout
+
+
+def test_an_unexpected_error_on_one_spool_file_parks_only_that_file(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault injected at the real step (reading the second file) for an error no validation foresaw."""
+    box = _box(tmp_path, db_url)
+    for index in (1, 2, 3):
+        spool.write(str(box.spool), _call(f"1796000005.{index}"))
+    box.age_spool()
+    settings = box.in_this_process(monkeypatch)
+    real_read = spool.read
+
+    def read(path: str) -> spool.Spooled:
+        if path.endswith("call-1796000005.2.json"):
+            raise MemoryError("injected")
+        return real_read(path)
+
+    monkeypatch.setattr(spool, "read", read)
+    with box.store() as store:
+        report = retry.run(store, settings)
+    assert report.parked == ["spool file call-1796000005.2.json"] and not report.all_failed()
+    assert sorted(callids_mailed(box.stored())) == ["1796000005.1", "1796000005.3"]
+    assert (box.spool / "bad-call-1796000005.2.json").is_file()
