@@ -37,7 +37,7 @@ from tests.agipeer import AgiPeer, AgiRun
 from tests.conftest import MariaDBDatabase
 from tests.mailbox import SENDMAIL
 
-BOUND = 3.0  # DESIGN §4: the whole AGI run, whatever hangs
+BOUND = 3.0  # the whole AGI run, whatever hangs (docs/design.md)
 TAP = Path(__file__).resolve().parent / "syslogtap"
 
 

@@ -18,7 +18,7 @@ from string import Template
 
 from missedcall.record.model import CallRecord
 
-#: The reasons in words, per language (DESIGN §1 vocabulary).
+#: The reasons in words, per language (the vocabulary of docs/design.md).
 REASON_TEXT: dict[str, dict[str, str]] = {
     "en": {
         "ABANDON": "the caller hung up while waiting",
