@@ -26,7 +26,8 @@ import pytest
 
 from missedcall.config import Settings, load_settings
 from missedcall.dburl import parse_db_url
-from missedcall.record.storage import CallRecord, Store
+from missedcall.record.model import CallRecord
+from missedcall.record.storage import Store
 from tests.agipeer import AgiPeer, AgiRun, make_headers
 from tests.mailbox import SENDMAIL, StoredMail, read_mail
 

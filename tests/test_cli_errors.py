@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from missedcall.admin import cli
-from missedcall.record.storage import CallRecord, utcnow
+from missedcall.record.model import CallRecord, utcnow
 from tests.agibox import Pbx, make_pbx
 
 VERBS = [["log"], ["queues"], ["recipients", "list"], ["test", "600", "--dry-run"], ["retry"], ["sweep"]]

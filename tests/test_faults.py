@@ -29,13 +29,16 @@ from pathlib import Path
 import pytest
 
 from missedcall import config
-from missedcall.deliver import notify, retry, transport
-from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
+from missedcall.deliver import notify, retry
+from missedcall.record.db import StorageError
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import Store
 from tests.agibox import MISSED, Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer import AgiPeer, AgiRun
 from tests.conftest import MariaDBDatabase
+from tests.mailbox import SENDMAIL
 
-BOUND = 3.0  # docs/design.md §4: the whole AGI run, whatever hangs
+BOUND = 3.0  # the whole AGI run, whatever hangs (docs/design.md)
 TAP = Path(__file__).resolve().parent / "syslogtap"
 
 
@@ -338,18 +341,30 @@ def test_crash_between_sent_and_recorded_costs_one_duplicate_never_a_loop(
     settings = box.in_this_process(monkeypatch)
     now = utcnow()
 
-    # 1. One crash right after the mail left: the next retry sends it again, once.
+    # 1. The real process is SIGKILLed at the real moment: its mail program has accepted the mail and
+    #    exits, the notifier has not recorded it yet. For the hook and for retry, the next retry sends it
+    #    again once, and never again after that.
+    killer = tmp_path / "sendmail-then-kill-parent"
+    killer.write_text(f'#!/bin/sh\n"{SENDMAIL}" "$@"\nstatus=$?\nkill -KILL $PPID\nexit $status\n')
+    killer.chmod(0o755)
+    run = box.run(abandon_peer("1795700300.4"), ["600"], MISSEDCALL_SENDMAIL=str(killer))
+    assert not run.ok  # the hook died with the mail sent and its row still pending
     call = CallRecord(callid="1795700300.1", queue="600", reason="ABANDON", source="agi", ended_at=now)
+    call.next_attempt_at = now - timedelta(seconds=1)
     with box.store() as store:
         assert store.claim_call(call)
-        assert store.begin_attempt(call, next_attempt_at=now + notify.backoff(1))
-        the_plan = notify.plan(call, settings, store)
-        assert the_plan.message is not None
-        transport.send(the_plan.message, the_plan.recipients, settings, timeout=5)  # ... and the process dies
+    died = box.admin("retry", MISSEDCALL_SENDMAIL=str(killer))
+    assert died.returncode == -signal.SIGKILL, (died.returncode, died.stderr)
+    with box.store() as store:
+        for callid in ("1795700300.1", "1795700300.4"):
+            row = store.get_call(callid)
+            assert row is not None and (row.status, row.attempts) == ("pending", 1), row
         for minutes in (0, 2, 10, 60, 600):
             retry.run(store, settings, now=now + timedelta(minutes=minutes))
-        assert store.get_call(call.callid).status == "sent"  # type: ignore[union-attr]
-    assert Counter(callids_mailed(box.stored()))["1795700300.1"] == 2
+        assert store.get_call("1795700300.1").status == "sent"  # type: ignore[union-attr]
+        assert store.get_call("1795700300.4").status == "sent"  # type: ignore[union-attr]
+    mailed = Counter(callids_mailed(box.stored()))
+    assert mailed["1795700300.1"] == mailed["1795700300.4"] == 2  # at most one duplicate each
 
     # 2. The row cannot be written after the mail went (a lock timeout, the database gone that instant):
     #    the notifier keeps the truth in the spool, and retry records it instead of mailing again.
@@ -471,7 +486,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, db_url: str) -> 
     assert swept.returncode == 0, swept.stderr
     box.age_spool()
     with box.store() as store:
-        store._execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
+        store.execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
     assert box.admin("retry").returncode == 0
     assert box.admin("retry").returncode == 0
 

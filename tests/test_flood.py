@@ -17,7 +17,9 @@ import pytest
 from missedcall import config
 from missedcall.dburl import parse_db_url
 from missedcall.deliver import digest, flood, notify, retry
-from missedcall.record.storage import CallRecord, Store, utcnow
+from missedcall.record import held
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import Store
 from tests.agibox import Pbx, abandon_lines, abandon_peer, make_pbx
 from tests.mailbox import StoredMail
 
@@ -28,7 +30,7 @@ T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
 def test_decide_counts_a_window_per_address() -> None:
-    first = flood.decide(flood._EPOCH, 0, T0, limit=2, window_minutes=5)
+    first = flood.decide(held.EPOCH, 0, T0, limit=2, window_minutes=5)
     assert (first.single, first.window_start, first.sent) == (True, T0, 1)
     second = flood.decide(T0, 1, T0 + timedelta(minutes=1), limit=2, window_minutes=5)
     assert (second.single, second.window_start, second.sent) == (True, T0, 2)
@@ -68,7 +70,7 @@ def test_reserve_is_atomic_across_processes(db_url: str, tmp_path: Path) -> None
     assert len(singles) == 20
     with Store.open(parse_db_url(db_url)) as store:
         assert flood.due_addresses(store, T0 + timedelta(minutes=5)) == ["Boss@example.com"]
-        assert store._rows("SELECT COUNT(*) FROM missedcall_held")[0][0] == 60
+        assert store.rows("SELECT COUNT(*) FROM missedcall_held")[0][0] == 60
 
 
 # ============================================================================ through the notifier
@@ -170,7 +172,7 @@ def test_100_abandons_in_a_minute(
     assert all(r.ok and r.stderr == "" for r in runs)
     # A busy box may leave some mails to the next retry (DEFERRED); that retry runs now.
     with box.store() as store:
-        store._execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
+        store.execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
         retry.run(store, settings)
         statuses = Counter(c.status for c in store.calls())
         assert statuses == {"sent": 20, "held": 80}, statuses

@@ -27,7 +27,7 @@ from missedcall import config
 from missedcall.admin import cli
 from missedcall.deliver import notify
 from missedcall.detect import queuelog, verdict
-from missedcall.record.storage import CallRecord, utcnow
+from missedcall.record.model import CallRecord, utcnow
 from tests.agibox import Pbx, make_pbx
 from tests.agipeer import AgiPeer, AgiRun, make_headers
 from tests.mailbox import StoredMail
@@ -122,7 +122,7 @@ def finish(box: Pbx) -> None:
     """What cron's next retry does: on a busy box the AGI may have left the mail to it (or spooled it)."""
     box.age_spool()
     with box.store() as store:
-        store._execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
+        store.execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
     done = box.admin("retry")
     assert done.returncode == 0, short(done)
 

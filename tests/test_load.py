@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from missedcall.record.storage import utcnow
+from missedcall.record.model import utcnow
 from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.conftest import MariaDBServer
 
@@ -87,7 +87,7 @@ def test_200_agi_processes_at_once(backend: str, tmp_path: Path, request: pytest
     assert swept.returncode == 0, swept.stderr
     box.age_spool()
     with box.store() as store:  # a failed attempt's back-off (1 min) is over by the time the next one runs
-        store._execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
+        store.execute("UPDATE missedcall_calls SET next_attempt_at = ? WHERE status = 'pending'", (utcnow(),))
     retry_started = time.monotonic()
     for _ in range(3):
         done = box.admin("retry", timeout=300)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from missedcall.deliver import mail
-from missedcall.record.storage import CallRecord
+from missedcall.record.model import CallRecord
 
 HOSTILE_NAMES = [
     'Doe, John "JJ" O\'Neil',

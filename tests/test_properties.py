@@ -23,7 +23,7 @@ from missedcall.deliver import digest, notify, recipients
 from missedcall.detect import queuelog, verdict
 from missedcall.detect.agi import header_value, parse_headers
 from missedcall.detect.queuelog import QueueLogEvent
-from missedcall.record.storage import CallRecord
+from missedcall.record.model import CallRecord
 from tests.agipeer import make_headers
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,7 +18,9 @@ import pytest
 
 from missedcall.dburl import parse_db_url
 from missedcall.deliver import lastknown, spool
-from missedcall.record.storage import SCHEMA_VERSION, CallRecord, Store, utcnow
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.schema import SCHEMA_VERSION
+from missedcall.record.storage import Store
 from tests.agibox import abandon_peer, callids_mailed, make_pbx
 
 # ============================================================================ schema 2 and 3
@@ -26,12 +28,12 @@ from tests.agibox import abandon_peer, callids_mailed, make_pbx
 
 def _make_version_1(store: Store) -> None:
     """Turn a fresh database back into what version 1 created."""
-    store._execute("DROP TABLE IF EXISTS missedcall_flood")
-    store._execute("DROP TABLE IF EXISTS missedcall_held")
-    store._execute("ALTER TABLE missedcall_calls DROP COLUMN next_attempt_at")
-    store._execute("ALTER TABLE missedcall_calls DROP COLUMN did")
+    store.execute("DROP TABLE IF EXISTS missedcall_flood")
+    store.execute("DROP TABLE IF EXISTS missedcall_held")
+    store.execute("ALTER TABLE missedcall_calls DROP COLUMN next_attempt_at")
+    store.execute("ALTER TABLE missedcall_calls DROP COLUMN did")
     store.set_state("schema_version", "1")
-    store._execute(
+    store.execute(
         "INSERT INTO missedcall_calls (callid, queue, reason, source, status, attempts) VALUES (?, ?, ?, ?, ?, ?)",
         ("1797000000.1", "600", "ABANDON", "agi", "pending", 1),
     )
@@ -42,9 +44,9 @@ def test_migration_from_version_1_is_idempotent(db_url: str) -> None:
     with Store.open(parse_db_url(db_url)) as store:
         store.init()
         _make_version_1(store)
-        assert not store._has_column("missedcall_calls", "next_attempt_at")
+        assert not store.has_column("missedcall_calls", "next_attempt_at")
         assert store.init() == (1, 3)
-        assert store._has_column("missedcall_calls", "next_attempt_at") and store._has_column("missedcall_calls", "did")
+        assert store.has_column("missedcall_calls", "next_attempt_at") and store.has_column("missedcall_calls", "did")
         assert store.table_exists("missedcall_flood") and store.table_exists("missedcall_held")
         assert store.init() == (3, 3)
         old = store.get_call("1797000000.1")
@@ -75,7 +77,7 @@ def test_migration_run_by_several_processes_at_once(db_url: str) -> None:
         thread.join()
     assert not errors, errors
     with Store.open(parse_db_url(db_url)) as store:
-        assert store.schema_version() == 3 and store._has_column("missedcall_calls", "did")
+        assert store.schema_version() == 3 and store.has_column("missedcall_calls", "did")
 
 
 def test_the_hook_migrates_an_old_database_itself(tmp_path: Path, db_url: str) -> None:

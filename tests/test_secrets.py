@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from missedcall.record.storage import utcnow
+from missedcall.record.model import utcnow
 from tests.agibox import MISSED, Pbx, abandon_peer, make_pbx
 from tests.conftest import MariaDBServer, temporary_mariadb
 

@@ -8,7 +8,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from missedcall.dburl import parse_db_url
-from missedcall.record.storage import SCHEMA_VERSION, CallRecord, StorageError, Store
+from missedcall.deliver import lastknown
+from missedcall.record.db import StorageError
+from missedcall.record.model import CallRecord
+from missedcall.record.schema import SCHEMA_VERSION
+from missedcall.record.storage import Store
 
 
 @pytest.fixture
@@ -91,9 +95,9 @@ def test_recipients(store: Store) -> None:
     assert not store.add_recipient("600", "ops@example.com")
     assert store.add_recipient("*", "boss@example.com")
     assert store.add_recipient("601", "other@example.com")
-    assert store.recipients_for("600") == (["ops@example.com"], ["boss@example.com"])
-    assert store.recipients_for("602") == ([], ["boss@example.com"])
-    assert store.recipients_for("*") == ([], ["boss@example.com"])
+    assert lastknown.split(store.recipient_rows(), "600") == (["ops@example.com"], ["boss@example.com"])
+    assert lastknown.split(store.recipient_rows(), "602") == ([], ["boss@example.com"])
+    assert lastknown.split(store.recipient_rows(), "*") == ([], ["boss@example.com"])
     assert [r.email for r in store.recipients("600")] == ["ops@example.com"]
     assert store.remove_recipient("600", "ops@example.com")
     assert not store.remove_recipient("600", "ops@example.com")
@@ -138,7 +142,7 @@ def test_freepbx_queue_labels(mariadb_url: str) -> None:
     with Store.open(parse_db_url(mariadb_url)) as store:
         assert store.freepbx_queues() is None
         assert store.queue_label("600") == ""
-        store._execute("CREATE TABLE queues_config (extension VARCHAR(20) PRIMARY KEY, descr VARCHAR(35))")
-        store._execute("INSERT INTO queues_config VALUES ('600', 'Продажи'), ('601', 'Support')")
+        store.execute("CREATE TABLE queues_config (extension VARCHAR(20) PRIMARY KEY, descr VARCHAR(35))")
+        store.execute("INSERT INTO queues_config VALUES ('600', 'Продажи'), ('601', 'Support')")
         assert store.freepbx_queues() == {"600": "Продажи", "601": "Support"}
         assert store.queue_label("600") == "Продажи"

@@ -30,7 +30,7 @@ from missedcall.detect import queuelog, sweep, sweepstate, verdict
 from missedcall.detect.book import Book
 from missedcall.detect.sweeper import CORRECTED, Sweeper
 from missedcall.detect.tail import Tail
-from missedcall.record.storage import CallRecord
+from missedcall.record.model import CallRecord
 from tests.agibox import Pbx, make_pbx
 from tests.agipeer import AgiPeer, make_headers
 from tests.mailbox import wait_for_mail

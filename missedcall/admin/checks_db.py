@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, user_may
 from missedcall.config import is_address, shown
-from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
+from missedcall.record.db import StorageError
+from missedcall.record.schema import SCHEMA_VERSION
+from missedcall.record.storage import Store
 
 if TYPE_CHECKING:
     from missedcall.admin.doctor import Doctor

@@ -18,7 +18,7 @@ from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since,
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_queues, cmd_retry, cmd_sweep, cmd_test
 from missedcall.admin.common import PROG, UserError, printable, text_arg
-from missedcall.record.storage import CALL_STATUSES
+from missedcall.record.model import CALL_STATUSES
 
 __all__ = ["PROG", "UserError", "build_parser", "main"]
 

@@ -17,7 +17,7 @@ from missedcall import config
 from missedcall.admin.common import UserError, load_settings, open_store, printable
 from missedcall.admin.scriptimport import QueueRule, ScriptError, read_script
 from missedcall.deliver import recipients
-from missedcall.record.storage import StorageError
+from missedcall.record.db import StorageError
 
 SCRIPT_MAX = 1 << 20  # bytes: a hook script is a few kilobytes
 

@@ -18,7 +18,8 @@ from missedcall.admin.common import (
     recipient_json,
 )
 from missedcall.deliver import mail, recipients
-from missedcall.record.storage import StorageError, Store
+from missedcall.record.db import StorageError
+from missedcall.record.storage import Store
 
 CSV_MAX = 10 << 20  # bytes of a recipients CSV
 

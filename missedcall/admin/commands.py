@@ -19,7 +19,9 @@ from missedcall.admin.common import (
     printable,
 )
 from missedcall.deliver import mail, notify
-from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
+from missedcall.record.db import StorageError
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import Store
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -178,7 +180,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         except StorageError as exc:
             raise UserError(str(exc)) from None
     print(report.summary())
-    return 0
+    return 1 if report.all_failed() else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

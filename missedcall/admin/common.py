@@ -10,7 +10,10 @@ from typing import Any
 
 from missedcall import config
 from missedcall.deliver import mail
-from missedcall.record.storage import CallRecord, Recipient, StorageError, Store
+from missedcall.record import model
+from missedcall.record.db import StorageError
+from missedcall.record.model import CallRecord, Recipient
+from missedcall.record.storage import Store
 
 PROG = "missedcall-admin"
 
@@ -42,28 +45,7 @@ def local(moment: datetime | None) -> str:
 
 
 def call_json(call: CallRecord) -> dict[str, Any]:
-    return {
-        "id": call.id,
-        "callid": call.callid,
-        "linkedid": call.linkedid,
-        "queue": call.queue,
-        "path": list(call.path),
-        "caller_num": call.caller_num,
-        "caller_name": call.caller_name,
-        "reason": call.reason,
-        "wait_seconds": call.wait_seconds,
-        "position": call.position,
-        "entered_at": iso(call.entered_at),
-        "ended_at": iso(call.ended_at),
-        "source": call.source,
-        "status": call.status,
-        "attempts": call.attempts,
-        "last_error": call.last_error,
-        "recipients": list(call.recipients),
-        "notified_at": iso(call.notified_at),
-        "next_attempt_at": iso(call.next_attempt_at),
-        "did": call.extra.get("did", ""),
-    }
+    return model.to_dict(call)  # the one JSON form of a call, shared with the spool
 
 
 def recipient_json(row: Recipient) -> dict[str, Any]:

@@ -141,17 +141,7 @@ def drop_tables(*, describe_only: bool) -> str:
 
     settings = load_settings()
     with Store.open(settings.db, timeout=10.0, create=False) as store:
-        if store.kind == "sqlite":
-            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
-        else:
-            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
-        tables = sorted(name for name in (str(row[0]) for row in store._rows(sql)) if name.startswith("missedcall_"))
-        if tables and not describe_only:
-            if store.kind == "mysql":
-                store._execute("SET FOREIGN_KEY_CHECKS = 0")
-            for table in tables:
-                # Names come from the catalogue and start with missedcall_: safe to quote into the statement.
-                store._execute(f'DROP TABLE IF EXISTS "{table}"' if store.kind == "sqlite" else f"DROP TABLE `{table}`")
+        tables = store.own_tables() if describe_only else store.drop_own_tables()
     return f"{settings.db.describe()}: {', '.join(tables) or 'no missedcall tables'}"
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Sequence
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, tzinfo
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 
 from missedcall.deliver import mail
-from missedcall.record.storage import CallRecord
+from missedcall.record.model import CallRecord
 
 _TEXT = {
     "en": {
@@ -75,15 +74,10 @@ def build(
     lines += ["", words["outro"].format(host=host)]
     body = "\n".join(lines) + "\n"
     message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = mail.header_text(mail.clean(words["subject"].format(n=len(calls), queues=shown), 200))
-    moment = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
-    message["Date"] = format_datetime(moment.astimezone())
-    message["Message-ID"] = make_msgid("missedcall-digest", domain=sender.rsplit("@", 1)[-1])
-    message["Auto-Submitted"] = "auto-generated"
+    subject = mail.clean(words["subject"].format(n=len(calls), queues=shown), 200)
+    mail.set_headers(message, sender=sender, to=[to], subject=subject, now=now, kind="missedcall-digest")
     message["X-Missedcall-Digest"] = str(len(calls))
-    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+    mail.set_body(message, body)
     return message
 
 

@@ -15,9 +15,8 @@ status ``held`` until every digest it is in has gone (then ``sent``).
 
 :func:`decide` is the pure rule; :func:`reserve` applies it atomically for
 all addresses of one call (row locks on MariaDB, the single writer lock on
-SQLite), so 200 processes at once cannot all slip under the limit. The SQL
-here uses the Store's query helpers directly: these two tables belong to
-this module alone.
+SQLite), so 200 processes at once cannot all slip under the limit. The tables'
+queries live in missedcall.record.held.
 """
 
 from __future__ import annotations
@@ -26,11 +25,12 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from missedcall.record.storage import CallRecord, ConflictError, StorageError, Store, _from_db, utcnow
-
-_EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)  # "no window yet" (1970-01-01 underflows some zones)
+from missedcall.record import held
+from missedcall.record.db import ConflictError
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import Store
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,7 @@ def reserve(store: Store, call: CallRecord, addresses: Sequence[str], *, limit: 
     keys = sorted(by_key)
     # A row must exist before it can be locked; creating it inside the transaction would take
     # gap locks on MariaDB, which deadlock when two calls create the same address at once.
-    store._execute(
-        f"{_insert_ignore(store)} INTO missedcall_flood (email, window_start, sent) VALUES "
-        + ", ".join("(?, ?, 0)" for _ in keys),
-        [value for key in keys for value in (key, _EPOCH)],
-    )
+    held.ensure_windows(store, keys)
     for attempt in range(4):
         try:
             decided = _decide_all(store, call, by_key, now, limit=limit, window_minutes=window_minutes)
@@ -93,59 +89,31 @@ def reserve(store: Store, call: CallRecord, addresses: Sequence[str], *, limit: 
     )
 
 
-def _insert_ignore(store: Store) -> str:
-    return "INSERT IGNORE" if store.kind == "mysql" else "INSERT OR IGNORE"
-
-
 def _decide_all(
     store: Store, call: CallRecord, by_key: dict[str, str], now: datetime, *, limit: int, window_minutes: int
 ) -> dict[str, bool]:
     """One transaction: {lower-case address: True for a single mail, False for held}."""
     decided: dict[str, bool] = {}
-    keys = sorted(by_key)
-    marks = ", ".join("?" for _ in keys)
-    lock = " FOR UPDATE" if store.kind == "mysql" else ""  # SQLite: BEGIN IMMEDIATE already serialises
     with store.transaction():
-        already = {
-            str(row[0]).lower()
-            for row in store._rows("SELECT email FROM missedcall_held WHERE callid = ?", (call.callid,))
-        }
-        # One locking read in key order: every process locks addresses in the same order.
-        rows = store._rows(
-            f"SELECT email, window_start, sent FROM missedcall_flood WHERE email IN ({marks}) ORDER BY email{lock}",
-            keys,
-        )
-        state = {str(r[0]): (_from_db(r[1]) or _EPOCH, int(r[2] or 0)) for r in rows}
-        for key in keys:
+        already = {a.lower() for a in held.held_addresses(store, call.callid)}
+        windows = held.lock_windows(store, sorted(by_key))
+        for key in sorted(by_key):
             if key in already:
                 decided[key] = False
                 continue
-            start, sent = state.get(key, (_EPOCH, 0))
-            decision = decide(start, sent, now, limit=limit, window_minutes=window_minutes)
+            window = windows.get(key, held.Window(held.EPOCH, 0))
+            decision = decide(window.start, window.sent, now, limit=limit, window_minutes=window_minutes)
             if decision.single:
-                store._execute(
-                    "UPDATE missedcall_flood SET window_start = ?, sent = ? WHERE email = ?",
-                    (decision.window_start, decision.sent, key),
-                )
+                held.set_window(store, key, decision.window_start, decision.sent)
             else:
-                store._execute(
-                    f"{_insert_ignore(store)} INTO missedcall_held (callid, email, held_at, due_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (call.callid, by_key[key], now, decision.due_at),
-                )
+                held.hold(store, call.callid, by_key[key], now, decision.due_at)
             decided[key] = decision.single
     return decided
 
 
-def held_addresses(store: Store, callid: str) -> list[str]:
-    """Every address this call was held for (whatever became of its digest)."""
-    return [str(r[0]) for r in store._rows("SELECT email FROM missedcall_held WHERE callid = ?", (callid,))]
-
-
-def waiting(store: Store, callid: str) -> int:
-    """How many of this call's digests have not gone yet."""
-    rows = store._rows("SELECT COUNT(*) FROM missedcall_held WHERE callid = ? AND status = 'held'", (callid,))
-    return int(rows[0][0]) if rows else 0
+held_addresses = held.held_addresses
+waiting = held.waiting
+due_addresses = held.due_addresses
 
 
 # --- digests (sent by retry) -----------------------------------------------------------------
@@ -161,86 +129,25 @@ class Batch:
     attempts: int
 
 
-def due_addresses(store: Store, now: datetime) -> list[str]:
-    rows = store._rows(
-        "SELECT DISTINCT email FROM missedcall_held WHERE status = 'held' AND due_at <= ? ORDER BY email", (now,)
-    )
-    return [str(r[0]) for r in rows]
-
-
 def lease(store: Store, email: str, now: datetime, until: datetime) -> Batch | None:
     """Take this address's due held rows for one digest; None when another retry took them first."""
     token = os.urandom(8).hex()  # not secrets: this module is on the AGI's import path (see spool.atomic_write)
-    cursor = store._execute(
-        "UPDATE missedcall_held SET lease = ?, attempts = attempts + 1, due_at = ?"
-        " WHERE email = ? AND status = 'held' AND due_at <= ?",
-        (token, until, email, now),
-    )
-    if not cursor.rowcount:
-        return None
-    rows = store._rows(
-        "SELECT callid, attempts FROM missedcall_held WHERE lease = ? AND email = ? ORDER BY held_at, callid",
-        (token, email),
-    )
+    rows = held.lease(store, email, token, now, until)
     if not rows:
         return None
-    return Batch(email=email, token=token, callids=[str(r[0]) for r in rows], attempts=max(int(r[1]) for r in rows))
+    return Batch(email=email, token=token, callids=[c for c, _ in rows], attempts=max(n for _, n in rows))
 
 
 def calls(store: Store, callids: Iterable[str]) -> list[CallRecord]:
-    wanted = list(callids)
-    found: list[CallRecord] = []
-    for start in range(0, len(wanted), 500):
-        part = wanted[start : start + 500]
-        marks = ", ".join("?" for _ in part)
-        found += store._select_calls(f"WHERE callid IN ({marks}) ORDER BY COALESCE(ended_at, entered_at), id", part)
-    return found
+    return store.calls_by_ids(list(callids))
 
 
 def digest_sent(store: Store, batch: Batch, now: datetime) -> int:
     """Mark the batch sent; calls with no digest left waiting become ``sent``. Returns how many did."""
-    store._execute(
-        "UPDATE missedcall_held SET status = 'sent', sent_at = ?, last_error = '' WHERE lease = ? AND email = ?",
-        (now, batch.token, batch.email),
-    )
-    return _finish(store, batch.callids, now)
+    held.mark_sent(store, batch.email, batch.token, now)
+    return held.finish(store, batch.callids, now)
 
 
 def digest_failed(store: Store, batch: Batch, error: str, *, give_up: bool, retry_at: datetime) -> None:
     """Record a digest that did not go: tried again at ``retry_at``, or given up (its held calls fail)."""
-    store._execute(
-        "UPDATE missedcall_held SET status = ?, last_error = ?, due_at = ? WHERE lease = ? AND email = ?",
-        ("failed" if give_up else "held", error[:512], retry_at, batch.token, batch.email),
-    )
-    if give_up:
-        for start in range(0, len(batch.callids), 500):
-            part = batch.callids[start : start + 500]
-            marks = ", ".join("?" for _ in part)
-            store._execute(
-                f"UPDATE missedcall_calls SET status = 'failed', last_error = ? WHERE status = 'held'"
-                f" AND callid IN ({marks})",
-                [f"digest to {batch.email} failed: {error}"[:512], *part],
-            )
-
-
-def _finish(store: Store, callids: Sequence[str], now: datetime) -> int:
-    done = 0
-    for start in range(0, len(callids), 500):
-        part = list(callids[start : start + 500])
-        marks = ", ".join("?" for _ in part)
-        cursor = store._execute(
-            "UPDATE missedcall_calls SET status = 'sent', notified_at = COALESCE(notified_at, ?)"
-            f" WHERE status = 'held' AND callid IN ({marks}) AND NOT EXISTS"
-            " (SELECT 1 FROM missedcall_held h WHERE h.callid = missedcall_calls.callid AND h.status = 'held')",
-            [now, *part],
-        )
-        done += max(0, cursor.rowcount or 0)
-    return done
-
-
-def finish_if_done(store: Store, callid: str, now: datetime) -> bool:
-    """A held call whose single mail and digests have all gone becomes ``sent``."""
-    try:
-        return _finish(store, [callid], now) > 0
-    except StorageError:
-        return False
+    held.mark_failed(store, batch.email, batch.token, batch.callids, error, give_up=give_up, retry_at=retry_at)

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from missedcall import log
-from missedcall.deliver.spool import SpoolError, atomic_write
+from missedcall.deliver.spool import SpoolError, atomic_write, read_regular
 
 NAME = "recipients.json"
 Rows = list[tuple[str, str]]
@@ -33,11 +33,11 @@ def path(spool_dir: str) -> str:
 
 def all_rows(store: Any) -> Rows:
     """Every (queue, email) row in the table's order: one query, whatever the queue."""
-    return [(str(q), str(e)) for q, e in store._rows("SELECT queue, email FROM missedcall_recipients ORDER BY id")]
+    return store.recipient_rows()
 
 
 def split(rows: Rows, queue: str) -> tuple[list[str], list[str]]:
-    """(the queue's own addresses, the ``*`` addresses), as Store.recipients_for gives them."""
+    """(the queue's own addresses, the ``*`` addresses), each in the table's order."""
     own = [email for q, email in rows if q == queue and queue != "*"]
     star = [email for q, email in rows if q == "*"]
     return own, star
@@ -46,13 +46,13 @@ def split(rows: Rows, queue: str) -> tuple[list[str], list[str]]:
 def load(spool_dir: str) -> Rows | None:
     """The saved rows; None when there is no usable copy."""
     try:
-        with open(path(spool_dir), "rb") as handle:
-            data = json.loads(handle.read(4 << 20).decode("utf-8"))
+        data = json.loads(read_regular(path(spool_dir), 4 << 20).decode("utf-8"))
         rows = data["rows"]
         if not isinstance(rows, list):
             return None
-        return [(str(r[0]), str(r[1])) for r in rows if isinstance(r, list) and len(r) == 2]
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        pairs = [r for r in rows if isinstance(r, list) and len(r) == 2]
+        return [(q, e) for q, e in pairs if isinstance(q, str) and isinstance(e, str)]
+    except (SpoolError, ValueError, KeyError, TypeError, IndexError, RecursionError):
         return None
 
 

@@ -16,9 +16,9 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from string import Template
 
-from missedcall.record.storage import CallRecord
+from missedcall.record.model import CallRecord
 
-#: The reasons in words, per language (docs/design.md §1 vocabulary).
+#: The reasons in words, per language (the vocabulary of docs/design.md).
 REASON_TEXT: dict[str, dict[str, str]] = {
     "en": {
         "ABANDON": "the caller hung up while waiting",
@@ -184,20 +184,54 @@ def render(
     return subject, body
 
 
+def address_problem(address: str) -> str:
+    """Why ``address`` cannot be a recipient of our mails; "" when it can.
+
+    It must read back from a To header as exactly itself, a bare addr-spec: no
+    RFC 2047 encoded word (the policy would decode it, CR/LF included), no
+    comment, quoting or control character the policy would rewrite or refuse.
+    Checked one address at a time, so one bad row costs only itself.
+    """
+    if not address or len(address) > 254 or "=?" in address:
+        return "is not a plain address (an RFC 2047 encoded word?)"
+    if not address.isprintable() or any(ch in address for ch in ' "(),;<>[]\\'):
+        return "holds a space, quote, bracket or control character"
+    try:
+        probe = EmailMessage()
+        probe["To"] = address
+        parsed = probe["To"].addresses
+        if len(parsed) != 1 or parsed[0].addr_spec != address or parsed[0].display_name:
+            return "does not read back from a header as itself"
+        probe.as_bytes()
+    except Exception as exc:  # whatever the email package refuses, refused here and not in the whole message
+        return f"breaks the header ({exc.__class__.__name__})"
+    return ""
+
+
+def set_headers(message: EmailMessage, *, sender: str, to: list[str], subject: str, now: datetime,
+                kind: str) -> None:  # fmt: skip
+    """The header block every mail of ours carries, single or digest (``kind`` names the Message-ID)."""
+    message["From"] = sender
+    if to:
+        message["To"] = ", ".join(to)
+    message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
+    message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
+    message["Message-ID"] = make_msgid(kind, domain=sender.rsplit("@", 1)[-1])
+    # RFC 3834: no vacation responder answers, no loop with a ticket system.
+    message["Auto-Submitted"] = "auto-generated"
+
+
+def set_body(message: EmailMessage, body: str) -> None:
+    # Quoted-printable keeps the message 7-bit clean, so no relay can refuse or mangle Cyrillic.
+    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+
+
 def build_message(
     *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime
 ) -> EmailMessage:
     """The message itself; ``recipients`` are already validated bare addresses."""
     message = EmailMessage()
-    message["From"] = sender
-    if recipients:
-        message["To"] = ", ".join(recipients)
-    message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
-    message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
-    domain = sender.rsplit("@", 1)[-1]
-    message["Message-ID"] = make_msgid("missedcall", domain=domain)
-    message["Auto-Submitted"] = "auto-generated"
+    set_headers(message, sender=sender, to=recipients, subject=subject, now=now, kind="missedcall")
     message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._-]", "_", callid)[:64]
-    # Quoted-printable keeps the message 7-bit clean, so no relay can refuse or mangle Cyrillic.
-    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+    set_body(message, body)
     return message

@@ -7,6 +7,16 @@ recipient resolution live here so both detectors apply them alike; so do storm
 control (missedcall.deliver.flood: ``held`` calls, digests), the attempt counting and
 back-off that ``retry`` relies on, and the adoption of a call the hook mailed
 while the database was down (missedcall.deliver.spool), which is never mailed again.
+
+:func:`notify` records the outcome on the call's row; :func:`offline` is the
+same notifier without a database (the AGI could not reach it): recipients come
+from the last known copy (missedcall.deliver.lastknown) plus
+MISSEDCALL_FALLBACK_TO, and the call is spooled *before* the mail goes (status
+``pending``) and again after (``sent``, or ``pending`` with the error), so a
+process killed in between leaves a file that ``retry`` turns into a row and, at
+worst, one duplicate mail; one killed before the first write is left to the
+queue_log sweeper. Storm control needs the database's counters, so mails sent
+offline are not counted (the README says so).
 """
 
 from __future__ import annotations
@@ -17,10 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from email.message import EmailMessage
 
-from missedcall import budget, log
+from missedcall import budget, log, text
 from missedcall.config import Settings
 from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
-from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
+from missedcall.record.db import StorageError
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.storage import Store
 
 MAX_ATTEMPTS = 5
 #: Seconds before attempt N+1 when attempt N failed (index N-1; the last one repeats):
@@ -31,6 +43,15 @@ BACKOFF = (60, 300, 900, 3600)
 #: which might already have queued the mail (and the retry would then send it twice).
 SEND_RESERVE = 0.5
 DEFERRED = "not sent yet: the AGI ran out of time (an overloaded box?); retry sends it"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`offline` did: the status its spool file says, in words, and whether it is spooled."""
+
+    status: str  # sent | pending | skipped
+    detail: str
+    spooled: bool
 
 
 @dataclass(frozen=True)
@@ -46,8 +67,10 @@ def skip_reason(call: CallRecord, settings: Settings) -> str:
     """Why this call is recorded but not mailed; "" when it should be mailed."""
     if call.reason not in settings.reasons:
         return f"reason {call.reason} is not in MISSEDCALL_REASONS"
-    if call.reason == "ABANDON" and settings.min_wait and (call.wait_seconds or 0) < settings.min_wait:
-        return f"waited {call.wait_seconds or 0} s, less than MISSEDCALL_MIN_WAIT={settings.min_wait}"
+    # Only a known wait is filtered: an unknown one is not zero, and a missed call nobody hears of is the worse error.
+    waited = call.wait_seconds
+    if call.reason == "ABANDON" and settings.min_wait and waited is not None and waited < settings.min_wait:
+        return f"waited {waited} s, less than MISSEDCALL_MIN_WAIT={settings.min_wait}"
     return ""
 
 
@@ -97,7 +120,14 @@ def plan(
         label = store.queue_label(call.queue)
     elif known_rows is not None:
         own, star = lastknown.split(list(known_rows), call.queue)
-    addresses = recipients.resolve(own, star, settings.fallback_to)
+    addresses = []
+    for address in recipients.resolve(own, star, settings.fallback_to):
+        problem = mail.address_problem(address)
+        if problem:
+            shown = text.printable(address, limit=254, replace="?")
+            log.warning(f"call {call.callid}: recipient {shown!r} skipped: it {problem} (missedcall-admin recipients)")
+        else:
+            addresses.append(address)
     templates = mail.load_templates(settings.language, settings.template_dir)
     subject, body = mail.render(
         call,
@@ -201,6 +231,54 @@ def notify(
     return _record(
         store, call, status=status, error="", recipients=everyone, notified=True, spool_dir=settings.spool_dir
     )
+
+
+def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:
+    """Mail ``call`` without the database, with what is known locally, and spool it; never raises for
+    expected trouble."""
+    call.last_error = f"database unreachable: {reason}"[:512]
+    rows = lastknown.load(settings.spool_dir)
+    try:
+        the_plan = plan(call, settings, None, known_rows=rows or [])
+    except mail.TemplateError as exc:
+        call.status, call.last_error = "pending", str(exc)[:512]
+        return Outcome("pending", str(exc), _spool(settings, call))
+    if the_plan.message is None:
+        call.status, call.last_error = "skipped", the_plan.skip_reason[:512]
+        return Outcome("skipped", the_plan.skip_reason, _spool(settings, call))
+    if not the_plan.recipients:
+        call.status = "pending"
+        call.last_error = f"{call.last_error}; no recipients known locally"[:512]
+        return Outcome("pending", "no recipients known locally", _spool(settings, call))
+    call.status = "pending"
+    spooled = _spool(settings, call)
+    left = budget.left(deadline) - 0.3  # keep time to rewrite the spool file, report, exit
+    if left < SEND_RESERVE:
+        call.last_error = f"{call.last_error}; {DEFERRED}"[:512]
+        if spooled:
+            _spool(settings, call)
+        return Outcome("pending", DEFERRED, spooled)
+    call.attempts += 1
+    call.recipients = tuple(the_plan.recipients)
+    timeout = max(0.1, min(settings.smtp_timeout, left))
+    try:
+        transport.send(the_plan.message, the_plan.recipients, settings, timeout=timeout)
+    except transport.TransportError as exc:
+        call.last_error = f"{call.last_error}; mail not sent: {exc}"[:512]
+        return Outcome("pending", f"mail not sent: {exc}", _spool(settings, call))
+    call.status = "sent"
+    call.notified_at = utcnow()
+    source = "the last known recipients" if rows is not None else "MISSEDCALL_FALLBACK_TO (no local copy yet)"
+    return Outcome("sent", f"mailed {len(the_plan.recipients)} recipient(s) from {source}", _spool(settings, call))
+
+
+def _spool(settings: Settings, call: CallRecord) -> bool:
+    try:
+        spool.write(settings.spool_dir, call)
+    except spool.SpoolError as exc:
+        log.error(f"call {call.callid}: cannot spool it ({exc}); only the queue_log sweeper can record it now")
+        return False
+    return True
 
 
 def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord:

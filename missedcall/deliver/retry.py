@@ -17,18 +17,31 @@ Three steps, each safe to run in several processes at once and after any crash:
 ``--failed`` first puts failed calls and digests back in the queue (after the
 relay was fixed): a call whose own mail never went is retried from scratch, one
 whose digest failed gets its digest again.
+
+One spool file, one call and one digest are each the unit of failure: an
+unexpected error on one is logged with its id and the item is *parked* (a spool
+file moved aside as ``bad-…``, a row ``failed`` with last_error starting with
+:data:`PARKED`, a digest's held rows ``failed``) so that it is never retried in
+a hot loop and never stops the others; ``doctor`` names it (:func:`health`). A
+database error is an item's fault only when the database still answers right
+after it; otherwise the run stops there and the next one starts again.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from missedcall import log
+from missedcall import log, text
 from missedcall.config import Settings
-from missedcall.deliver import digest, flood, notify, spool, transport
-from missedcall.record.storage import SCHEMA_VERSION, CallRecord, StorageError, Store, utcnow
+from missedcall.deliver import digest, flood, mail, notify, spool, transport
+from missedcall.record import held
+from missedcall.record.db import StorageError
+from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.schema import SCHEMA_VERSION
+from missedcall.record.storage import Store
 
 #: Pending calls handled per run at most; the next run (a minute later) takes the rest.
 BATCH = 1000
@@ -37,6 +50,8 @@ DIGEST_LEASE = 300
 #: Pending calls are sent by this many connections at once when there are at least PARALLEL_FROM of them.
 WORKERS = 4
 PARALLEL_FROM = 20
+#: How the last_error of a call parked by this module starts (doctor reports those as FAIL).
+PARKED = "parked: "
 
 
 @dataclass
@@ -50,7 +65,13 @@ class Report:
     digests: int = 0
     digest_calls: int = 0
     digest_failures: int = 0
+    parked: list[str] = field(default_factory=list)  # ids of items set aside by an unexpected error
+    handled: int = 0  # items that went through without one
     errors: list[str] = field(default_factory=list)
+
+    def all_failed(self) -> bool:
+        """Every item this run touched was parked or set aside (the exit code says so)."""
+        return bool(self.parked or self.bad) and not self.handled
 
     def tally(self, status: str) -> None:
         self.outcomes[status] = self.outcomes.get(status, 0) + 1
@@ -58,7 +79,7 @@ class Report:
     def did_something(self) -> bool:
         return bool(
             self.imported or self.known or self.bad or self.requeued or self.outcomes or self.digests
-            or self.digest_failures
+            or self.digest_failures or self.parked
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -77,6 +98,9 @@ class Report:
                 f"digests: {self.digests} sent listing {self.digest_calls} call(s)"
                 + (f", {self.digest_failures} failed" if self.digest_failures else "")
             )
+        if self.parked:
+            shown = ", ".join(self.parked[:5]) + (", …" if len(self.parked) > 5 else "")
+            parts.append(f"{len(self.parked)} item(s) parked after an unexpected error: {shown} (see doctor)")
         return "retry: " + ("; ".join(parts) if parts else "nothing to do")
 
 
@@ -99,26 +123,61 @@ def run(
     if failed:
         report.requeued = requeue_failed(store, now)
     timeout = settings.smtp_timeout if timeout is None else timeout
-    for status in resend(store, settings, store.due_calls(now, limit=BATCH), now=now, timeout=timeout):
-        report.tally(status)
+    for callid, status in resend(store, settings, store.due_calls(now, limit=BATCH), now=now, timeout=timeout):
+        if status.startswith(PARKED):
+            report.parked.append(f"call {callid}")
+        else:
+            report.handled += 1
+            report.tally(status)
     send_digests(store, settings, report, now=now, timeout=timeout)
     if report.did_something():
         log.info(report.summary())
     return report
 
 
-def resend(store: Store, settings: Settings, calls: list[CallRecord], *, now: datetime, timeout: float) -> list[str]:
-    """notify() each call; a backlog (after an outage) is shared by WORKERS connections, so a slow relay
-    or mail program is not waited for one call at a time. begin_attempt() keeps each call to one of them."""
+def resend(
+    store: Store, settings: Settings, calls: list[CallRecord], *, now: datetime, timeout: float
+) -> list[tuple[str, str]]:
+    """notify() each call, [(callid, status)]; a backlog (after an outage) is shared by WORKERS connections, so
+    a slow relay or mail program is not waited for one call at a time. begin_attempt() keeps each call to one
+    of them. A call that raises is parked (status ``PARKED...``) and the others go on."""
     if len(calls) < PARALLEL_FROM:
-        return [notify.notify(store, settings, call, timeout=timeout, now=now).status for call in calls]
+        return [(call.callid, _resend_one(store, settings, call, now=now, timeout=timeout)) for call in calls]
 
-    def work(share: list[CallRecord]) -> list[str]:
+    def work(share: list[CallRecord]) -> list[tuple[str, str]]:
         with Store.open(settings.db, timeout=30.0) as own:
-            return [notify.notify(own, settings, call, timeout=timeout, now=now).status for call in share]
+            return [(call.callid, _resend_one(own, settings, call, now=now, timeout=timeout)) for call in share]
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        return [status for part in pool.map(work, [calls[i::WORKERS] for i in range(WORKERS)]) for status in part]
+        return [done for part in pool.map(work, [calls[i::WORKERS] for i in range(WORKERS)]) for done in part]
+
+
+def _resend_one(store: Store, settings: Settings, call: CallRecord, *, now: datetime, timeout: float) -> str:
+    try:
+        return notify.notify(store, settings, call, timeout=timeout, now=now).status
+    except Exception as exc:
+        if isinstance(exc, StorageError) and not _answers(store):
+            raise  # the database went away: not this call's fault, the next run starts again
+        reason = f"{PARKED}{_describe(exc)}"
+        log.error(f"retry: call {call.callid}: {reason}; set aside (doctor shows it)")
+        try:
+            store.update_call(call.callid, status="failed", last_error=reason)
+        except StorageError as why:
+            log.error(f"retry: call {call.callid}: could not park it: {why}")
+        return reason
+
+
+def _answers(store: Store) -> bool:
+    """Does the database still answer? (Then an error on one item was that item's.)"""
+    try:
+        store.get_state("schema_version")
+    except StorageError:
+        return False
+    return True
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"[:400]
 
 
 def import_spool(store: Store, settings: Settings, report: Report, *, now: datetime, settle: float) -> None:
@@ -130,92 +189,110 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
         return
     for path in paths:
         try:
-            item = spool.read(path)
-        except spool.SpoolGone:
-            continue  # another retry took it
-        except spool.SpoolError as exc:
+            readable = _import_one(store, path, report, now=now)
+        except Exception as exc:
+            if isinstance(exc, StorageError) and not _answers(store):
+                raise  # the database went away: the file stays for the next run
             kept = spool.quarantine(path)
-            report.bad += 1
-            log.error(f"retry: {exc}; moved to {kept}")
+            report.parked.append(f"spool file {os.path.basename(path)}")
+            log.error(f"retry: spool file {path}: {_describe(exc)}; moved to {kept}")
             continue
-        call = item.call
-        call.next_attempt_at = now  # a pending one is due at once: its back-off was spent waiting here
-        if store.claim_call(call):
-            report.imported += 1
-            report.adopted += item.mailed
-            log.info(f"retry: spooled call {call.callid} recorded as {call.status}")
-        else:
-            report.known += 1
-            existing = store.get_call(call.callid)
-            if item.mailed and existing is not None and existing.status == "pending":
-                # The row never heard that the mail went (its writer lost the database): it did.
-                store.update_call(
-                    call.callid,
-                    status="held" if call.status == "held" and flood.waiting(store, call.callid) else "sent",
-                    last_error="",
-                    recipients=list(call.recipients),
-                    notified_at=call.notified_at or now,
-                    attempts=max(existing.attempts, call.attempts),
-                )
-                report.adopted += 1
-        spool.remove(path)
+        report.handled += readable
+
+
+def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bool:
+    """Record one spool file; False when it was not a call of ours (set aside) or is gone."""
+    try:
+        item = spool.read(path)
+    except spool.SpoolGone:
+        return False  # another retry took it
+    except spool.SpoolError as exc:
+        kept = spool.quarantine(path)
+        report.bad += 1
+        log.error(f"retry: {exc}; moved to {kept}")
+        return False
+    call = item.call
+    call.next_attempt_at = now  # a pending one is due at once: its back-off was spent waiting here
+    if store.claim_call(call):
+        report.imported += 1
+        report.adopted += item.mailed
+        log.info(f"retry: spooled call {call.callid} recorded as {call.status}")
+    else:
+        report.known += 1
+        existing = store.get_call(call.callid)
+        if item.mailed and existing is not None and existing.status == "pending":
+            # The row never heard that the mail went (its writer lost the database): it did.
+            store.update_call(
+                call.callid,
+                status="held" if call.status == "held" and flood.waiting(store, call.callid) else "sent",
+                last_error="",
+                recipients=list(call.recipients),
+                notified_at=call.notified_at or now,
+                attempts=max(existing.attempts, call.attempts),
+            )
+            report.adopted += 1
+    spool.remove(path)
+    return True
 
 
 def requeue_failed(store: Store, now: datetime) -> int:
     """Put failed calls and digests back in the queue; returns how many rows changed."""
-    changed = 0
-    cursor = store._execute(
-        "UPDATE missedcall_held SET status = 'held', attempts = 0, due_at = ?, last_error = '' WHERE status = 'failed'",
-        (now,),
-    )
-    changed += max(0, cursor.rowcount or 0)
-    # The call's own mail went; only a digest failed: it waits for that digest again.
-    cursor = store._execute(
-        "UPDATE missedcall_calls SET status = 'held' WHERE status = 'failed' AND notified_at IS NOT NULL"
-        " AND EXISTS (SELECT 1 FROM missedcall_held h WHERE h.callid = missedcall_calls.callid"
-        " AND h.status = 'held')"
-    )
-    changed += max(0, cursor.rowcount or 0)
-    # The call's own mail never went: from scratch (its held addresses stay held).
-    cursor = store._execute(
-        "UPDATE missedcall_calls SET status = 'pending', attempts = 0, next_attempt_at = ?"
-        " WHERE status = 'failed' AND notified_at IS NULL",
-        (now,),
-    )
-    changed += max(0, cursor.rowcount or 0)
-    return changed
+    return held.requeue_failed(store, now) + store.requeue_unsent(now)
 
 
 def send_digests(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
     for email in flood.due_addresses(store, now):
-        batch = flood.lease(store, email, now, now + timedelta(seconds=DIGEST_LEASE))
-        if batch is None:
-            continue  # another retry took it
-        calls = flood.calls(store, batch.callids)
-        message = digest.build(
-            calls,
-            to=email,
-            sender=settings.mail_from,
-            language=settings.language,
-            limit=settings.flood_limit,
-            window=settings.flood_window,
-            zone=notify.zone(settings),
-            now=now,
-        )
+        batch = None
         try:
-            transport.send(message, [email], settings, timeout=timeout)
-        except transport.TransportError as exc:
-            give_up = batch.attempts >= notify.MAX_ATTEMPTS
-            flood.digest_failed(
-                store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts)
-            )
-            report.digest_failures += 1
-            log.warning(f"retry: digest of {len(calls)} call(s) to {email} not sent: {exc}")
+            batch = flood.lease(store, email, now, now + timedelta(seconds=DIGEST_LEASE))
+            if batch is None:
+                continue  # another retry took it
+            _send_digest(store, settings, report, batch, now=now, timeout=timeout)
+        except Exception as exc:
+            if isinstance(exc, StorageError) and not _answers(store):
+                raise
+            reason = f"{PARKED}{_describe(exc)}"
+            report.parked.append(f"digest to {email}")
+            log.error(f"retry: digest to {email}: {reason}; its held calls are set aside (doctor shows them)")
+            if batch is not None:
+                try:
+                    flood.digest_failed(store, batch, reason, give_up=True, retry_at=now)
+                except StorageError as why:
+                    log.error(f"retry: digest to {email}: could not park it: {why}")
             continue
-        flood.digest_sent(store, batch, now)
-        report.digests += 1
-        report.digest_calls += len(calls)
-        log.info(f"retry: digest of {len(calls)} held call(s) sent to {email}")
+        report.handled += 1
+
+
+def _send_digest(
+    store: Store, settings: Settings, report: Report, batch: flood.Batch, *, now: datetime, timeout: float
+) -> None:
+    email = batch.email
+    problem = mail.address_problem(email)
+    if problem:
+        raise ValueError(f"address {text.printable(email, limit=254, replace='?')!r} {problem}")
+    calls = flood.calls(store, batch.callids)
+    message = digest.build(
+        calls,
+        to=email,
+        sender=settings.mail_from,
+        language=settings.language,
+        limit=settings.flood_limit,
+        window=settings.flood_window,
+        zone=notify.zone(settings),
+        now=now,
+    )
+    try:
+        transport.send(message, [email], settings, timeout=timeout)
+    except transport.TransportError as exc:
+        give_up = batch.attempts >= notify.MAX_ATTEMPTS
+        flood.digest_failed(store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts))
+        report.digest_failures += 1
+        log.warning(f"retry: digest of {len(calls)} call(s) to {email} not sent: {exc}")
+        return
+    flood.digest_sent(store, batch, now)
+    report.digests += 1
+    report.digest_calls += len(calls)
+    log.info(f"retry: digest of {len(calls)} held call(s) sent to {email}")
 
 
 def health(store: Store, settings: Settings, *, now: datetime | None = None) -> tuple[str, str, str]:
@@ -224,22 +301,18 @@ def health(store: Store, settings: Settings, *, now: datetime | None = None) -> 
     problems: list[str] = []
     status = "OK"
     try:
-        rows = store._rows("SELECT status, COUNT(*) FROM missedcall_calls GROUP BY status")
+        counts = store.status_counts()
     except StorageError as exc:
         return "WARN", f"cannot count calls: {exc}", "missedcall-admin init"
-    counts = {str(s): int(n) for s, n in rows}
     if counts.get("failed"):
         status = "WARN"
         last = store.calls(status="failed", limit=1)
         why = f" (latest: {last[0].last_error[:120]})" if last and last[0].last_error else ""
         problems.append(f"{counts['failed']} call(s) failed{why}")
-    stale = store._rows(
-        "SELECT COUNT(*) FROM missedcall_calls WHERE status = 'pending' AND next_attempt_at < ?",
-        (now - timedelta(minutes=10),),
-    )
-    if stale and int(stale[0][0]):
+    stale = store.overdue(now - timedelta(minutes=10))
+    if stale:
         status = "WARN"
-        problems.append(f"{int(stale[0][0])} pending call(s) overdue by 10+ minutes (is retry running from cron?)")
+        problems.append(f"{stale} pending call(s) overdue by 10+ minutes (is retry running from cron?)")
     spooled, oldest = spool.count(settings.spool_dir)
     if spooled:
         age = int(now.timestamp() - (oldest or now.timestamp()))
@@ -247,7 +320,37 @@ def health(store: Store, settings: Settings, *, now: datetime | None = None) -> 
             status = "WARN"
         problems.append(f"{spooled} call(s) in the spool {settings.spool_dir}, oldest {age // 60} min")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no calls yet"
+    poisoned = _poisoned(store, settings, counts.get("failed", 0))
+    if poisoned:
+        fix = (
+            "read the reason, fix or delete the item (a bad-… spool file can be deleted once read,"
+            " a bad recipient replaced with missedcall-admin recipients remove/add);"
+            " then: missedcall-admin retry --failed"
+        )
+        return "FAIL", "; ".join([*poisoned, *problems]), fix
     if status == "OK":
         return "OK", f"calls: {summary}" + (f"; {problems[0]}" if problems else ""), ""
     fix = "missedcall-admin log --status failed; fix the cause (see last_error), then: missedcall-admin retry --failed"
     return status, "; ".join(problems), fix
+
+
+def _poisoned(store: Store, settings: Settings, failed: int) -> list[str]:
+    """Items a run parked after an unexpected error, each named with its reason."""
+    found: list[str] = []
+    if failed:
+        for call in store.calls(status="failed", limit=200):
+            if PARKED in call.last_error:
+                found.append(f"call {call.callid} parked ({call.last_error[:160]})")
+    for email, n, error in held.failed_digests(store):
+        if PARKED in error:
+            found.append(f"digest to {email} ({n} call(s)) parked ({error[:160]})")
+    for queue, email in store.recipient_rows():
+        problem = mail.address_problem(email)
+        if problem:
+            shown = text.printable(email, limit=254, replace="?")
+            found.append(f"recipient {shown!r} of queue {queue} is skipped: it {problem}")
+    bad = spool.bad_files(settings.spool_dir)
+    if bad:
+        shown = ", ".join(bad[:5]) + (", …" if len(bad) > 5 else "")
+        found.append(f"{len(bad)} spool file(s) set aside in {settings.spool_dir}: {shown}")
+    return found

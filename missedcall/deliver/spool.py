@@ -10,7 +10,7 @@ call (``status`` ``sent``), so ``retry`` records it without mailing it again;
 ``retry`` takes only files older than :data:`SETTLE` seconds: the AGI that
 wrote a file may still be mailing and rewrite it (its whole run is bounded to
 3 s, far less under any load a PBX survives), and :data:`SETTLE` is shorter
-than the claim lease (storage.CLAIM_LEASE), so a spooled copy is always imported
+than the claim lease (missedcall.record.storage.CLAIM_LEASE), so a spooled copy is always imported
 before a row of the same call may be retried.
 
 The folder also holds ``recipients.json``, the last known recipients
@@ -23,21 +23,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
-from missedcall.record.storage import CALL_STATUSES, CallRecord
+from missedcall.record import model
+from missedcall.record.model import CallRecord
 
 SETTLE = 30
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 _NAME = re.compile(r"call-([A-Za-z0-9._-]{1,64})\.json")
 _CALLID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_FIELDS = (
-    "callid", "linkedid", "queue", "caller_num", "caller_name", "reason", "source", "status", "last_error",
-)  # fmt: skip
 
 
 class SpoolError(RuntimeError):
@@ -112,66 +110,18 @@ def atomic_write(directory: str, name: str, data: bytes, *, create_dir: bool = F
     return final
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat() if moment else None
-
-
-def _when(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def to_json(call: CallRecord) -> dict[str, Any]:
-    data: dict[str, Any] = {name: getattr(call, name) for name in _FIELDS}
-    data.update(
-        version=1,
-        path=list(call.path),
-        wait_seconds=call.wait_seconds,
-        position=call.position,
-        attempts=call.attempts,
-        recipients=list(call.recipients),
-        entered_at=_iso(call.entered_at),
-        ended_at=_iso(call.ended_at),
-        notified_at=_iso(call.notified_at),
-        extra=dict(call.extra),
-    )
-    return data
+    """The spool form: the one JSON form of a call (missedcall.record.model) with a version."""
+    return {"version": 1, **model.to_dict(call)}
 
 
 def from_json(data: Any) -> CallRecord:
-    """The call a spool file holds; raises SpoolError when it is not one of ours."""
+    """The call a spool file holds; raises SpoolError when it is not one of ours or a value is not right."""
+    if not isinstance(data, dict) or data.get("version") != 1:
+        raise SpoolError("not a version 1 missedcall spool record")
     try:
-        if not isinstance(data, dict) or data.get("version") != 1:
-            raise ValueError("not a version 1 spool record")
-        texts = {name: data[name] for name in _FIELDS}
-        if not all(isinstance(v, str) for v in texts.values()):
-            raise ValueError("a text field is not text")
-        if texts["status"] not in CALL_STATUSES or not _CALLID.fullmatch(texts["callid"]):
-            raise ValueError("bad status or callid")
-
-        def number(name: str) -> int | None:
-            value = data.get(name)
-            if value is None:
-                return None
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} is not a number")
-            return value
-
-        return CallRecord(
-            **texts,
-            path=tuple(str(q) for q in data.get("path") or ()),
-            wait_seconds=number("wait_seconds"),
-            position=number("position"),
-            attempts=number("attempts") or 0,
-            recipients=tuple(str(a) for a in data.get("recipients") or ()),
-            entered_at=_when(data.get("entered_at")),
-            ended_at=_when(data.get("ended_at")),
-            notified_at=_when(data.get("notified_at")),
-            extra={str(k): str(v) for k, v in (data.get("extra") or {}).items()},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        return model.from_dict(data)
+    except model.RecordError as exc:
         raise SpoolError(f"not a missedcall spool record ({exc})") from None
 
 
@@ -181,20 +131,48 @@ def write(spool_dir: str, call: CallRecord) -> str:
     return atomic_write(spool_dir, os.path.basename(path_for(spool_dir, call.callid)), payload, create_dir=True)
 
 
-def read(path: str) -> Spooled:
+def read_regular(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file at ``path``.
+
+    Opened without blocking and without following a symlink, and refused unless
+    it is a regular file: a FIFO or a device put at a spool path must never hang
+    the AGI or retry. Raises SpoolGone when there is no such file, else SpoolError.
+    """
     try:
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            raw = handle.read(1 << 20)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SpoolGone(f"{path} is gone") from None
     except OSError as exc:
         raise SpoolError(f"cannot read {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpoolError(f"{path} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, min(1 << 16, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise SpoolError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> Spooled:
+    raw = read_regular(path, 1 << 20)
+    try:
+        mtime = os.stat(path, follow_symlinks=False).st_mtime
+    except OSError:
+        raise SpoolGone(f"{path} is gone") from None
+    try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise SpoolError(f"{path}: not JSON") from None
-    return Spooled(path=path, call=from_json(data), mtime=st.st_mtime)
+    return Spooled(path=path, call=from_json(data), mtime=mtime)
 
 
 def find(spool_dir: str, callid: str) -> Spooled | None:
@@ -234,6 +212,14 @@ def count(spool_dir: str) -> tuple[int, float | None]:
     except OSError:
         return 0, None
     return len(mtimes), (min(mtimes) if mtimes else None)
+
+
+def bad_files(spool_dir: str) -> list[str]:
+    """Names of the spool files moved aside (``bad-…``), for doctor."""
+    try:
+        return sorted(e.name for e in os.scandir(spool_dir) if e.name.startswith("bad-"))
+    except OSError:
+        return []
 
 
 def remove(path: str) -> None:

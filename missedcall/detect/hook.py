@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported lazily at run time: the AGI pays for every import
     from missedcall.config import Settings
     from missedcall.detect.agi import AgiSession
-    from missedcall.record.storage import CallRecord, Store
+    from missedcall.record.model import CallRecord
+    from missedcall.record.storage import Store
 
 from missedcall.detect.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
 
@@ -135,7 +136,7 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
 
 def _record_and_notify(session: AgiSession, settings: Settings, call: CallRecord, deadline: float) -> None:
     from missedcall.deliver import notify
-    from missedcall.record.storage import StorageError
+    from missedcall.record.db import StorageError
 
     try:
         store = _open_store(settings, deadline)
@@ -172,7 +173,8 @@ def _open_store(settings: Settings, deadline: float) -> Store:
     import random
 
     from missedcall import budget
-    from missedcall.record.storage import BusyError, Store
+    from missedcall.record.db import BusyError
+    from missedcall.record.storage import Store
 
     pause = 0.05
     while True:
@@ -189,9 +191,9 @@ def _open_store(settings: Settings, deadline: float) -> Store:
 
 
 def _offline(session: AgiSession, settings: Settings, call: CallRecord, deadline: float, reason: str) -> None:
-    from missedcall.deliver import offline
+    from missedcall.deliver import notify
 
-    outcome = offline.deliver(settings, call, deadline=deadline, reason=reason)
+    outcome = notify.offline(settings, call, deadline=deadline, reason=reason)
     kept = "spooled for retry" if outcome.spooled else "NOT spooled"
     if outcome.status == "sent" and not outcome.spooled:
         from missedcall.detect import mailedmark

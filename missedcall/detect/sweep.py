@@ -29,7 +29,9 @@ from missedcall.config import Settings
 from missedcall.detect.book import HORIZON
 from missedcall.detect.sweeper import DEFAULT_GRACE, Sweeper
 from missedcall.detect.tail import SweepError, digest
-from missedcall.record.storage import SCHEMA_VERSION, StorageError, Store
+from missedcall.record.db import StorageError
+from missedcall.record.schema import SCHEMA_VERSION
+from missedcall.record.storage import Store
 from missedcall.text import small_int
 
 __all__ = ["DEFAULT_GRACE", "SweepError", "add_arguments", "exclusive", "lock_path", "run"]

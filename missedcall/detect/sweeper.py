@@ -30,7 +30,8 @@ from missedcall.detect.book import HORIZON, MAX_OPEN_CALLS, Book, Decided
 from missedcall.detect.queuelog import QueueLogEvent
 from missedcall.detect.sweepstate import SavedState, load_state, save_state
 from missedcall.detect.tail import READ_CHUNK, Tail
-from missedcall.record.storage import StorageError, Store
+from missedcall.record.db import StorageError
+from missedcall.record.storage import Store
 from missedcall.text import printable
 
 DEFAULT_GRACE = 60

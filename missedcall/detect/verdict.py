@@ -19,7 +19,7 @@ from missedcall.detect.queuelog import EXIT_EVENTS, QueueLogEvent
 from missedcall.text import small_int
 
 if TYPE_CHECKING:
-    from missedcall.record.storage import CallRecord
+    from missedcall.record.model import CallRecord
 
 # queue_log event -> the reason we report
 _EXIT_REASON = {
@@ -168,7 +168,7 @@ def call_record(
     (FreePBX's QUEUEJOINTIME) stands in when no ENTERQUEUE line was seen; without a
     wait in the exit line, the wait runs from entering to ``now``.
     """
-    from missedcall.record.storage import CallRecord
+    from missedcall.record.model import CallRecord
 
     entered = _when(judged.entered_at) or _when(entered_fallback)
     wait = judged.wait_seconds

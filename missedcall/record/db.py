@@ -1,0 +1,196 @@
+"""One bounded connection to MariaDB (PyMySQL) or SQLite (stdlib), with one way to run a query.
+
+Queries are written once with ``?`` placeholders; the MySQL connection turns
+them into PyMySQL's ``%s``. All times are stored as UTC ``DATETIME`` values
+(``YYYY-MM-DD HH:MM:SS`` text in SQLite) and handed to callers as aware
+``datetime`` objects (missedcall.record.model). :meth:`Database.execute` and
+:meth:`Database.rows` are for the modules of missedcall.record only: every
+other module asks :class:`missedcall.record.storage.Store` for what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from missedcall.dburl import DbTarget
+from missedcall.record import schema
+from missedcall.record.model import db_value
+
+_D = TypeVar("_D", bound="Database")
+
+
+class StorageError(RuntimeError):
+    """The database could not be reached or refused a query; the message has no secret."""
+
+
+class DuplicateError(StorageError):
+    """A unique key refused the row."""
+
+
+class ConflictError(StorageError):
+    """InnoDB chose this transaction as a deadlock victim (or it waited too long for a lock): run it again."""
+
+
+class BusyError(StorageError):
+    """The server is there but has no room right now (too many connections): worth another try."""
+
+
+def _is_integrity_error(exc: Exception) -> bool:
+    return exc.__class__.__name__ == "IntegrityError"
+
+
+def _mysql_reason(exc: Exception) -> str:
+    # PyMySQL errors are (code, message); the message never holds the password,
+    # but it may hold the user name and host, which are fine to show.
+    args = getattr(exc, "args", ())
+    if len(args) >= 2:
+        return f"({args[0]}) {args[1]}"
+    return str(exc) or exc.__class__.__name__
+
+
+def _db_reason(exc: Exception) -> str:
+    if exc.__class__.__module__.startswith("pymysql"):
+        return _mysql_reason(exc)
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+class Database:
+    """One open connection: open, run parameterised SQL, transactions, close."""
+
+    def __init__(self, conn: Any, kind: str, target: DbTarget) -> None:
+        self._conn = conn
+        self.kind = kind
+        self.target = target
+        self._in_transaction = False
+
+    @classmethod
+    def open(cls: type[_D], target: DbTarget, *, timeout: float = 5.0, create: bool = True) -> _D:
+        """Connect, bounded by ``timeout`` seconds for connect and for every read and write."""
+        if target.kind == "sqlite":
+            return cls._open_sqlite(target, timeout, create)
+        return cls._open_mysql(target, timeout)
+
+    @classmethod
+    def _open_sqlite(cls: type[_D], target: DbTarget, timeout: float, create: bool) -> _D:
+        import sqlite3
+
+        if not create and not os.path.exists(target.path):
+            raise StorageError(f"database {target.path} does not exist (run: missedcall-admin init)")
+        try:
+            if create:
+                os.makedirs(os.path.dirname(target.path) or ".", mode=0o750, exist_ok=True)
+            # isolation_level=None: we issue BEGIN ourselves, so a claim is one short transaction.
+            conn = sqlite3.connect(target.path, timeout=timeout, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            if create:
+                # WAL lets the sweeper read while many AGI processes write.
+                conn.execute("PRAGMA journal_mode = WAL")
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open {target.path}: {exc}") from None
+        store = cls(conn, "sqlite", target)
+        if create:
+            store.create_tables()
+        return store
+
+    @classmethod
+    def _open_mysql(cls: type[_D], target: DbTarget, timeout: float) -> _D:
+        import pymysql
+
+        kwargs: dict[str, Any] = {
+            "user": target.user,
+            "password": target.password,
+            "database": target.database,
+            "charset": "utf8mb4",
+            # PyMySQL accepts float seconds: the AGI needs sub-second bounds.
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "write_timeout": timeout,
+            "autocommit": True,
+        }
+        if target.unix_socket:
+            kwargs["unix_socket"] = target.unix_socket
+        else:
+            kwargs["host"] = target.host
+            kwargs["port"] = target.port
+        try:
+            conn = pymysql.connect(**kwargs)
+        except pymysql.MySQLError as exc:
+            # 1040 too many connections, 1203/1226 max_user_connections: a moment later may work.
+            kind = BusyError if getattr(exc, "args", (None,))[0] in (1040, 1203, 1226) else StorageError
+            raise kind(f"cannot connect to {target.describe()}: {_mysql_reason(exc)}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot connect to {target.describe()}: {exc.strerror or exc}") from None
+        return cls(conn, "mysql", target)
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:  # noqa: S110 - closing a broken connection has nothing left to report
+            pass
+
+    def __enter__(self: _D) -> _D:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.kind == "mysql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        params = tuple(db_value(p) for p in params)
+        for attempt in range(4):
+            try:
+                if self.kind == "mysql":
+                    cursor = self._conn.cursor()
+                    cursor.execute(self._sql(sql), params)
+                    return cursor
+                return self._conn.execute(sql, params)
+            except Exception as exc:
+                if _is_integrity_error(exc):
+                    raise DuplicateError(str(exc)) from None
+                code = getattr(exc, "args", (None,))[0] if self.kind == "mysql" else None
+                if code in (1213, 1205):  # deadlock victim, lock wait timeout: InnoDB undid the statement
+                    if not self._in_transaction and attempt < 3:
+                        time.sleep(0.01 * (attempt + 1))
+                        continue  # a statement on its own: running it again is all InnoDB asks
+                    raise ConflictError(f"{self.target.describe()}: {_db_reason(exc)}") from None
+                raise StorageError(f"{self.target.describe()}: {_db_reason(exc)}") from None
+        raise AssertionError("unreachable")
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self.execute(sql, params)
+        try:
+            return [tuple(row) for row in cursor.fetchall()]
+        except Exception as exc:
+            raise StorageError(f"{self.target.describe()}: {_db_reason(exc)}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.kind == "sqlite":
+            # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+            # instead of one failing half-way through.
+            self.execute("BEGIN IMMEDIATE")
+        else:
+            self.execute("START TRANSACTION")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            try:
+                self.execute("ROLLBACK")
+            except StorageError:
+                pass
+            raise
+        self._in_transaction = False
+        self.execute("COMMIT")
+
+    def create_tables(self) -> None:
+        """CREATE TABLE IF NOT EXISTS for every table (no migration: see Store.init)."""
+        for statement in schema.ddl(self.kind):
+            self.execute(statement)

@@ -1,0 +1,302 @@
+"""What a missed call is, and the one mapping between a call and its stored and JSON forms. Pure.
+
+``CallRecord`` travels through the whole pipeline. It is stored as a row of
+``missedcall_calls`` (:func:`to_row` / :func:`from_row`), written to the spool
+and printed by ``log --json`` as a JSON object (:func:`to_dict` /
+:func:`from_dict`). Keeping the three forms here means a column added to the
+table cannot be forgotten in one of them. :func:`from_dict` reads untrusted
+text (a spool file anyone in the Asterisk group may have written) and refuses
+every value the rest of the pipeline could trip over.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from missedcall import text
+
+CALL_STATUSES = ("pending", "held", "sent", "skipped", "failed")
+CALL_COLUMNS = (
+    "id", "callid", "linkedid", "queue", "path", "caller_num", "caller_name", "reason",
+    "wait_seconds", "position", "entered_at", "ended_at", "source", "status", "attempts",
+    "last_error", "recipients", "notified_at", "next_attempt_at", "did",
+)  # fmt: skip
+RECIPIENT_COLUMNS = ("id", "queue", "email", "name", "created_at")
+#: Column limits shared by both engines, so SQLite keeps what MariaDB would keep.
+LIMITS = {"callid": 64, "linkedid": 64, "did": 64, "queue": 64, "path": 1024, "caller_num": 128,
+          "caller_name": 512, "reason": 16, "source": 16, "status": 16, "last_error": 512}  # fmt: skip
+_TEXTS = ("callid", "linkedid", "queue", "caller_num", "caller_name", "reason", "source", "status", "last_error")
+_NUMBERS = {"wait_seconds": 10**7, "position": 10**6, "attempts": 10**4, "id": 2**31 - 1}
+_TIMES = ("entered_at", "ended_at", "notified_at", "next_attempt_at")
+_CALLID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: How many items a list in a JSON form may hold (a queue path, the recipients of one call).
+_MAX_ITEMS = 1000
+
+
+class RecordError(ValueError):
+    """A JSON form that is not a call we could have written; the message says which field."""
+
+
+@dataclass
+class CallRecord:
+    """One missed call, as recorded in ``missedcall_calls``."""
+
+    callid: str
+    queue: str
+    reason: str
+    source: str
+    linkedid: str = ""
+    path: tuple[str, ...] = ()
+    caller_num: str = ""
+    caller_name: str = ""
+    wait_seconds: int | None = None
+    position: int | None = None
+    entered_at: datetime | None = None
+    ended_at: datetime | None = None
+    status: str = "pending"
+    attempts: int = 0
+    last_error: str = ""
+    recipients: tuple[str, ...] = ()
+    notified_at: datetime | None = None
+    next_attempt_at: datetime | None = None  # pending: not retried before then (back-off / claim lease)
+    id: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # "did": stored in the did column
+
+
+@dataclass(frozen=True)
+class Recipient:
+    queue: str
+    email: str
+    name: str = ""
+    id: int | None = None
+    created_at: datetime | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+# --- stored form ---------------------------------------------------------------------------
+
+
+def db_value(value: Any) -> Any:
+    """A query parameter as both engines store it (times: naive UTC text)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value
+
+
+def db_time(value: Any) -> datetime | None:
+    """A stored time (SQLite text or a MariaDB ``datetime``) as an aware UTC datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = datetime.strptime(value[:19], "%Y-%m-%d %H:%M:%S")
+    return value.replace(tzinfo=timezone.utc)
+
+
+def clip(column: str, value: Any) -> Any:
+    """``value`` cut to its column's limit."""
+    limit = LIMITS.get(column)
+    if limit is not None and isinstance(value, str) and len(value) > limit:
+        return value[:limit]
+    return value
+
+
+def to_row(call: CallRecord) -> dict[str, Any]:
+    """The call as column values (without ``id``), clipped to the columns' limits."""
+    values: dict[str, Any] = {
+        "callid": call.callid,
+        "linkedid": call.linkedid,
+        "queue": call.queue,
+        "path": " > ".join(call.path),
+        "caller_num": call.caller_num,
+        "caller_name": call.caller_name,
+        "reason": call.reason,
+        "wait_seconds": call.wait_seconds,
+        "position": call.position,
+        "entered_at": call.entered_at,
+        "ended_at": call.ended_at,
+        "source": call.source,
+        "status": call.status,
+        "attempts": call.attempts,
+        "last_error": call.last_error,
+        "recipients": ",".join(call.recipients),
+        "notified_at": call.notified_at,
+        "next_attempt_at": call.next_attempt_at,
+        "did": call.extra.get("did", ""),
+    }
+    return {name: clip(name, value) for name, value in values.items()}
+
+
+def row_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Some columns' new values (``update_call``'s keywords) in stored form."""
+    unknown = set(fields) - set(CALL_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown columns {sorted(unknown)}")
+    out = dict(fields)
+    if "recipients" in out and not isinstance(out["recipients"], str):
+        out["recipients"] = ",".join(out["recipients"])
+    if "path" in out and not isinstance(out["path"], str):
+        out["path"] = " > ".join(out["path"])
+    return {name: clip(name, value) for name, value in out.items()}
+
+
+def from_row(values: tuple[Any, ...] | list[Any]) -> CallRecord:
+    """A row selected as ``SELECT <CALL_COLUMNS> ...``."""
+    row = dict(zip(CALL_COLUMNS, values))
+    return CallRecord(
+        id=row["id"],
+        callid=row["callid"],
+        linkedid=row["linkedid"] or "",
+        queue=row["queue"],
+        path=tuple(p for p in (row["path"] or "").split(" > ") if p),
+        caller_num=row["caller_num"] or "",
+        caller_name=row["caller_name"] or "",
+        reason=row["reason"],
+        wait_seconds=row["wait_seconds"],
+        position=row["position"],
+        entered_at=db_time(row["entered_at"]),
+        ended_at=db_time(row["ended_at"]),
+        source=row["source"],
+        status=row["status"],
+        attempts=int(row["attempts"] or 0),
+        last_error=row["last_error"] or "",
+        recipients=tuple(a for a in (row["recipients"] or "").split(",") if a),
+        notified_at=db_time(row["notified_at"]),
+        next_attempt_at=db_time(row["next_attempt_at"]),
+        extra={"did": row["did"]} if row["did"] else {},
+    )
+
+
+# --- JSON form -----------------------------------------------------------------------------
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat() if moment else None
+
+
+def to_dict(call: CallRecord) -> dict[str, Any]:
+    """The call as a JSON object keyed by the table's columns (``log --json``, spool files), texts clipped
+    to their columns' limits as a row would keep them."""
+    data = {
+        "id": call.id,
+        "callid": call.callid,
+        "linkedid": call.linkedid,
+        "queue": call.queue,
+        "path": list(call.path),
+        "caller_num": call.caller_num,
+        "caller_name": call.caller_name,
+        "reason": call.reason,
+        "wait_seconds": call.wait_seconds,
+        "position": call.position,
+        "entered_at": iso(call.entered_at),
+        "ended_at": iso(call.ended_at),
+        "source": call.source,
+        "status": call.status,
+        "attempts": call.attempts,
+        "last_error": call.last_error,
+        "recipients": list(call.recipients),
+        "notified_at": iso(call.notified_at),
+        "next_attempt_at": iso(call.next_attempt_at),
+        "did": call.extra.get("did", ""),
+    }
+    return {name: clip(name, value) for name, value in data.items()}
+
+
+def from_dict(data: Any) -> CallRecord:
+    """The call a JSON object describes; raises RecordError naming the first value that is not right.
+
+    Every value is checked for type and range, so a hand-edited or hostile file
+    cannot crash whoever reads it later (a list where text goes, year 1 with an
+    offset, a 30-digit count, a megabyte of text).
+    """
+    if not isinstance(data, dict):
+        raise RecordError("not a JSON object")
+    texts = {name: _text(data, name) for name in _TEXTS}
+    if not _CALLID.fullmatch(texts["callid"]):
+        raise RecordError("callid is not a call id")
+    if texts["status"] not in CALL_STATUSES:
+        raise RecordError(f"status {texts['status'][:20]!r} is not one of {', '.join(CALL_STATUSES)}")
+    extra = data.get("extra") or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, str) and len(v) <= 64 for v in extra.values()):
+        raise RecordError("extra is not a map of short texts")
+    did = data.get("did", extra.get("did", ""))  # version 1 spool files kept the DID under "extra"
+    if not isinstance(did, str) or len(did) > LIMITS["did"] or not _utf8(did):
+        raise RecordError("did is not a short text")
+    times = {name: _time(data, name) for name in _TIMES}
+    numbers = {name: _number(data, name) for name in _NUMBERS}
+    return CallRecord(
+        **texts,
+        id=numbers["id"],
+        path=_texts(data, "path", LIMITS["path"]),
+        recipients=_texts(data, "recipients", 254),
+        wait_seconds=numbers["wait_seconds"],
+        position=numbers["position"],
+        attempts=numbers["attempts"] or 0,
+        **times,
+        extra={"did": did} if did else {},
+    )
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data.get(name, "")
+    if not isinstance(value, str):
+        raise RecordError(f"{name} is not text")
+    if len(value) > LIMITS[name]:
+        raise RecordError(f"{name} is longer than {LIMITS[name]} characters")
+    if not _utf8(value):
+        raise RecordError(f"{name} is not UTF-8 text")
+    return value
+
+
+def _utf8(value: str) -> bool:
+    """False for text no database can store (a lone surrogate from a JSON ``\\ud800`` escape)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _texts(data: dict[str, Any], name: str, limit: int) -> tuple[str, ...]:
+    value = data.get(name) or []
+    if not isinstance(value, list) or len(value) > _MAX_ITEMS:
+        raise RecordError(f"{name} is not a list")
+    if not all(isinstance(item, str) and 0 < len(item) <= limit and _utf8(item) for item in value):
+        raise RecordError(f"{name} holds something that is not a short text")
+    return tuple(value)
+
+
+def _number(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _NUMBERS[name]:
+        raise RecordError(f"{name} is not a number from 0 to {_NUMBERS[name]}")
+    return value
+
+
+def _time(data: dict[str, Any], name: str) -> datetime | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise RecordError(f"{name} is not a time")
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        stamp = moment.timestamp()  # year 1 or 9999 with an offset overflow here, not later
+        moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise RecordError(f"{name} is not a time") from None
+    # A retry lease may lie ahead of now; no call lies before 2000 or far in the future.
+    if not text.plausible_epoch(stamp, None if name != "next_attempt_at" else stamp):
+        raise RecordError(f"{name} {value[:40]!r} is out of range")
+    return moment

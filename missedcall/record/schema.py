@@ -1,0 +1,139 @@
+"""The tables (missedcall_state, _recipients, _calls, _flood, _held) on both engines, and their migrations.
+
+``Store.init`` runs :data:`DDL` and adds the :data:`ADDED_COLUMNS` a table lacks,
+so it is idempotent and safe when several processes run it at once.
+"""
+
+from __future__ import annotations
+
+# 2: missedcall_calls.next_attempt_at (back-off and claim lease); missedcall_flood and
+#    missedcall_held (storm control, see missedcall/record/held.py).
+# 3: missedcall_calls.did (the DID from FreePBX's queue_log lines), so a mail sent later by
+#    retry says what the first one would have said.
+SCHEMA_VERSION = 3
+DDL_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS missedcall_state (
+        name VARCHAR(64) NOT NULL PRIMARY KEY,
+        value TEXT NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS missedcall_recipients (
+        id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        queue VARCHAR(64) NOT NULL,
+        email VARCHAR(254) NOT NULL,
+        name VARCHAR(128) NOT NULL DEFAULT '',
+        created_at DATETIME NOT NULL,
+        UNIQUE KEY missedcall_recipients_queue_email (queue, email)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS missedcall_calls (
+        id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        callid VARCHAR(64) NOT NULL,
+        linkedid VARCHAR(64) NOT NULL DEFAULT '',
+        queue VARCHAR(64) NOT NULL,
+        path VARCHAR(1024) NOT NULL DEFAULT '',
+        caller_num VARCHAR(128) NOT NULL DEFAULT '',
+        caller_name VARCHAR(512) NOT NULL DEFAULT '',
+        reason VARCHAR(16) NOT NULL,
+        wait_seconds INT NULL,
+        position INT NULL,
+        entered_at DATETIME NULL,
+        ended_at DATETIME NULL,
+        source VARCHAR(16) NOT NULL,
+        status VARCHAR(16) NOT NULL DEFAULT 'pending',
+        attempts INT NOT NULL DEFAULT 0,
+        last_error VARCHAR(512) NOT NULL DEFAULT '',
+        recipients TEXT NULL,
+        notified_at DATETIME NULL,
+        next_attempt_at DATETIME NULL,
+        did VARCHAR(64) NOT NULL DEFAULT '',
+        UNIQUE KEY missedcall_calls_callid (callid),
+        KEY missedcall_calls_ended (ended_at),
+        KEY missedcall_calls_status (status)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # Storm control (missedcall/record/held.py): one counting window per recipient address ...
+    """CREATE TABLE IF NOT EXISTS missedcall_flood (
+        email VARCHAR(254) NOT NULL PRIMARY KEY,
+        window_start DATETIME NOT NULL,
+        sent INT NOT NULL DEFAULT 0
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # ... and one row per (call, address) that waits for that address's digest.
+    """CREATE TABLE IF NOT EXISTS missedcall_held (
+        callid VARCHAR(64) NOT NULL,
+        email VARCHAR(254) NOT NULL,
+        held_at DATETIME NOT NULL,
+        due_at DATETIME NOT NULL,
+        status VARCHAR(16) NOT NULL DEFAULT 'held',
+        attempts INT NOT NULL DEFAULT 0,
+        last_error VARCHAR(512) NOT NULL DEFAULT '',
+        lease VARCHAR(32) NOT NULL DEFAULT '',
+        sent_at DATETIME NULL,
+        PRIMARY KEY (callid, email),
+        KEY missedcall_held_due (status, due_at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+)
+
+DDL_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS missedcall_state (
+        name TEXT NOT NULL PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS missedcall_recipients (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        email TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        UNIQUE (queue, email)
+    )""",
+    """CREATE TABLE IF NOT EXISTS missedcall_calls (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        callid TEXT NOT NULL UNIQUE,
+        linkedid TEXT NOT NULL DEFAULT '',
+        queue TEXT NOT NULL,
+        path TEXT NOT NULL DEFAULT '',
+        caller_num TEXT NOT NULL DEFAULT '',
+        caller_name TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL,
+        wait_seconds INTEGER NULL,
+        position INTEGER NULL,
+        entered_at TEXT NULL,
+        ended_at TEXT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        recipients TEXT NULL,
+        notified_at TEXT NULL,
+        next_attempt_at TEXT NULL,
+        did TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX IF NOT EXISTS missedcall_calls_ended ON missedcall_calls (ended_at)",
+    "CREATE INDEX IF NOT EXISTS missedcall_calls_status ON missedcall_calls (status)",
+    """CREATE TABLE IF NOT EXISTS missedcall_flood (
+        email TEXT NOT NULL PRIMARY KEY,
+        window_start TEXT NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS missedcall_held (
+        callid TEXT NOT NULL,
+        email TEXT NOT NULL,
+        held_at TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'held',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        lease TEXT NOT NULL DEFAULT '',
+        sent_at TEXT NULL,
+        PRIMARY KEY (callid, email)
+    )""",
+    "CREATE INDEX IF NOT EXISTS missedcall_held_due ON missedcall_held (status, due_at)",
+)
+#: Columns added after version 1, as (table, column, MariaDB type, SQLite type): ``init`` adds
+#: whichever a table lacks, so it is idempotent and safe when several processes run it at once.
+ADDED_COLUMNS = (
+    ("missedcall_calls", "next_attempt_at", "DATETIME NULL", "TEXT NULL"),
+    ("missedcall_calls", "did", "VARCHAR(64) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+)
+
+def ddl(kind: str) -> tuple[str, ...]:
+    """The CREATE statements for ``kind`` ("sqlite" or "mysql")."""
+    return DDL_SQLITE if kind == "sqlite" else DDL_MYSQL
