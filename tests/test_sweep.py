@@ -720,7 +720,8 @@ elif _step == "storage":
     _real_claim = _storage.Store.claim_call
     def claim_call(self, call):
         if call.callid == _callid:
-            raise _storage.StorageError("injected: database or disk is full")
+            from missedcall.record.db import StorageError
+            raise StorageError("injected: database or disk is full")
         return _real_claim(self, call)
     _storage.Store.claim_call = claim_call
 elif _step == "claim":

@@ -13,10 +13,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from missedcall.record.db import BusyError, ConflictError, Database, DuplicateError, StorageError
+from missedcall.record.db import Database, DuplicateError, StorageError
 from missedcall.record.model import (
     CALL_COLUMNS,
-    CALL_STATUSES,
     CallRecord,
     Recipient,
     db_time,
