@@ -12,24 +12,25 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from email.message import EmailMessage
 
-from missedcall.deliver import mail
+from missedcall.deliver import mail, plural
 from missedcall.record.model import CallRecord
 
+# {calls}, {notifications} and {minutes} are a count with its noun in the right form (plural.count).
 _TEXT = {
     "en": {
-        "subject": "{n} more missed call(s) in queue(s) {queues} (digest)",
+        "subject": "Digest: {calls} — {queues}",
         "intro": (
-            "More than {limit} missed-call notifications reached you within {window} minutes, so the\n"
-            "following {n} call(s) were collected into this one message instead of {n} separate ones.\n"
+            "You already got {notifications} within {minutes}, so the following {calls}\n"
+            "were collected into this one message instead of one mail each.\n"
         ),
         "header": "time | queue | caller | reason | waited | call id",
         "outro": "Sent by missedcall on {host}. `missedcall-admin log` shows every call.",
     },
     "ru": {
-        "subject": "Ещё {n} пропущенных звонков в очередях {queues} (сводка)",
+        "subject": "Сводка: {calls} — {queues}",
         "intro": (
-            "За {window} мин вам пришло больше {limit} уведомлений о пропущенных звонках, поэтому\n"
-            "следующие {n} звонков собраны в одно письмо.\n"
+            "За {minutes} вы уже получили {notifications} о пропущенных звонках, поэтому\n"
+            "следующие звонки ({calls}) собраны в одно письмо.\n"
         ),
         "header": "время | очередь | абонент | причина | ожидание | id звонка",
         "outro": "Отправлено missedcall на {host}. Все звонки: `missedcall-admin log`.",
@@ -49,7 +50,13 @@ def build(
     now: datetime,
     host: str | None = None,
 ) -> EmailMessage:
-    words = _TEXT.get(language, _TEXT["en"])
+    language = language if language in _TEXT else "en"
+    words = _TEXT[language]
+    counts = {
+        "calls": plural.count(len(calls), "missed call", language),
+        "notifications": plural.count(limit, "notification", language),
+        "minutes": plural.count(window, "minute-acc", language),
+    }
     host = mail.clean(host or socket.gethostname(), 255)
     queues = []
     for call in calls:
@@ -57,7 +64,7 @@ def build(
         if queue not in queues:
             queues.append(queue)
     shown = ", ".join(queues[:5]) + (", …" if len(queues) > 5 else "")
-    lines = [words["intro"].format(limit=limit, window=window, n=len(calls)), words["header"]]
+    lines = [words["intro"].format(**counts), words["header"]]
     for call in calls:
         lines.append(
             " | ".join(
@@ -74,7 +81,7 @@ def build(
     lines += ["", words["outro"].format(host=host)]
     body = "\n".join(lines) + "\n"
     message = EmailMessage()
-    subject = mail.clean(words["subject"].format(n=len(calls), queues=shown), 200)
+    subject = mail.clean(words["subject"].format(queues=shown, **counts), 200)
     mail.set_headers(message, sender=sender, to=[to], subject=subject, now=now, kind="missedcall-digest")
     message["X-Missedcall-Digest"] = str(len(calls))
     mail.set_body(message, body)

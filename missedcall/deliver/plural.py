@@ -13,6 +13,7 @@ NOUNS: dict[str, dict[str, tuple[str, ...]]] = {
         "call": ("call", "calls"),
         "missed call": ("missed call", "missed calls"),
         "minute": ("minute", "minutes"),
+        "minute-acc": ("minute", "minutes"),
         "second": ("second", "seconds"),
         "notification": ("notification", "notifications"),
     },
@@ -20,6 +21,7 @@ NOUNS: dict[str, dict[str, tuple[str, ...]]] = {
         "call": ("звонок", "звонка", "звонков"),
         "missed call": ("пропущенный звонок", "пропущенных звонка", "пропущенных звонков"),
         "minute": ("минута", "минуты", "минут"),
+        "minute-acc": ("минуту", "минуты", "минут"),  # after "за": за 1 минуту, за 2 минуты, за 5 минут
         "second": ("секунда", "секунды", "секунд"),
         "notification": ("уведомление", "уведомления", "уведомлений"),
     },
