@@ -33,7 +33,7 @@ from missedcall.deliver import notify, retry, transport
 from missedcall.record.storage import CallRecord, StorageError, Store, utcnow
 from tests.agibox import MISSED, Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer import AgiPeer, AgiRun
-from tests.conftest import MariaDBDatabase
+from tests.support.mariadb import MariaDBDatabase
 
 BOUND = 3.0  # DESIGN §4: the whole AGI run, whatever hangs
 TAP = Path(__file__).resolve().parent / "syslogtap"

@@ -33,18 +33,11 @@ from tests.agipeer import (
     parse_agi_args,
     parse_header_block,
 )
-from tests.conftest import (
-    SENDMAIL_BIN,
-    AgiEnvironment,
-    MariaDBDatabase,
-    MariaDBServer,
-    SmtpServer,
-    mariadb_leftovers,
-    temporary_mariadb,
-    write_env_file,
-)
 from tests.mailbox import read_envelopes, read_mail, read_messages
-from tests.paths import AGI_FIXTURES
+from tests.paths import AGI_FIXTURES, SENDMAIL_BIN
+from tests.support.env import AgiEnvironment, write_env_file
+from tests.support.mariadb import MariaDBDatabase, MariaDBServer, mariadb_leftovers, temporary_mariadb
+from tests.support.smtp import SmtpServer
 
 FIXTURE_FILES = sorted(AGI_FIXTURES.glob("*.json"))
 

@@ -33,7 +33,8 @@ import pymysql
 import pytest
 
 from missedcall.deliver.mail import REASON_TEXT, clean
-from tests.conftest import MariaDBDatabase, MariaDBServer, make_freepbx_like, temporary_mariadb, write_freepbx_conf
+from tests.support.freepbx import make_freepbx_like, write_freepbx_conf
+from tests.support.mariadb import MariaDBDatabase, MariaDBServer, temporary_mariadb
 
 REPO = Path(__file__).resolve().parents[2]
 ASTERISK_ETC = Path(__file__).with_name("asterisk-etc")
