@@ -31,6 +31,8 @@ from typing import Any, Optional
 import pbx as e2e
 import pymysql
 import pytest
+from calls import LocalCall
+from processes import PbxError, wait_for
 
 from missedcall.deliver.mail import REASON_TEXT, clean
 from tests.support.freepbx import make_freepbx_like, write_freepbx_conf
@@ -181,11 +183,11 @@ class Box:
         return [m for m in box if m.get("X-Missedcall-Callid") == callid]
 
     def wait_mails(
-        self, callid: str, copies: int, timeout: float = 30.0, call: Optional[e2e.LocalCall] = None
+        self, callid: str, copies: int, timeout: float = 30.0, call: Optional[LocalCall] = None
     ) -> list[EmailMessage]:
         try:
-            e2e.wait_for(lambda: len(self.mails(callid)) >= copies, timeout, f"{copies} mail copies", 0.1)
-        except e2e.PbxError as exc:
+            wait_for(lambda: len(self.mails(callid)) >= copies, timeout, f"{copies} mail copies", 0.1)
+        except PbxError as exc:
             said = self.agi_lines(call) if call is not None else "?"
             rows = [_brief(row) for row in self.rows([callid])]
             pytest.fail(f"call {callid}: {exc}; {len(self.mails(callid))} arrived; rows {rows}; the hook said {said}")
@@ -199,13 +201,13 @@ class Box:
             self.admin("retry", user="asterisk")
         return pending
 
-    def settle(self, *calls: e2e.LocalCall) -> None:
+    def settle(self, *calls: LocalCall) -> None:
         """Wait until the calls are gone (h and any AGI done) and postfix has delivered everything."""
         for call in calls:
             call.wait_hungup()
         self.pbx.wait_mail_idle()
 
-    def agi_lines(self, call: e2e.LocalCall) -> list[str]:
+    def agi_lines(self, call: LocalCall) -> list[str]:
         """What missed.py said through VERBOSE for this call (not the AGI debug echo of it)."""
         return [
             line
@@ -547,7 +549,7 @@ def test_7_fifty_abandons_at_once(mc: Box) -> None:
     rows_before = mc.row_count()
     with concurrent.futures.ThreadPoolExecutor(max_workers=25) as pool:
 
-        def place(i: int) -> e2e.LocalCall:
+        def place(i: int) -> LocalCall:
             return mc.pbx.originate_local("600", caller_num=f"7000{i:03d}", caller_name=f"Burst {i}", hangup_after=3)
 
         calls = list(pool.map(place, range(50)))
@@ -567,13 +569,13 @@ def test_7_fifty_abandons_at_once(mc: Box) -> None:
     # What cron does every minute: retry sends what a hook left pending (it ran out of time).
     mc.admin("retry", user="asterisk")
     try:
-        e2e.wait_for(
+        wait_for(
             lambda: len({m["X-Missedcall-Callid"] for m in mc.mails()} & set(callids)) == 50,
             30,
             "mail for all 50 calls",
             0.2,
         )
-    except e2e.PbxError:
+    except PbxError:
         mailed = {m["X-Missedcall-Callid"] for m in mc.mails()}
         rows = {r["callid"]: r for r in mc.rows(callids)}
         report = [
