@@ -17,31 +17,24 @@ last one uninstalls.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import re
-import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Optional
 
 import pbx as e2e
-import pymysql
 import pytest
 from calls import LocalCall
+from installed import OVERRIDE, Box, brief
 from processes import PbxError, wait_for
 
 from tests.support.freepbx import make_freepbx_like, write_freepbx_conf
 from tests.support.mariadb import MariaDBDatabase, MariaDBServer, temporary_mariadb
 
-REPO = Path(__file__).resolve().parents[2]
 ASTERISK_ETC = Path(__file__).with_name("asterisk-etc")
-SRC_IN_BOX = "/usr/src/missedcall"
-OVERRIDE = "/etc/asterisk/extensions_override_freepbx.conf"
-CONFIG = "/etc/missedcall/missedcall.env"
 
 QUEUES = (
     ("600", "Sales"),
@@ -78,142 +71,11 @@ ALLOWED_HEADERS = {
     "content-transfer-encoding",
 }  # fmt: skip
 
-# Files of this tree that do not belong in the box.
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "__pycache__", ".*_cache", ".hypothesis", ".benchmarks", "*.egg-info", "build", "dist"
-)
 
 
 def recipients_of(queue: str) -> list[str]:
     own = [email for q, email, _ in RECIPIENTS if q == queue]
     return sorted(set(own) | set(EVERY_CALL))
-
-
-# --------------------------------------------------------------------------- #
-# The installed box
-# --------------------------------------------------------------------------- #
-
-
-@dataclass
-class Box:
-    pbx: e2e.Pbx
-    db: MariaDBDatabase
-    override_before: Optional[bytes] = None
-    installed: bool = False
-    configured: bool = False
-    install_seconds: float = 0.0
-
-    # -- install / uninstall ------------------------------------------------ #
-
-    def install_sh(self, *args: str) -> str:
-        """./install.sh ARGS as root inside the box, from the copy of this tree.
-
-        pip in the box reaches the index with the host's CA bundle (PIP_CERT,
-        SSL_CERT_FILE: install.sh passes its environment on to pip) and none of the
-        host's PIP_* settings.
-        """
-        proc = self.pbx.run(
-            ["bash", "-c", 'cd "$1" && shift && ./install.sh "$@"', "install", SRC_IN_BOX, *args],
-            env=self.pbx.pip_env(),
-            timeout=600,
-            check=False,
-        )
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f"install.sh {' '.join(args)} exited {proc.returncode}:\n{output[-6000:]}"
-        return output
-
-    def install(self) -> None:
-        if self.override_before is None:
-            self.override_before = self.pbx.path(OVERRIDE).read_bytes()
-        target = self.pbx.path(SRC_IN_BOX)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(REPO, target, ignore=COPY_IGNORE)
-        started = time.monotonic()
-        output = self.install_sh()
-        self.install_seconds = time.monotonic() - started
-        assert "FAIL" not in output, output[-4000:]
-        assert "AGI(missed.py" in self.pbx.rx("dialplan show h@ext-queues"), output[-4000:]
-        if not self.configured:  # an uninstall keeps the configuration and the tables
-            # 50 calls at once must be 50 single mails, not a flood digest (default: 20 per 5 min).
-            self.pbx.append_file(CONFIG, "\n# tests/e2e/test_scenarios.py\nMISSEDCALL_FLOOD_LIMIT=1000\n")
-            for queue, address, name in RECIPIENTS:
-                self.admin("recipients", "add", queue, address, *(["--name", name] if name else []))
-            # What cron does in its first minute: the sweeper's first run starts at the end of queue_log.
-            self.sweep()
-            self.configured = True
-        self.installed = True
-
-    def uninstall(self) -> str:
-        output = self.install_sh("--uninstall")
-        self.installed = False
-        return output
-
-    # -- missedcall-admin --------------------------------------------------- #
-
-    def admin(self, *args: str, user: Optional[str] = None) -> str:
-        proc = self.pbx.run(["missedcall-admin", *args], user=user, timeout=120, check=False)
-        assert proc.returncode == 0, f"missedcall-admin {' '.join(args)}: exit {proc.returncode}\n{proc.stderr}"
-        return proc.stdout
-
-    def sweep(self) -> str:
-        """One sweeper run as cron would do it (as the asterisk user), deciding at once."""
-        return self.admin("sweep", "--grace", "0", "--verbose", user="asterisk")
-
-    # -- what happened -------------------------------------------------------- #
-
-    def rows(self, callids: Sequence[str]) -> list[dict[str, Any]]:
-        if not callids:
-            return []
-        with contextlib.closing(self.db.connect()) as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
-            marks = ", ".join(["%s"] * len(callids))
-            cur.execute(f"SELECT * FROM missedcall_calls WHERE callid IN ({marks})", tuple(callids))
-            return list(cur.fetchall())
-
-    def row_count(self) -> int:
-        with contextlib.closing(self.db.connect()) as conn, conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM missedcall_calls")
-            return int(cur.fetchone()[0])
-
-    def mails(self, callid: Optional[str] = None) -> list[EmailMessage]:
-        """Delivered copies (one per recipient), of one call's notification or of all."""
-        box = self.pbx.messages("ops")
-        if callid is None:
-            return box
-        return [m for m in box if m.get("X-Missedcall-Callid") == callid]
-
-    def wait_mails(
-        self, callid: str, copies: int, timeout: float = 30.0, call: Optional[LocalCall] = None
-    ) -> list[EmailMessage]:
-        try:
-            wait_for(lambda: len(self.mails(callid)) >= copies, timeout, f"{copies} mail copies", 0.1)
-        except PbxError as exc:
-            said = self.agi_lines(call) if call is not None else "?"
-            rows = [_brief(row) for row in self.rows([callid])]
-            pytest.fail(f"call {callid}: {exc}; {len(self.mails(callid))} arrived; rows {rows}; the hook said {said}")
-        self.pbx.wait_mail_idle()
-        return self.mails(callid)
-
-    def retry_pending(self, callids: Sequence[str]) -> list[str]:
-        """Run what cron runs every minute when a hook left a call pending; return those calls."""
-        pending = [row["callid"] for row in self.rows(callids) if row["status"] == "pending"]
-        if pending:
-            self.admin("retry", user="asterisk")
-        return pending
-
-    def settle(self, *calls: LocalCall) -> None:
-        """Wait until the calls are gone (h and any AGI done) and postfix has delivered everything."""
-        for call in calls:
-            call.wait_hungup()
-        self.pbx.wait_mail_idle()
-
-    def agi_lines(self, call: LocalCall) -> list[str]:
-        """What missed.py said through VERBOSE for this call (not the AGI debug echo of it)."""
-        return [
-            line
-            for line in call.thread_log_lines()
-            if "missedcall: " in line and not re.search(r"AGI (Rx <<|Tx >>)", line)
-        ]
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +93,7 @@ def box(pbx_chroot: Path, freepbx_db: MariaDBDatabase, tmp_path_factory: pytest.
         conf = write_freepbx_conf(tmp_path_factory.mktemp("freepbx") / "freepbx.conf", freepbx_db)
         # FreePBX's own file: asterisk:asterisk, 0640 (the AGI runs as asterisk and reads it).
         pbx.write_file("/etc/freepbx.conf", conf.read_bytes(), mode=0o640, owner="asterisk")
-        yield Box(pbx, freepbx_db)
+        yield Box(pbx, freepbx_db, RECIPIENTS)
 
 
 @pytest.fixture
@@ -575,7 +437,7 @@ def test_7_fifty_abandons_at_once(mc: Box) -> None:
         mailed = {m["X-Missedcall-Callid"] for m in mc.mails()}
         rows = {r["callid"]: r for r in mc.rows(callids)}
         report = [
-            f"{call.uniqueid()}: row {_brief(rows.get(call.uniqueid()))}; hook said {mc.agi_lines(call)}"
+            f"{call.uniqueid()}: row {brief(rows.get(call.uniqueid()))}; hook said {mc.agi_lines(call)}"
             for call in calls
             if call.uniqueid() not in mailed
         ]
@@ -611,12 +473,6 @@ def test_7_fifty_abandons_at_once(mc: Box) -> None:
     assert {row["status"] for row in rows} == {"sent"}, [(r["callid"], r["status"], r["last_error"]) for r in rows]
     assert {row["source"] for row in rows} == {"agi"}
     assert not list(mc.pbx.path("/var/spool/missedcall").glob("call-*")), "calls left in the spool"
-
-
-def _brief(row: Optional[dict[str, Any]]) -> str:
-    if row is None:
-        return "none"
-    return f"{row['source']}/{row['status']} attempts={row['attempts']} error={row['last_error']!r}"
 
 
 def test_8_uninstall_leaves_no_hook(mc: Box) -> None:
