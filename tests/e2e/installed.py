@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any, Optional
 
 import pymysql
@@ -20,9 +19,9 @@ from calls import LocalCall
 from pbx import Pbx
 from processes import PbxError, wait_for
 
+from tests.paths import REPO_ROOT
 from tests.support.mariadb import MariaDBDatabase
 
-REPO = Path(__file__).resolve().parents[2]
 SRC_IN_BOX = "/usr/src/missedcall"
 OVERRIDE = "/etc/asterisk/extensions_override_freepbx.conf"
 CONFIG = "/etc/missedcall/missedcall.env"
@@ -77,7 +76,7 @@ class Box:
         target = self.pbx.path(SRC_IN_BOX)
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(REPO, target, ignore=COPY_IGNORE)
+        shutil.copytree(REPO_ROOT, target, ignore=COPY_IGNORE)
         started = time.monotonic()
         output = self.install_sh()
         self.install_seconds = time.monotonic() - started
