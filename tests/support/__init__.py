@@ -5,4 +5,5 @@ freepbx  FreePBX's queue tables in such a database, and an /etc/freepbx.conf nam
 smtp     a real aiosmtpd server on loopback (plain, STARTTLS, implicit TLS, AUTH), its TLS certificate
 net      a TCP listener that never speaks (a hung relay or database)
 env      python-dotenv env files, and the environment Asterisk gives agi-bin/missed.py
+readme   the README's key and placeholder tables, so tests check the manual against the code
 """
