@@ -29,20 +29,16 @@ from missedcall.dburl import parse_db_url
 from missedcall.record.model import CallRecord
 from missedcall.record.storage import Store
 from tests.agipeer import AgiPeer, AgiRun, make_headers
-from tests.mailbox import SENDMAIL, StoredMail, read_mail
+from tests.mailbox import StoredMail, read_mail
+from tests.paths import MISSED_PY, SENDMAIL_BIN
+from tests.support.env import dotenv_quote
 
-ROOT = Path(__file__).resolve().parents[1]
-MISSED = ROOT / "agi-bin" / "missed.py"
+MISSED = MISSED_PY  # the name the reliability suites import
 DEFAULT_RECIPIENTS = (
     ("600", "ops600@example.com", "Ops"),
     ("601", "ops601@example.com", ""),
     ("*", "boss@example.com", ""),
 )
-
-
-def _quote(value: str) -> str:
-    # python-dotenv single quotes: only \\ and \' are escapes (see tests/conftest.py).
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass
@@ -75,7 +71,7 @@ class Pbx:
                 self.settings.pop(key, None)
             else:
                 self.settings[key] = value
-        lines = [f"{k}={_quote(v)}" for k, v in self.settings.items()]
+        lines = [f"{k}={dotenv_quote(v)}" for k, v in self.settings.items()]
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
             os.fchmod(handle.fileno(), 0o640)
@@ -190,7 +186,7 @@ def make_pbx(
     box = kind(tmp=tmp_path, db_url=db_url, maildir=maildir, queue_log=tmp_path / "queue_log")
     box.configure(
         MISSEDCALL_DB_URL=db_url,
-        MISSEDCALL_SENDMAIL=str(SENDMAIL),
+        MISSEDCALL_SENDMAIL=str(SENDMAIL_BIN),
         MISSEDCALL_QUEUE_LOG=str(box.queue_log),
         MISSEDCALL_FREEPBX_CONF=str(tmp_path / "no-freepbx.conf"),
         MISSEDCALL_FROM="pbx@example.com",

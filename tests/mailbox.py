@@ -15,7 +15,9 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, cast
 
-SENDMAIL = Path(__file__).resolve().parent / "bin" / "sendmail"
+from tests.paths import SENDMAIL_BIN
+
+SENDMAIL = SENDMAIL_BIN  # the stand-in whose output this module reads
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,11 @@ import pytest
 from missedcall.admin import cli, dialplan, installer
 from missedcall.config import load_settings
 from missedcall.record.storage import Store
-from tests.conftest import MariaDBDatabase, SmtpServer, write_env_file, write_freepbx_conf
 from tests.paths import INSTALL_FIXTURES
+from tests.support.env import write_env_file
+from tests.support.freepbx import write_freepbx_conf
+from tests.support.mariadb import MariaDBDatabase
+from tests.support.smtp import SmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = INSTALL_FIXTURES

@@ -35,8 +35,8 @@ from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.storage import Store
 from tests.agibox import MISSED, Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer import AgiPeer, AgiRun
-from tests.conftest import MariaDBDatabase
 from tests.mailbox import SENDMAIL
+from tests.support.mariadb import MariaDBDatabase
 
 BOUND = 3.0  # the whole AGI run, whatever hangs (docs/design.md)
 TAP = Path(__file__).resolve().parent / "syslogtap"

@@ -235,10 +235,33 @@ def test_silent_asterisk_is_bounded(pbx: Pbx) -> None:
     assert len(read_mail(pbx.maildir)) == 1
 
 
-@pytest.mark.parametrize("args", [[], ["600", "NAPTIME"], ["60\n0;rm -rf /", "ABANDON"], ["x" * 5000]])
-def test_odd_arguments_never_break_the_script(pbx: Pbx, args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "queue_600"),
+    [([], False), (["600", "NAPTIME"], True), (["60\n0;rm -rf /", "ABANDON"], False), (["x" * 5000], False)],
+)
+def test_odd_arguments_never_break_the_script(pbx: Pbx, args: list[str], queue_600: bool) -> None:
+    """Whatever the arguments, the abandoned call is recorded and mailed once; only a real queue 600
+    argument brings in 600's own row, anything else is a queue without rows (the '*' row only)."""
     run = pbx.run(fixture_peer("1600-h.json"), args)
     assert run.returncode == 0 and run.stdout_garbage == [] and run.stderr == ""
+    said = [c for c in run.commands if c.startswith("VERBOSE")]
+    assert not any("internal error" in line for line in said), said
+    [call] = pbx.calls()
+    assert (call.callid, call.reason, call.source, call.status) == ("1795659165.1", "ABANDON", "agi", "sent")
+    assert call.caller_num == "5551234" and call.caller_name == "John Doe"
+    assert call.queue.isprintable() and 0 < len(call.queue) <= 64, call.queue
+    [mail] = read_mail(pbx.maildir)
+    assert mail.message["X-Missedcall-Callid"] == "1795659165.1"
+    subject = str(mail.message["Subject"])
+    assert subject.startswith("Missed call from John Doe <5551234> in queue ") and "\n" not in subject
+    if queue_600:
+        assert call.queue == "600" and subject.endswith(" in queue 600")
+        assert sorted(mail.recipients) == ["boss@example.com", "ops600@example.com"]
+    else:
+        assert call.queue != "600"
+        assert mail.recipients == ["boss@example.com"]
+    if "NAPTIME" in args:  # an unknown REASON is ignored, and says so
+        assert any("ignoring unknown REASON argument 'NAPTIME'" in line for line in said), said
 
 
 def test_smtp_transport(pbx: Pbx, smtp_server) -> None:

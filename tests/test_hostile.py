@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
@@ -161,13 +162,34 @@ def test_forged_header_lines_in_the_caller_name_change_nothing(box: Pbx) -> None
     assert (call.callid, call.caller_num, call.queue) == ("1795800200.1", "100", "600")
 
 
+#: Uniqueids made only of what a callid may hold: such a one is kept verbatim.
+PLAIN_ID = re.compile(r"[A-Za-z0-9.-]{1,64}")
+BOTH_OWN = {"ops600@example.com", "boss@example.com"}  # queue 600's row and the '*' row
+FALLBACK = {"fallback@example.com", "boss@example.com"}  # a queue without rows: the fallback and '*'
+
+
+def callid_of(mail: StoredMail) -> str:
+    # A long value is folded onto a continuation line; unfolded, it starts with that blank.
+    return str(mail.message["X-Missedcall-Callid"]).strip()
+
+
+def _hook_outcome(run: AgiRun) -> str:
+    """The one line the hook reported on the VERBOSE channel."""
+    said = [c for c in run.commands if c.startswith("VERBOSE")]
+    assert len(said) == 1, short(said)
+    assert "internal error" not in said[0], short(said)
+    return said[0]
+
+
 def test_uniqueid_and_queue_log_fields(box: Pbx) -> None:
-    """The uniqueid hostile, and the call's queue_log lines hostile in every field in turn."""
+    """The call's queue_log lines hostile in every field in turn: each call is still recorded once,
+    mailed once to its recipients, and the sweeper reading the same file adds nothing. Then the
+    uniqueid itself hostile: every run ends in a recorded, mailed call or a logged refusal."""
     base = 1795800300
     lines: list[str] = []
     jobs = []
     for i, value in enumerate(HOSTILE):
-        callid = value
+        callid = f"{base}.{i}"
         kind = i % 5
         if kind == 0:  # the caller ID field
             lines += [f"{base}|{callid}|600|NONE|ENTERQUEUE||{value}|1", f"{base + 5}|{callid}|600|NONE|ABANDON|1|1|5"]
@@ -188,32 +210,67 @@ def test_uniqueid_and_queue_log_fields(box: Pbx) -> None:
                 value,
                 f"{base + 5}|{callid}|600|NONE|ABANDON|1|1|5",
             ]
-        headers = make_headers(uniqueid=value, callerid="", calleridname="", args=["600"])
-        # (the linkedid is given: the peer would otherwise echo the uniqueid, and it writes replies as UTF-8)
-        jobs.append((RawPeer(headers, {"ABANDONED": "TRUE", "CHANNEL(linkedid)": "1795800150.1"}), ["600"]))
+        headers = make_headers(uniqueid=callid, callerid="100", calleridname="", args=["600"])
+        jobs.append((AgiPeer(headers, {"ABANDONED": "TRUE"}), ["600"]))
     box.write_queue_log(lines)
     for line in lines:  # the parser and the verdict never raise
         event = queuelog.parse_line(line)
         if event is not None:
             verdict.judge_events([event])
-    for run in _parallel(box, jobs):
+    runs = _parallel(box, jobs)
+    for run in runs:
         assert_agi_ok(run)
+        _hook_outcome(run)
     finish(box)
-    allowed = {"ops600@example.com", "boss@example.com", "fallback@example.com"}
-    for mail in box.stored():
-        assert set(mail.recipients) in ({"ops600@example.com", "boss@example.com"}, allowed - {"ops600@example.com"})
+
+    expected = {f"{base}.{i}": i % 5 for i in range(len(HOSTILE))}
+    rows = {call.callid: call for call in box.calls()}
+    assert sorted(rows) == sorted(expected), "every call recorded, under its own callid"
+    mails = box.stored()
+    mailed = [callid_of(m) for m in mails]
+    assert sorted(mailed) == sorted(expected), "every call mailed exactly once"
+    for mail in mails:
+        callid = callid_of(mail)
+        row = rows[callid]
+        assert (row.reason, row.source, row.status, row.caller_num) == ("ABANDON", "agi", "sent", "100"), short(row)
+        if expected[callid] == 1:  # a hostile queue on the exit line: 600's own, or a queue without rows
+            assert set(mail.recipients) in (BOTH_OWN, FALLBACK), short((callid, mail.recipients))
+        else:
+            assert row.queue == "600" and set(mail.recipients) == BOTH_OWN, short((callid, row.queue))
         assert_clean_mail(mail, set(mail.recipients))
-    for call in box.calls():
-        assert call.callid == verdict.clean_id(call.callid) and 0 < len(call.callid) <= 64
-        assert len(call.extra.get("did", "")) <= 64
-    # The sweeper reads the same file: it records nothing twice.
-    before = len(box.stored())
+        assert len(row.extra.get("did", "")) <= 64  # kept as FreePBX logged it, within the column
+    # The sweeper reads the same file: every call is already recorded, so nothing is added or sent.
     swept = box.admin("sweep", "--from-start", "--grace", "0")
     assert swept.returncode == 0, short(swept)
     finish(box)
-    mailed = [str(m.message["X-Missedcall-Callid"]) for m in box.stored()]
-    assert len(mailed) == len(set(mailed)), "a call was mailed twice"
-    assert len(mailed) >= before
+    assert len(box.calls()) == len(expected)
+    assert len(box.stored()) == len(mails), "the sweeper mailed a call the hook had mailed"
+
+    # Now the uniqueid itself hostile (no queue_log lines: the channel's ABANDONED decides).
+    jobs = []
+    for value in HOSTILE:
+        headers = make_headers(uniqueid=value, callerid="", calleridname="", args=["600"])
+        # (the linkedid is given: the peer would otherwise echo the uniqueid, and it writes replies as UTF-8)
+        jobs.append((RawPeer(headers, {"ABANDONED": "TRUE", "CHANNEL(linkedid)": "1795800150.1"}), ["600"]))
+    runs = _parallel(box, jobs)
+    for value, run in zip(HOSTILE, runs):
+        assert_agi_ok(run)
+        said = _hook_outcome(run)
+        if PLAIN_ID.fullmatch(value):
+            assert f"missed call {value} in queue 600 (ABANDON)" in said, short((value, said))
+    finish(box)
+    new_rows = {call.callid: call for call in box.calls() if call.callid not in expected}
+    plain = {value for value in HOSTILE if PLAIN_ID.fullmatch(value)}
+    assert plain and plain <= set(new_rows), short(plain - set(new_rows))
+    new_mails = [m for m in box.stored() if callid_of(m) not in expected]
+    new_mailed = [callid_of(m) for m in new_mails]
+    assert sorted(new_mailed) == sorted(new_rows), "each recorded call mailed exactly once"
+    for mail in new_mails:
+        assert set(mail.recipients) == BOTH_OWN
+        assert_clean_mail(mail, BOTH_OWN)
+    for callid, call in new_rows.items():
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", callid), short(callid)
+        assert (call.queue, call.reason, call.status) == ("600", "ABANDON", "sent"), short(call)
 
 
 # ============================================================================ configuration
@@ -251,12 +308,19 @@ def test_every_configuration_key(box: Pbx, key: str) -> None:
         assert b"evil@example.com" not in raw.split(b"\n\n", 1)[0]
 
 
+CONFIG_KEYS_THROUGH_THE_AGI = (
+    "MISSEDCALL_FALLBACK_TO", "MISSEDCALL_FROM", "MISSEDCALL_TEMPLATE_DIR", "MISSEDCALL_SENDMAIL",
+)  # fmt: skip
+
+
 def test_configuration_through_the_agi(box: Pbx, tmp_path: Path) -> None:
-    """The riskiest keys written into the real config file: the AGI exits 0 and mails no one else."""
+    """The riskiest keys written into the real config file. Every run ends one of two ways: the
+    value is refused in one VERBOSE line naming the key, or it loads and the call is recorded, then
+    either mailed once to exactly queue 600's recipients or left pending with its reason."""
     jobs = []
     boxes = []
     for i, value in enumerate(HOSTILE):
-        key = ("MISSEDCALL_FALLBACK_TO", "MISSEDCALL_FROM", "MISSEDCALL_TEMPLATE_DIR", "MISSEDCALL_SENDMAIL")[i % 4]
+        key = CONFIG_KEYS_THROUGH_THE_AGI[i % 4]
         sub = make_pbx(tmp_path / f"c{i}", box.db_url, recipients=[])
         sub.configure(**{key: value})
         boxes.append(sub)
@@ -268,12 +332,36 @@ def test_configuration_through_the_agi(box: Pbx, tmp_path: Path) -> None:
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         runs = list(pool.map(one, jobs))
-    for run in runs:
+    rows = {call.callid: call for call in box.calls()}
+    outcomes: dict[str, str] = {}
+    for i, (value, run, sub) in enumerate(zip(HOSTILE, runs, boxes)):
+        key = CONFIG_KEYS_THROUGH_THE_AGI[i % 4]
+        callid = f"1795800500.{i}"
         assert_agi_ok(run)
-    for sub in boxes:
-        for mail in sub.stored():
-            assert set(mail.recipients) <= {"ops600@example.com", "boss@example.com", "ops601@example.com"}
+        said = _hook_outcome(run)
+        mails = sub.stored()
+        if "configuration error: " in said:
+            assert key in said or "cannot read config" in said, short((key, said))
+            assert mails == [], short((key, value))
+            outcomes[callid] = "refused"
+            continue
+        call = rows.get(callid)
+        assert call is not None, short((key, value, said))
+        assert (call.queue, call.reason, call.source) == ("600", "ABANDON", "agi")
+        outcomes[callid] = call.status
+        if call.status == "sent":
+            [mail] = mails
+            assert callid_of(mail) == callid
+            assert set(mail.recipients) == BOTH_OWN, short((key, value, mail.recipients))
             assert b"evil@example.com" not in mail.raw.split(b"\n\n", 1)[0]
+            assert f"missed call {callid} in queue 600 (ABANDON): sent" in said
+        else:
+            assert call.status == "pending" and mails == [], short((key, value, call))
+            assert call.last_error and "\n" not in call.last_error, short(call.last_error)
+            assert key in ("MISSEDCALL_SENDMAIL", "MISSEDCALL_TEMPLATE_DIR"), short((key, value, call.last_error))
+    # An empty fallback and a blank From are the defaults (600 has rows of its own): those calls are mailed.
+    assert HOSTILE[:2] == ["", " "]
+    assert (outcomes["1795800500.0"], outcomes["1795800500.1"]) == ("sent", "sent")
 
 
 # ============================================================================ recipients CSV

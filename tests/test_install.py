@@ -527,7 +527,9 @@ def test_real_install_on_a_freepbx17_box_then_the_admin_commands_then_purge(
     namespace: Path, source: Path, tmp_path: Path, freepbx_database: object
 ) -> None:
     """Without --root: real root checks, user asterisk, tables in FreePBX's database, doctor at the end."""
-    from tests.conftest import SENDMAIL_BIN, MariaDBDatabase, write_freepbx_conf
+    from tests.paths import SENDMAIL_BIN
+    from tests.support.freepbx import write_freepbx_conf
+    from tests.support.mariadb import MariaDBDatabase
 
     assert isinstance(freepbx_database, MariaDBDatabase)
     conf = write_freepbx_conf(tmp_path / "freepbx.conf", freepbx_database, host="127.0.0.1")

@@ -22,7 +22,7 @@ import pytest
 
 from missedcall.record.model import utcnow
 from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
-from tests.conftest import MariaDBServer
+from tests.support.mariadb import MariaDBServer
 
 CALLS = 200
 

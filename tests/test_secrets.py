@@ -18,7 +18,7 @@ from pathlib import Path
 
 from missedcall.record.model import utcnow
 from tests.agibox import MISSED, Pbx, abandon_peer, make_pbx
-from tests.conftest import MariaDBServer, temporary_mariadb
+from tests.support.mariadb import MariaDBServer, temporary_mariadb
 
 TAP = Path(__file__).resolve().parent / "syslogtap"
 

@@ -13,7 +13,7 @@ import pytest
 
 from missedcall.admin import cli
 from tests.agibox import Pbx, abandon_peer, make_pbx
-from tests.conftest import SmtpServer
+from tests.support.smtp import SmtpServer
 
 USER = "оператор"
 PASSWORD = "пароль с пробелом"

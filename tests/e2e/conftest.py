@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end suite: a real Asterisk 22 (Debian sid) in a chroot.
 
-The chroot is built once per machine and cached (see pbx.ensure_chroot); one PBX
+The chroot is built once per machine and cached (chroot.ensure_chroot); one PBX
 runs for the whole session on top of it (pbx.Pbx), with the FreePBX-17-shaped
 configuration from asterisk-etc/.  The suite skips only where no chroot can be
 made at all, and never under CI=true: there it fails instead.
@@ -12,7 +12,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pbx as e2e  # tests/e2e is on sys.path (pytest's rootdir-less conftest import)
+import chroot  # tests/e2e is on sys.path (pytest's rootdir-less conftest import)
+import pbx as e2e
 import pytest
 
 ASTERISK_ETC = Path(__file__).with_name("asterisk-etc")
@@ -46,13 +47,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def pbx_chroot() -> Path:
     """The cached sid chroot, built on first use (minutes), reused afterwards."""
-    problem = e2e.chroot_support_problem()
+    problem = chroot.chroot_support_problem()
     if problem is not None:
         reason = f"{SKIP_REASON}: {problem}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)", pytrace=False)
         pytest.skip(reason)
-    return e2e.ensure_chroot()
+    return chroot.ensure_chroot()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pbx as e2e
 import pytest
+from processes import wait_for
 
 SMOKE_DIALPLAN = """
 ; --- test_smoke.py ---
@@ -113,7 +114,7 @@ def test_agi_in_h_extension(smoke: e2e.Pbx) -> None:
     call = smoke.originate_local("s", "smoke-probe", caller_num="5550001", caller_name="Smoke Test", hangup_after=1)
     uniqueid = call.uniqueid()
     out = smoke.path(f"/tmp/probe-{uniqueid}.json")
-    e2e.wait_for(out.exists, 20, f"{out.name} from the AGI probe")
+    wait_for(out.exists, 20, f"{out.name} from the AGI probe")
     seen = json.loads(out.read_text())
     assert seen["argv"] == ["h", "5550001", "Smoke Test"]
     assert seen["headers"]["agi_extension"] == "h"
@@ -157,7 +158,7 @@ def test_freepbx_shaped_queues(pbx: e2e.Pbx) -> None:
     def failover_ran() -> bool:
         return any("Executing [hangup@app-blackhole:1]" in line for line in timeout.log_lines())
 
-    e2e.wait_for(failover_ran, 15, "the 603 failover to reach app-blackhole")
+    wait_for(failover_ran, 15, "the 603 failover to reach app-blackhole")
     # FreePBX 17's h: Gosub into macro-hangupcall (Asterisk 22 has no Macro)
     assert any("Executing [h@ext-queues:1] Gosub(" in line for line in abandon.log_lines())
     assert not any("[h@ext-queues:1]" in line for line in timeout.log_lines())

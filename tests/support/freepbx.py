@@ -1,0 +1,96 @@
+"""FreePBX as the product sees it: the queue tables of its ``asterisk`` database
+and the /etc/freepbx.conf that names that database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from tests.support.mariadb import MariaDBDatabase
+
+# FreePBX's queues module (module.xml, <database>): queues_config and queues_details.
+QUEUES_CONFIG_DDL = """
+CREATE TABLE IF NOT EXISTS `queues_config` (
+  `extension` varchar(20) NOT NULL DEFAULT '',
+  `descr` varchar(35) NOT NULL DEFAULT '',
+  `grppre` varchar(100) NOT NULL DEFAULT '',
+  `alertinfo` varchar(254) NOT NULL DEFAULT '',
+  `ringing` tinyint(1) NOT NULL DEFAULT 0,
+  `maxwait` varchar(8) NOT NULL DEFAULT '',
+  `password` varchar(20) NOT NULL DEFAULT '',
+  `ivr_id` varchar(8) NOT NULL DEFAULT '0',
+  `dest` varchar(50) NOT NULL DEFAULT '',
+  `cwignore` tinyint(1) NOT NULL DEFAULT 0,
+  `queuewait` tinyint(1) DEFAULT 0,
+  `use_queue_context` tinyint(1) DEFAULT 0,
+  `togglehint` tinyint(1) DEFAULT 0,
+  `qnoanswer` tinyint(1) DEFAULT 0,
+  `callconfirm` tinyint(1) DEFAULT 0,
+  `callconfirm_id` int(11) DEFAULT NULL,
+  `qregex` varchar(255) DEFAULT NULL,
+  `agentannounce_id` int(11) DEFAULT NULL,
+  `joinannounce_id` int(11) DEFAULT NULL,
+  `monitor_type` varchar(5) DEFAULT NULL,
+  `monitor_heard` int(11) DEFAULT NULL,
+  `monitor_spoken` int(11) DEFAULT NULL,
+  `callback_id` varchar(8) NOT NULL DEFAULT '',
+  PRIMARY KEY (`extension`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+QUEUES_DETAILS_DDL = """
+CREATE TABLE IF NOT EXISTS `queues_details` (
+  `id` varchar(45) NOT NULL DEFAULT '-1',
+  `keyword` varchar(30) NOT NULL DEFAULT '',
+  `data` varchar(150) NOT NULL DEFAULT '',
+  `flags` int(11) NOT NULL DEFAULT 0,
+  PRIMARY KEY (`id`, `keyword`, `data`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+# The queues of tests/fixtures/queue_log/freepbx17-shaped.queue_log.
+DEFAULT_FREEPBX_QUEUES: tuple[tuple[str, str], ...] = (
+    ("600", "Sales"),
+    ("601", "Sales overflow"),
+    ("602", "Support"),
+    ("603", "Billing"),
+)
+
+
+def make_freepbx_like(
+    db: MariaDBDatabase, queues: Iterable[tuple[str, str]] = DEFAULT_FREEPBX_QUEUES
+) -> None:
+    """Give a database FreePBX's queue tables, with ``(extension, descr)`` rows."""
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute(QUEUES_CONFIG_DDL)
+        cur.execute(QUEUES_DETAILS_DDL)
+        for extension, descr in queues:
+            cur.execute(
+                "INSERT INTO queues_config (extension, descr, maxwait, dest) VALUES (%s, %s, %s, %s)",
+                (extension, descr, "300", "app-blackhole,hangup,1"),
+            )
+            cur.execute(
+                "INSERT INTO queues_details (id, keyword, data) VALUES (%s, 'strategy', 'ringall')",
+                (extension,),
+            )
+
+
+def write_freepbx_conf(path: Path, db: MariaDBDatabase, *, host: str = "localhost") -> Path:
+    """An /etc/freepbx.conf in FreePBX's own shape, pointing at ``db``."""
+    def php(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    path.write_text(
+        "<?php\n"
+        "$amp_conf['AMPDBUSER'] = " + php(db.user) + ";\n"
+        "$amp_conf['AMPDBPASS'] = " + php(db.password) + ";\n"
+        "$amp_conf['AMPDBHOST'] = " + php(host) + ";\n"
+        "$amp_conf['AMPDBPORT'] = '3306';\n"
+        "$amp_conf['AMPDBNAME'] = " + php(db.name) + ";\n"
+        "$amp_conf['AMPDBENGINE'] = 'mysql';\n"
+        "$amp_conf['datasource'] = ''; //for sqlite3\n"
+        "require_once('/var/www/html/admin/bootstrap.php');\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o640)
+    return path
+
