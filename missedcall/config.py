@@ -255,6 +255,34 @@ def _check_timezone(name: str) -> None:
         ) from None
 
 
+def salvage_paths(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(spool folder, queue_log) read as leniently as possible, for the hook when the settings do not load.
+
+    A bad value elsewhere in the file must not lose the call: the hook still judges it from queue_log
+    and spools it where ``retry`` will look once the configuration is fixed. Never raises.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    try:
+        # Bytes that are not UTF-8 may be what broke the settings: read around them.
+        with open(env.get("MISSEDCALL_CONFIG", "") or DEFAULT_CONFIG, "rb") as handle:
+            text = handle.read(MAX_FILE).decode("utf-8", errors="replace")
+        import io
+
+        import dotenv
+
+        values = {k: v for k, v in dotenv.dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+    except (OSError, ValueError):
+        pass
+    values.update({k: v for k, v in env.items() if k.startswith("MISSEDCALL_")})
+    found = []
+    for key in ("MISSEDCALL_SPOOL_DIR", "MISSEDCALL_QUEUE_LOG"):
+        value = values.get(key, "").strip()
+        ok = value.startswith("/") and len(value) < 4096 and value.isprintable()
+        found.append(value if ok else KEYS[key][0])
+    return found[0], found[1]
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = False) -> Settings:
     """Read the config file named by MISSEDCALL_CONFIG (or the default) and the environment.
 

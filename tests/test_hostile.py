@@ -315,13 +315,17 @@ CONFIG_KEYS_THROUGH_THE_AGI = (
 
 def test_configuration_through_the_agi(box: Pbx, tmp_path: Path) -> None:
     """The riskiest keys written into the real config file. Every run ends one of two ways: the
-    value is refused in one VERBOSE line naming the key, or it loads and the call is recorded, then
-    either mailed once to exactly queue 600's recipients or left pending with its reason."""
+    value is refused in one VERBOSE line naming the key and the call is spooled (``retry`` mails it
+    once the value is fixed), or it loads and the call is recorded, then either mailed once to
+    exactly queue 600's recipients or left pending with its reason."""
     jobs = []
     boxes = []
+    originals: list[str | None] = []
     for i, value in enumerate(HOSTILE):
         key = CONFIG_KEYS_THROUGH_THE_AGI[i % 4]
-        sub = make_pbx(tmp_path / f"c{i}", box.db_url, recipients=[])
+        # Every sub-box mails the same two addresses in one database: no storm control between them.
+        sub = make_pbx(tmp_path / f"c{i}", box.db_url, recipients=[], MISSEDCALL_FLOOD_LIMIT="1000")
+        originals.append(sub.settings.get(key))
         sub.configure(**{key: value})
         boxes.append(sub)
         headers = make_headers(uniqueid=f"1795800500.{i}", callerid="100", calleridname="C", args=["600"])
@@ -343,6 +347,17 @@ def test_configuration_through_the_agi(box: Pbx, tmp_path: Path) -> None:
         if "configuration error: " in said:
             assert key in said or "cannot read config" in said, short((key, said))
             assert mails == [], short((key, value))
+            # Refused settings never lose the call: it waits in the spool until the value is fixed.
+            assert len(sub.spooled()) == 1, short((key, value, said))
+            [spooled] = sub.spooled()
+            assert spooled.name == f"call-{callid}.json", short((key, value, said))
+            assert "retry records and mails it once the configuration is fixed" in said
+            sub.configure(**{key: originals[i]})
+            sub.age_spool()
+            fixed = sub.admin("retry")
+            assert fixed.returncode == 0, short((key, fixed.stdout, fixed.stderr))
+            [mail] = sub.stored()
+            assert callid_of(mail) == callid and set(mail.recipients) == BOTH_OWN, short((key, value))
             outcomes[callid] = "refused"
             continue
         call = rows.get(callid)

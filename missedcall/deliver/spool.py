@@ -125,10 +125,10 @@ def from_json(data: Any) -> CallRecord:
         raise SpoolError(f"not a missedcall spool record ({exc})") from None
 
 
-def write(spool_dir: str, call: CallRecord) -> str:
+def write(spool_dir: str, call: CallRecord, *, create_dir: bool = True) -> str:
     """Spool ``call`` as it stands (its ``status`` says whether it was mailed); returns the path."""
     payload = json.dumps(to_json(call), ensure_ascii=True, sort_keys=True).encode("ascii")
-    return atomic_write(spool_dir, os.path.basename(path_for(spool_dir, call.callid)), payload, create_dir=True)
+    return atomic_write(spool_dir, os.path.basename(path_for(spool_dir, call.callid)), payload, create_dir=create_dir)
 
 
 def read_regular(path: str, limit: int) -> bytes:

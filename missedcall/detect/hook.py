@@ -100,18 +100,24 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
     values = session.fetch(asked) or [""] * len(asked)
     abandoned, position, linkedid, jointime = values
 
+    settings: Settings | None = None
     try:
         settings = config.load_settings()
     except config.ConfigError as exc:
-        _report(session, f"configuration error: {exc}", error=True)
-        return
+        broken = f"configuration error: {exc}"  # said once, in the call's own line below
+        spool_dir, queue_log = config.salvage_paths()
+    else:
+        queue_log = settings.queue_log
 
-    events = queuelog.read_call_events(settings.queue_log, callid)
+    events = queuelog.read_call_events(queue_log, callid)
     judged = verdict.judge_events(events) if events else None
     if judged is None:
         judged = verdict.judge_channel(queue_arg, reason_arg=reason_arg, abandoned=abandoned, position=position)
     if not judged.missed:
-        _report(session, f"call {callid}: answered or not missed; nothing to do")
+        if settings is None:
+            _report(session, f"{broken}; call {callid}: answered or not missed", error=True)
+        else:
+            _report(session, f"call {callid}: answered or not missed; nothing to do")
         return
 
     # FreePBX's join time, from the channel: a time before 2000 or in the future is not believed
@@ -131,7 +137,29 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         caller_name=header_value(env, "agi_calleridname"),
         entered_fallback=joined,
     )
+    if settings is None:
+        _salvage(session, call, spool_dir, broken)
+        return
     _record_and_notify(session, settings, call, deadline)
+
+
+def _salvage(session: AgiSession, call: CallRecord, spool_dir: str, reason: str) -> None:
+    """Settings that do not load: no database or relay is known, so keep the call in the spool for ``retry``."""
+    from missedcall.deliver import spool
+
+    call.status = "pending"
+    call.last_error = reason[:500]
+    try:
+        spool.write(spool_dir, call, create_dir=False)  # a folder guessed from broken settings is not made
+    except (OSError, spool.SpoolError) as exc:
+        _report(session, f"{reason}; missed call {call.callid} in queue {call.queue}: NOT spooled ({exc})", error=True)
+        return
+    _report(
+        session,
+        f"{reason}; missed call {call.callid} in queue {call.queue} ({call.reason}): spooled in {spool_dir};"
+        " retry records and mails it once the configuration is fixed",
+        error=True,
+    )
 
 
 def _record_and_notify(session: AgiSession, settings: Settings, call: CallRecord, deadline: float) -> None:
