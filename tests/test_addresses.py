@@ -15,6 +15,7 @@ import pytest
 from missedcall import config
 from missedcall.admin import cli
 from tests.agibox import Pbx, make_pbx
+from tests.support.cli import run_cli
 
 #: Addresses the builder would change or choke on.
 BAD = [
@@ -31,15 +32,6 @@ BAD = [
     "x" * 65 + "@example.com",  # local part over 64
 ]
 GOOD = ["ops@example.com", "o'brien+queue600@mail.example.com", "a@localhost", "x{y}|z~@example.com"]
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -61,7 +53,7 @@ def test_the_cheap_check_and_the_round_trip_agree() -> None:
 
 @pytest.mark.parametrize("value", BAD)
 def test_recipients_add_refuses(box: Pbx, capsys: pytest.CaptureFixture[str], value: str) -> None:
-    code, out, err = _cli(["recipients", "add", "600", value], capsys)
+    code, out, err = run_cli(["recipients", "add", "600", value], capsys)
     shown = cli.printable(value, 60)
     assert (code, out) == (2, "")
     assert err == (
@@ -74,7 +66,7 @@ def test_recipients_add_refuses(box: Pbx, capsys: pytest.CaptureFixture[str], va
 
 def test_recipients_add_takes_good_ones(box: Pbx, capsys: pytest.CaptureFixture[str]) -> None:
     for value in GOOD:
-        assert _cli(["recipients", "add", "600", value], capsys) == (0, f"added {value} for queue 600\n", "")
+        assert run_cli(["recipients", "add", "600", value], capsys) == (0, f"added {value} for queue 600\n", "")
 
 
 @pytest.mark.parametrize("value", BAD[:6])
@@ -85,7 +77,7 @@ def test_recipients_import_refuses_the_file_naming_the_line(
     rows = [["queue", "email", "name"], ["600", "n1@example.com", "A"], ["601", value, "B"], ["602", "n2@example.com"]]
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    code, out, err = _cli(["recipients", "import", str(path)], capsys)
+    code, out, err = run_cli(["recipients", "import", str(path)], capsys)
     assert (code, out) == (1, "")
     assert err == f"missedcall-admin: error: {path}:3: {cli.printable(value, 60)!r} is not a plain e-mail address\n"
     with box.store() as store:
@@ -100,7 +92,7 @@ def test_from_and_fallback_are_config_errors(
 ) -> None:
     monkeypatch.setenv(key, value)
     bad = value.split(", ")[-1] if key == "MISSEDCALL_FALLBACK_TO" else value
-    code, out, err = _cli(["queues"], capsys)
+    code, out, err = run_cli(["queues"], capsys)
     assert (code, out) == (1, "")
     assert err == f"missedcall-admin: error: configuration: {key}: {bad!r} is not a plain e-mail address\n"
 
@@ -111,12 +103,12 @@ def test_doctor_fails_a_bad_address_in_the_table_and_remove_clears_it(
     bad = "=?utf-8?q?boss?=@example.com"
     with box.store() as store:
         store.add_recipient("601", bad, "")  # as an older version let in
-    _code, out, _err = _cli(["doctor", "--state", str(box.tmp / "no-install.state")], capsys)
+    _code, out, _err = run_cli(["doctor", "--state", str(box.tmp / "no-install.state")], capsys)
     [line] = [x for x in out.splitlines() if x.startswith(("OK   recipients", "WARN recipients", "FAIL recipients"))]
     assert line == (
         f"FAIL recipients: {bad!r} (queue 601) is not a plain e-mail address: it is left out of every mail"
         f" -> fix: missedcall-admin recipients remove 601 '{bad}'"
     )
-    assert _cli(["recipients", "remove", "601", bad], capsys) == (0, f"removed {bad} from queue 601\n", "")
-    _code, out, _err = _cli(["doctor", "--state", str(box.tmp / "no-install.state")], capsys)
+    assert run_cli(["recipients", "remove", "601", bad], capsys) == (0, f"removed {bad} from queue 601\n", "")
+    _code, out, _err = run_cli(["doctor", "--state", str(box.tmp / "no-install.state")], capsys)
     assert "FAIL recipients" not in out and "recipients: " in out

@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from missedcall.admin import cli
 from missedcall.record.model import CallRecord, utcnow
 from tests.agibox import Pbx, make_pbx
+from tests.support.cli import run_cli
 
 VERBS = [["log"], ["queues"], ["recipients", "list"], ["test", "600", "--dry-run"], ["retry"], ["sweep"]]
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -47,13 +38,13 @@ def test_log_since_far_back_lists_everything(box: Pbx, capsys: pytest.CaptureFix
         call = CallRecord(callid="1796200000.1", queue="600", path=("600",), caller_num="5550001", reason="ABANDON",
                           entered_at=now - timedelta(seconds=30), ended_at=now, source="agi")  # fmt: skip
         assert store.claim_call(call)
-    code, out, err = _cli(["log", "--since", since, "--json"], capsys)
+    code, out, err = run_cli(["log", "--since", since, "--json"], capsys)
     assert (code, err) == (0, "")
     assert '"callid": "1796200000.1"' in out
 
 
 def test_log_since_far_ahead_lists_nothing(box: Pbx, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli(["log", "--since", "9999-12-31"], capsys) == (0, "no missed calls recorded for that filter\n", "")
+    assert run_cli(["log", "--since", "9999-12-31"], capsys) == (0, "no missed calls recorded for that filter\n", "")
 
 
 @pytest.mark.parametrize(
@@ -77,7 +68,7 @@ def test_doctor_state_that_is_not_a_state_file(
         path.write_bytes("asterisk_user=asterisk\nprefix=/opt/caf\xe9\n".encode("latin-1"))
     else:
         path.write_bytes(b"# " + b"x" * (70 * 1024) + b"\n")
-    code, out, err = _cli(["doctor", "--state", str(path)], capsys)
+    code, out, err = run_cli(["doctor", "--state", str(path)], capsys)
     assert code == 1 and err == "" and "Traceback" not in out
     assert out.splitlines()[0] == (
         f"FAIL install state: {path} {said}; the default layout is assumed"
@@ -92,8 +83,8 @@ def test_an_unknown_timezone_is_a_config_error(
     monkeypatch.setenv("MISSEDCALL_TIMEZONE", zone)
     said = f"MISSEDCALL_TIMEZONE: unknown time zone {zone!r} (a name like Europe/Moscow; empty: the system's)"
     for argv in VERBS:
-        assert _cli(argv, capsys) == (1, "", f"missedcall-admin: error: configuration: {said}\n"), argv
-    code, out, _err = _cli(["doctor"], capsys)
+        assert run_cli(argv, capsys) == (1, "", f"missedcall-admin: error: configuration: {said}\n"), argv
+    code, out, _err = run_cli(["doctor"], capsys)
     assert code == 1
     assert _doctor_line(out, "config").startswith(f"FAIL config: {said} -> fix: edit ")
 
@@ -102,7 +93,7 @@ def test_a_known_timezone_is_fine(
     box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MISSEDCALL_TIMEZONE", "Europe/Moscow")
-    code, out, _err = _cli(["test", "600", "--dry-run"], capsys)
+    code, out, _err = run_cli(["test", "600", "--dry-run"], capsys)
     assert code == 0 and "MSK" in out
 
 
@@ -122,8 +113,8 @@ def test_a_line_dotenv_cannot_parse_names_file_and_line(
     box.config_file.write_text("\n".join(lines) + "\n" + good)
     said = f"{box.config_file}:{number}: python-dotenv cannot parse this line (expected KEY=value, quotes closed)"
     for argv in VERBS:
-        assert _cli(argv, capsys) == (1, "", f"missedcall-admin: error: configuration: {said}\n"), argv
-    code, out, err = _cli(["doctor"], capsys)
+        assert run_cli(argv, capsys) == (1, "", f"missedcall-admin: error: configuration: {said}\n"), argv
+    code, out, err = run_cli(["doctor"], capsys)
     assert code == 1 and "python-dotenv" not in err  # its own warning is not printed beside ours
     assert _doctor_line(out, "config") == (
         f"FAIL config: {said} -> fix: edit {box.config_file} (every key is described in the README)"
@@ -143,8 +134,8 @@ def test_an_unknown_key_is_a_doctor_warning_with_a_guess(
     box: Pbx, capsys: pytest.CaptureFixture[str], key: str, guess: str
 ) -> None:
     box.config_file.write_text(box.config_file.read_text() + f"{key}=x\n")
-    assert _cli(["queues"], capsys)[0] == 0  # the verbs still run
-    _code, out, _err = _cli(["doctor"], capsys)
+    assert run_cli(["queues"], capsys)[0] == 0  # the verbs still run
+    _code, out, _err = run_cli(["doctor"], capsys)
     assert _doctor_line(out, "config keys") == (
         f"WARN config keys: unknown key {key} is ignored: {guess} -> fix: edit {box.config_file}"
     )

@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 
 from missedcall import config
-from missedcall.admin import cli
 from missedcall.deliver import notify
 from missedcall.detect import queuelog, verdict
 from missedcall.record.model import CallRecord, utcnow
 from tests.agibox import Pbx, make_pbx
 from tests.agipeer import AgiPeer, AgiRun, make_headers
 from tests.mailbox import StoredMail
+from tests.support.cli import run_cli
 
 BAD_UTF8 = b"\xff\xfe\xc3(".decode("utf-8", "surrogateescape")  # bytes that are not UTF-8, as Python keeps them
 
@@ -382,15 +382,6 @@ def test_configuration_through_the_agi(box: Pbx, tmp_path: Path) -> None:
 # ============================================================================ recipients CSV
 
 
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse: usage errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def assert_one_line_error(code: int, err: str, context: object) -> None:
     assert code in (0, 1, 2), short((context, code))
     if code:
@@ -408,7 +399,7 @@ def test_recipients_csv_rows(box: Pbx, capsys: pytest.CaptureFixture[str], monke
             buffer = io.StringIO()
             csv.writer(buffer).writerow(row)
             path.write_bytes(buffer.getvalue().encode("utf-8", "surrogateescape"))
-            code, _out, err = _cli(["recipients", "import", str(path)], capsys)
+            code, _out, err = run_cli(["recipients", "import", str(path)], capsys)
             assert_one_line_error(code, err, row)
     with box.store() as store:
         for row in store.recipients():
@@ -450,7 +441,7 @@ def test_cli_arguments(box: Pbx, capsys: pytest.CaptureFixture[str], monkeypatch
     for value in for_argv(HOSTILE):
         for slot in CLI_SLOTS:
             argv = [value if part == "{}" else part for part in slot]
-            code, out, err = _cli(argv, capsys)
+            code, out, err = run_cli(argv, capsys)
             assert_one_line_error(code, err, argv)
             if "--caller" in slot:
                 # Any text is a caller: the sample mail is always built, whatever the value.

@@ -11,21 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from missedcall.admin import cli
 from tests.agibox import Pbx, abandon_peer, make_pbx
+from tests.support.cli import run_cli
 from tests.support.smtp import SmtpServer
 
 USER = "оператор"
 PASSWORD = "пароль с пробелом"
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -47,7 +38,7 @@ def test_admin_test_logs_in_with_a_cyrillic_user_and_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _box(tmp_path, sqlite_url, relay).in_this_process(monkeypatch)
-    code, out, err = _cli(["test", "601"], capsys)
+    code, out, err = run_cli(["test", "601"], capsys)
     assert (code, err) == (0, "")
     assert out == "test notification for queue 601 sent to ops601@example.com, boss@example.com via smtp\n"
     [mail] = relay.wait_for(1)
@@ -63,7 +54,7 @@ def test_doctor_logs_in_with_a_cyrillic_user_and_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _box(tmp_path, sqlite_url, relay).in_this_process(monkeypatch)
-    _code, out, err = _cli(["doctor", "--state", str(tmp_path / "no.state")], capsys)
+    _code, out, err = run_cli(["doctor", "--state", str(tmp_path / "no.state")], capsys)
     assert "Traceback" not in out + err
     [line] = [x for x in out.splitlines() if " mail: " in x]
     assert line == f"OK   mail: SMTP relay {relay.host}:{relay.port} (none) reachable, logged in as {USER}"
@@ -91,11 +82,11 @@ def test_a_refused_cyrillic_login_is_one_line_without_the_password(
     wrong: str,
 ) -> None:
     _box(tmp_path, sqlite_url, relay, MISSEDCALL_SMTP_PASSWORD=wrong).in_this_process(monkeypatch)
-    code, out, err = _cli(["test", "601"], capsys)
+    code, out, err = run_cli(["test", "601"], capsys)
     assert (code, out) == (1, "")
     assert err.startswith(f"missedcall-admin: error: mail not sent: SMTP {relay.host}:{relay.port} answered 535 ")
     assert err.count("\n") == 1 and wrong not in err and "Traceback" not in err
-    _code, out, err = _cli(["doctor", "--state", str(tmp_path / "no.state")], capsys)
+    _code, out, err = run_cli(["doctor", "--state", str(tmp_path / "no.state")], capsys)
     [line] = [x for x in out.splitlines() if " mail: " in x]
     assert line == (
         f"FAIL mail: SMTP relay {relay.host}:{relay.port} (none) refused the login of {USER}"
@@ -140,7 +131,7 @@ def test_a_relay_without_plain_or_login_is_one_clear_line(
             "MISSEDCALL_SMTP_PASSWORD": PASSWORD,
         }
         make_pbx(tmp_path, sqlite_url, **settings).in_this_process(monkeypatch)
-        code, out, err = _cli(["test", "601"], capsys)
+        code, out, err = run_cli(["test", "601"], capsys)
     finally:
         controller.stop()
     assert (code, out) == (1, "")

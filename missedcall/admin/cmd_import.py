@@ -14,7 +14,7 @@ import argparse
 import os
 
 from missedcall import config
-from missedcall.admin.common import UserError, load_settings, open_store, printable
+from missedcall.admin.common import UserError, load_settings, open_store, printable, read_bounded
 from missedcall.admin.scriptimport import QueueRule, ScriptError, read_script
 from missedcall.deliver import recipients
 from missedcall.record.db import StorageError
@@ -36,13 +36,7 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(SCRIPT_MAX + 1)
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > SCRIPT_MAX:
-        raise UserError(f"{path}: larger than {SCRIPT_MAX >> 20} MB, not a hook script")
+    raw = read_bounded(path, SCRIPT_MAX, "a hook script")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -15,6 +15,7 @@ from missedcall.admin.common import (
     print_json,
     print_table,
     printable,
+    read_bounded,
     recipient_json,
 )
 from missedcall.deliver import mail, recipients
@@ -71,17 +72,7 @@ def _recipients(args: argparse.Namespace, store: Store) -> int:
 
 def _import_csv(path: str, store: Store) -> int:
     """All rows or none: a file with one bad row changes nothing and says which row."""
-    # Read whole but bounded (a path to /dev/zero, or a NUL stream on stdin, has no end of line).
-    try:
-        if path == "-":
-            raw = sys.stdin.buffer.read(CSV_MAX + 1)
-        else:
-            with open(path, "rb") as binary:
-                raw = binary.read(CSV_MAX + 1)
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > CSV_MAX:
-        raise UserError(f"{path}: larger than {CSV_MAX >> 20} MB, not a recipients list")
+    raw = read_bounded(path, CSV_MAX, "a recipients list")
     try:
         handle = io.StringIO(raw.decode("utf-8-sig"), newline="")
     except UnicodeDecodeError:

@@ -73,3 +73,18 @@ def text_arg(text: str) -> str:
     """Free text from the command line: bytes that are not UTF-8 (which Python keeps as lone
     surrogates) become U+FFFD, so they cannot crash an encoder later on."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def read_bounded(path: str, limit: int, what: str) -> bytes:
+    """A file the user named ('-' = stdin), read whole but never past ``limit`` bytes (/dev/zero has no end)."""
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as handle:
+                raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise UserError(f"{path}: larger than {limit >> 20} MB, not {what}")
+    return raw
