@@ -44,7 +44,7 @@ SDIST_MUST_HAVE = (
     "bench/sweep_bench.py",
     "tests/run",
     "tests/paths.py",
-    "tests/agipeer.py",
+    "tests/agipeer/peer.py",
     "tests/conftest.py",
     "tests/bin/sendmail",
     "tests/fixtures/README.md",
