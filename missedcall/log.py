@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import syslog
 
+from missedcall.text import printable
+
 _opened = False
 
 
@@ -21,7 +23,7 @@ def _open() -> None:
 
 
 def _clean(message: str) -> str:
-    return "".join(ch if ch.isprintable() else " " for ch in message)[:1000]
+    return printable(message, limit=1000)
 
 
 def info(message: str) -> None:

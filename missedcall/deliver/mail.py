@@ -17,6 +17,7 @@ from pathlib import Path
 from string import Template
 
 from missedcall.record.model import CallRecord
+from missedcall.text import printable
 
 #: The reasons in words, per language (the vocabulary of docs/design.md).
 REASON_TEXT: dict[str, dict[str, str]] = {
@@ -98,7 +99,7 @@ def load_templates(language: str, template_dir: str = "") -> Templates:
     if template_dir:
         folder = Path(template_dir)
         if not folder.is_dir():
-            shown = "".join(ch if ch.isprintable() else "?" for ch in template_dir[:100])
+            shown = printable(template_dir, limit=100, replace="?")
             raise TemplateError(f"MISSEDCALL_TEMPLATE_DIR {shown} is not a folder")
         # Only these two names are ever opened, so nothing in a setting can reach other files.
         for name in ("subject.txt", "body.txt"):
