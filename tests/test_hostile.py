@@ -82,8 +82,8 @@ class RawPeer(AgiPeer):
         return "".join(self.header_lines).encode("utf-8", "surrogateescape")
 
 
-EXPECTED_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Missedcall-Callid",
-                    "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}  # fmt: skip
+EXPECTED_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Auto-Response-Suppress",
+                    "X-Missedcall-Callid", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}  # fmt: skip
 
 
 def assert_clean_mail(mail: StoredMail, recipients: set[str]) -> None:

@@ -76,6 +76,7 @@ def test_english_message_fields() -> None:
     assert msg["To"] == "ops@example.com, boss@example.com"
     assert msg["Subject"] == "Missed call from Иван Петров <79161234567> in queue 601 (Sales)"
     assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Auto-Response-Suppress"] == "All"  # Exchange's out-of-office replies
     assert msg["X-Missedcall-Callid"] == "1795659185.13"
     assert msg["Message-ID"].endswith("@pbx.example.com>")
     assert email.utils.parsedate_to_datetime(msg["Date"]) == datetime(2026, 11, 26, 9, 1, 21, tzinfo=timezone.utc)
@@ -110,6 +111,7 @@ def test_hostile_caller_names_cannot_add_headers_or_recipients(name: str, langua
             "date",
             "message-id",
             "auto-submitted",
+            "x-auto-response-suppress",
             "x-missedcall-callid",
             "content-type",
             "content-transfer-encoding",

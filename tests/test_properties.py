@@ -26,8 +26,8 @@ from missedcall.record.model import CallRecord
 from tests.agipeer import make_headers
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SINGLE_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version",
-                  "Content-Type", "Content-Transfer-Encoding"}  # fmt: skip
+SINGLE_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Auto-Response-Suppress",
+                  "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}  # fmt: skip
 VALID = ["ops@example.com", "OPS@example.com", "boss@example.com", "a.b+c@sub.example.org", "x@y.io"]
 INVALID = ["not an address", "evil@example.com\r\nBcc: z@example.com", '"boss@example.com" <evil@example.com>']
 POOL = VALID + INVALID

@@ -218,8 +218,10 @@ def set_headers(message: EmailMessage, *, sender: str, to: list[str], subject: s
     message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
     message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
     message["Message-ID"] = make_msgid(kind, domain=sender.rsplit("@", 1)[-1])
-    # RFC 3834: no vacation responder answers, no loop with a ticket system.
+    # RFC 3834: no vacation responder answers, no loop with a ticket system. Exchange ignores
+    # Auto-Submitted for its out-of-office replies and reads its own header instead.
     message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
 
 
 def set_body(message: EmailMessage, body: str) -> None:

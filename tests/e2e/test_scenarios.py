@@ -67,7 +67,7 @@ REASON_EN = {
 # The headers a delivered notification may carry: the product's own and what postfix adds.
 ALLOWED_HEADERS = {
     "return-path", "x-original-to", "delivered-to", "received", "from", "to", "subject", "date",
-    "message-id", "auto-submitted", "x-missedcall-callid", "mime-version", "content-type",
+    "message-id", "auto-submitted", "x-auto-response-suppress", "x-missedcall-callid", "mime-version", "content-type",
     "content-transfer-encoding",
 }  # fmt: skip
 
@@ -149,6 +149,7 @@ def check_notification(
     for single in ("From", "To", "Subject", "Message-ID", "Date", "X-Missedcall-Callid"):
         assert len(message.get_all(single, [])) == 1, f"{single} appears {message.get_all(single)}"
     assert message["Auto-Submitted"] == "auto-generated"
+    assert message["X-Auto-Response-Suppress"] == "All"
 
     display = f"{queue} ({LABELS[queue]})"
     # Python's folder may put the whole subject on a continuation line ("Subject:\n Missed ..."):
