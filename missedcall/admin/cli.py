@@ -62,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("queue", metavar="QUEUE", type=queue_arg)
     # Not email_arg: a row that an older version let in (and doctor now names) must be removable.
     one.add_argument("email", metavar="EMAIL", type=stored_email_arg)
-    one = actions.add_parser("import", help="add rows from a CSV file: queue,email[,name] ('-' = stdin)")
+    one = actions.add_parser(
+        "import",
+        help="add rows from a CSV file: queue,email[,name] ('-' = stdin); all rows or none",
+        description="Rows of queue,email[,name]; ',' ';' or tab between fields (judged on the first row, so"
+        " Excel's semicolon CSV works), UTF-8 or Windows-1251; '#' lines and a 'queue,...' header are skipped."
+        " One bad row refuses the whole file, naming its line.",
+    )
     one.add_argument("csv", metavar="CSV")
     one = actions.add_parser("export", help="print all recipients as CSV")
     one.set_defaults(queue=None)

@@ -74,13 +74,17 @@ def _import_csv(path: str, store: Store) -> int:
     """All rows or none: a file with one bad row changes nothing and says which row."""
     raw = read_bounded(path, CSV_MAX, "a recipients list")
     try:
-        handle = io.StringIO(raw.decode("utf-8-sig"), newline="")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 CSV file") from None
+        try:
+            text = raw.decode("cp1251")  # what Excel saves as CSV on a Russian-locale Windows
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 (or Windows-1251) CSV file") from None
+    handle = io.StringIO(text, newline="")
     wanted: list[tuple[str, str, str]] = []
     with handle:
         try:
-            for number, row in enumerate(csv.reader(handle), start=1):
+            for number, row in enumerate(csv.reader(handle, delimiter=delimiter_of(text)), start=1):
                 if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                     continue
                 if number == 1 and row[0].strip().lower() == "queue":
@@ -98,3 +102,16 @@ def _import_csv(path: str, store: Store) -> int:
     added = sum(1 for queue, email, name in wanted if store.add_recipient(queue, email, name))
     print(f"imported {added} new recipient(s), {len(wanted) - added} already present")
     return 0
+
+
+def delimiter_of(text: str) -> str:
+    """``,``, ``;`` (Excel in a locale with a decimal comma, e.g. Russian) or a tab, judged on the first row."""
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            # Quoted text (a name with a comma in it) does not count.
+            bare = "".join(part for index, part in enumerate(line.split('"')) if index % 2 == 0)
+            counts = {sep: bare.count(sep) for sep in (",", ";", "\t")}
+            best = max(counts, key=lambda sep: counts[sep])
+            return best if counts[best] else ","
+    return ","
+
