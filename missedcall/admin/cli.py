@@ -98,11 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_test)
 
     sub = verbs.add_parser("log", help="list recorded missed calls, newest first")
-    sub.add_argument("--since", type=parse_since, help="30m, 24h, 7d or YYYY-MM-DD")
+    sub.add_argument("--since", type=parse_since, help="from then on: 30m, 24h, 7d ago or YYYY-MM-DD (local midnight)")
+    sub.add_argument(
+        "--until", type=parse_since, help="before then: 30m, 24h, 7d ago or YYYY-MM-DD (that day not included)"
+    )
     sub.add_argument("--queue", type=queue_arg)
     sub.add_argument("--status", choices=CALL_STATUSES)
     sub.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, help="at most N calls (default 50)")
-    sub.add_argument("--json", action="store_true", help="JSON output")
+    shape = sub.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="JSON: one object per call, times in ISO 8601 (UTC)")
+    shape.add_argument("--csv", action="store_true", help="CSV with the --json keys as its header row")
     sub.set_defaults(func=cmd_log)
 
     sub = verbs.add_parser(

@@ -17,6 +17,7 @@ from missedcall.admin.common import (
     print_json,
     print_table,
     printable,
+    zone_label,
 )
 from missedcall.deliver import mail, notify
 from missedcall.record.db import StorageError
@@ -141,22 +142,31 @@ def render_for_terminal(message: Any, *, raw: bool) -> str:
 
 def cmd_log(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if args.since and args.until and args.until <= args.since:
+        raise UserError("--until must be later than --since")
     with open_store(settings, create=False) as store:  # read-only: never creates the database
         try:
-            calls = store.calls(since=args.since, queue=args.queue, status=args.status, limit=args.limit)
+            calls = store.calls(
+                since=args.since, until=args.until, queue=args.queue, status=args.status, limit=args.limit
+            )
         except StorageError as exc:
             raise UserError(str(exc)) from None
     if args.json:
         print_json([call_json(c) for c in calls])
         return 0
-    if not calls:
-        print("no missed calls recorded" + (" for that filter" if (args.since or args.queue or args.status) else ""))
+    if args.csv:
+        _print_csv([call_json(c) for c in calls])
         return 0
+    if not calls:
+        filtered = args.since or args.until or args.queue or args.status
+        print("no missed calls recorded" + (" for that filter" if filtered else ""))
+        return 0
+    zone = notify.zone(settings)  # the zone the mails show
     print_table(
-        ["TIME", "QUEUE", "CALLER", "REASON", "WAIT", "STATUS", "DETAIL"],
+        [f"TIME ({zone_label(zone)})", "QUEUE", "CALLER", "REASON", "WAIT", "STATUS", "DETAIL"],
         [
             [
-                local(c.ended_at or c.entered_at),
+                local(c.ended_at or c.entered_at, zone),
                 " > ".join(c.path) if len(c.path) > 1 else c.queue,
                 printable(mail.describe_caller(c.caller_num, c.caller_name, "en"), 40),
                 c.reason,
@@ -168,6 +178,21 @@ def cmd_log(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def _print_csv(rows: list[dict[str, Any]]) -> None:
+    """The --json objects as CSV rows, same keys and values; lists joined with a space."""
+    import csv
+
+    if not rows:
+        return
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(rows[0].keys())
+    for row in rows:
+        writer.writerow(
+            " ".join(str(v) for v in value) if isinstance(value, list) else "" if value is None else value
+            for value in row.values()
+        )
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from missedcall import config
@@ -40,8 +40,14 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
 
-def local(moment: datetime | None) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+def local(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    """The time as the mails show it: in MISSEDCALL_TIMEZONE (``zone``), else the system's zone."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def zone_label(zone: tzinfo | None) -> str:
+    """The zone's short name for a column header, e.g. ``MSK`` or ``UTC+03``."""
+    return datetime.now(timezone.utc).astimezone(zone).strftime("%Z") or "local"
 
 
 def call_json(call: CallRecord) -> dict[str, Any]:

@@ -213,16 +213,21 @@ class Store(Database):
         self,
         *,
         since: datetime | None = None,
+        until: datetime | None = None,
         queue: str | None = None,
         status: str | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        """Newest first; ``since`` filters on the call's own time (when it ended, else entered)."""
+        """Newest first; ``since`` (inclusive) and ``until`` (exclusive) filter on the call's own time
+        (when it ended, else entered)."""
         clauses: list[str] = []
         params: list[Any] = []
         if since is not None:
             clauses.append("COALESCE(ended_at, entered_at) >= ?")
             params.append(since)
+        if until is not None:
+            clauses.append("COALESCE(ended_at, entered_at) < ?")
+            params.append(until)
         if queue is not None:
             clauses.append("queue = ?")
             params.append(queue)
