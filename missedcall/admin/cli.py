@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--failed", action="store_true", help="first queue failed calls and digests again (after fixing the relay)"
     )
+    sub.add_argument("--json", action="store_true", help="the run's counts as JSON instead of the summary line")
     sub.set_defaults(func=cmd_retry)
 
     from missedcall.detect import sweep
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--state", metavar="FILE", help="install.sh's record of paths (default: install.state beside the config file)"
     )
+    sub.add_argument("--json", action="store_true", help="one object per check: status, check, detail, fix")
     sub.set_defaults(func=cmd_doctor)
 
     return parser

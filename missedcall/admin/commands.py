@@ -204,14 +204,19 @@ def cmd_retry(args: argparse.Namespace) -> int:
             report = retry.run(store, settings, failed=args.failed)
         except StorageError as exc:
             raise UserError(str(exc)) from None
-    print(report.summary())
+    if args.json:
+        from dataclasses import asdict
+
+        print_json([{**asdict(report), "summary": report.summary()}])
+    else:
+        print(report.summary())
     return 1 if report.all_failed() else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from missedcall.admin import doctor
 
-    return doctor.run(args.state)
+    return doctor.run(args.state, as_json=args.json)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

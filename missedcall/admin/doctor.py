@@ -194,10 +194,19 @@ def _state_problem(path: str) -> str:
     return ""
 
 
-def run(state_file: str | None = None) -> int:
-    """Print one line per check; 1 when any check FAILs."""
+def run(state_file: str | None = None, *, as_json: bool = False) -> int:
+    """Print one line per check (or, ``as_json``, one object per check); 1 when any check FAILs."""
     doctor = Doctor(state_file)
     results = doctor.run()
-    for check in results:
-        print(doctor.redact(check.line()), flush=True)
+    if as_json:
+        import json
+
+        shown = [
+            {"status": c.status, "check": c.name, "detail": doctor.redact(c.detail), "fix": doctor.redact(c.fix)}
+            for c in results
+        ]
+        print(json.dumps(shown, ensure_ascii=False, indent=2), flush=True)
+    else:
+        for check in results:
+            print(doctor.redact(check.line()), flush=True)
     return 1 if any(c.status == FAIL for c in results) else 0
