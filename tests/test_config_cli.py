@@ -8,6 +8,9 @@ never create a database file or its folder.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,28 @@ def test_writing_verbs_still_create_the_database(box: Pbx, tmp_path: Path) -> No
     done = box.admin("recipients", "add", "600", "new@example.com")
     assert (done.returncode, done.stdout) == (0, "added new@example.com for queue 600\n")
     assert fresh.is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{missing}", "log"],
+        ["log", "--config", "{missing}"],
+        ["recipients", "list", "--config", "{missing}"],
+        ["--config", "{good}", "recipients", "list", "--config", "{missing}"],  # the one after the verb wins
+    ],
+)
+def test_config_before_or_after_the_verb(tmp_path: Path, argv: list[str]) -> None:
+    good = tmp_path / "good.env"
+    good.write_text("MISSEDCALL_DB_URL=sqlite:///" + str(tmp_path / "db.sqlite3") + "\n", encoding="utf-8")
+    missing = tmp_path / "missing.env"
+    argv = [a.format(missing=missing, good=good) for a in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", "missedcall.admin.cli", *argv], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MISSEDCALL_")}, check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"missedcall-admin: error: configuration: config file {missing} does not exist"
+        " (named by --config or MISSEDCALL_CONFIG)\n"
+    )

@@ -22,6 +22,10 @@ from missedcall.record.model import CALL_STATUSES
 
 __all__ = ["PROG", "UserError", "build_parser", "main"]
 
+CONFIG_HELP = (
+    "configuration file (default: $MISSEDCALL_CONFIG or /etc/missedcall/missedcall.env); before or after the verb"
+)
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -37,11 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration: /etc/missedcall/missedcall.env (or MISSEDCALL_CONFIG); see the README.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="configuration file (default: $MISSEDCALL_CONFIG or /etc/missedcall/missedcall.env)",
-    )
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
 
@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="one object per check: status, check, detail, fix")
     sub.set_defaults(func=cmd_doctor)
 
+    # --config after the verb too (`missedcall-admin log --config FILE`): SUPPRESS keeps a value given
+    # before the verb when none is given after it.
+    for verb in verbs.choices.values():
+        nested = [actions.choices.values()] if verb is verbs.choices["recipients"] else []
+        for one in [verb, *(p for group in nested for p in group)]:
+            one.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
     return parser
 
 
