@@ -232,6 +232,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             follow=args.follow,
             interval=args.interval,
             verbose=args.verbose,
+            record_only=args.record_only,
         )
     except sweep.SweepError as exc:
         raise UserError(str(exc)) from None

@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read the whole file, not just what is new (a first run otherwise starts at its end)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the verdicts; record and send nothing")
+    parser.add_argument(
+        "--record-only",
+        action="store_true",
+        help="record the missed calls as history (status skipped) and mail nobody: with --from-start, back-fills"
+        " the call log from an old queue_log without waking anyone or opening storm-control windows",
+    )
     parser.add_argument("--follow", action="store_true", help="keep running and read new lines as they come")
     parser.add_argument(
         "--interval", type=interval, default=1.0, metavar="SECONDS", help="with --follow: how often to look (default 1)"
@@ -118,9 +124,12 @@ def run(
     interval: float = 1.0,
     verbose: bool = False,
     out: IO[str] | None = None,
+    record_only: bool = False,
 ) -> int:
     """``missedcall-admin sweep``; raises SweepError for what the admin must fix."""
     out = out if out is not None else sys.stdout
+    if record_only and (follow or dry_run):
+        raise SweepError("--record-only is for one pass that records: not with --follow or --dry-run")
     if follow:
         return _follow(
             settings, grace=grace, dry_run=dry_run, interval=interval, verbose=verbose, out=out, from_start=from_start
@@ -133,7 +142,10 @@ def run(
             if verbose:
                 out.write("sweep: another sweep is running (cron overlap or a --follow service); nothing done\n")
             return 0
-        return _once(settings, grace=grace, from_start=from_start, dry_run=False, verbose=verbose, out=out)
+        return _once(
+            settings, grace=grace, from_start=from_start, dry_run=False, verbose=verbose, out=out,
+            record_only=record_only,
+        )
 
 
 def _open(settings: Settings, *, dry_run: bool) -> Store | None:
@@ -149,9 +161,15 @@ def _open(settings: Settings, *, dry_run: bool) -> Store | None:
     return store
 
 
-def _once(settings: Settings, *, grace: int, from_start: bool, dry_run: bool, verbose: bool, out: IO[str]) -> int:
+def _once(
+    settings: Settings, *, grace: int, from_start: bool, dry_run: bool, verbose: bool, out: IO[str],
+    record_only: bool = False,
+) -> int:
     store = _open(settings, dry_run=dry_run)
-    sweeper = Sweeper(settings, store, grace=grace, from_start=from_start, dry_run=dry_run, verbose=verbose, out=out)
+    sweeper = Sweeper(
+        settings, store, grace=grace, from_start=from_start, dry_run=dry_run, verbose=verbose, out=out,
+        record_only=record_only,
+    )
     try:
         stats = sweeper.cycle()
     except StorageError as exc:

@@ -39,6 +39,10 @@ CORRECTED = "answered later (queue_log CONNECT)"
 MAILED_BY_HOOK = "mailed by the AGI while nothing could be recorded (disk full?); not mailed again"
 
 
+#: last_error of a call that ``sweep --record-only`` recorded as history.
+RECORD_ONLY = "recorded by sweep --record-only (history): not mailed"
+
+
 @dataclass
 class Stats:
     lines: int = 0
@@ -90,8 +94,10 @@ class Sweeper:
         verbose: bool = False,
         out: IO[str] | None = None,
         clock: Callable[[], float] = time.time,
+        record_only: bool = False,
     ) -> None:
         self.settings = settings
+        self.record_only = record_only
         self.store = store
         self.grace = grace
         self.from_start = from_start
@@ -265,10 +271,18 @@ class Sweeper:
         if mailedmark.present(self.settings.spool_dir, call.callid):
             self._adopt(call, judged)
             return
+        if self.record_only:
+            # History, not news: recorded as nobody-was-told, so no mail and no storm-control window.
+            call.status, call.last_error = "skipped", RECORD_ONLY
         if not self.store.claim_call(call):
             self.stats.already += 1
             if self.verbose:
                 self._say("already recorded", call, judged)
+            return
+        if self.record_only:
+            self.stats.recorded["skipped"] = self.stats.recorded.get("skipped", 0) + 1
+            if self.verbose:
+                self._say("recorded, not mailed (--record-only)", call, judged)
             return
         done = notify.notify(self.store, self.settings, call, timeout=self.settings.smtp_timeout)
         self.stats.recorded[done.status] = self.stats.recorded.get(done.status, 0) + 1
