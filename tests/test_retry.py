@@ -30,6 +30,7 @@ def _make_version_1(store: Store) -> None:
     """Turn a fresh database back into what version 1 created."""
     store.execute("DROP TABLE IF EXISTS missedcall_flood")
     store.execute("DROP TABLE IF EXISTS missedcall_held")
+    store.execute("DROP TABLE IF EXISTS missedcall_queues")
     store.execute("ALTER TABLE missedcall_calls DROP COLUMN next_attempt_at")
     store.execute("ALTER TABLE missedcall_calls DROP COLUMN did")
     store.set_state("schema_version", "1")
@@ -40,15 +41,16 @@ def _make_version_1(store: Store) -> None:
 
 
 def test_migration_from_version_1_is_idempotent(db_url: str) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     with Store.open(parse_db_url(db_url)) as store:
         store.init()
         _make_version_1(store)
         assert not store.has_column("missedcall_calls", "next_attempt_at")
-        assert store.init() == (1, 3)
+        assert store.init() == (1, 4)
         assert store.has_column("missedcall_calls", "next_attempt_at") and store.has_column("missedcall_calls", "did")
         assert store.table_exists("missedcall_flood") and store.table_exists("missedcall_held")
-        assert store.init() == (3, 3)
+        assert store.table_exists("missedcall_queues")
+        assert store.init() == (4, 4)
         old = store.get_call("1797000000.1")
         assert old is not None and (old.status, old.attempts, old.next_attempt_at) == ("pending", 1, None)
         # A pending call from before the migration (no next_attempt_at) is due at once.
@@ -77,7 +79,8 @@ def test_migration_run_by_several_processes_at_once(db_url: str) -> None:
         thread.join()
     assert not errors, errors
     with Store.open(parse_db_url(db_url)) as store:
-        assert store.schema_version() == 3 and store.has_column("missedcall_calls", "did")
+        assert store.schema_version() == 4 and store.has_column("missedcall_calls", "did")
+        assert store.table_exists("missedcall_queues")
 
 
 def test_the_hook_migrates_an_old_database_itself(tmp_path: Path, db_url: str) -> None:
@@ -88,7 +91,7 @@ def test_the_hook_migrates_an_old_database_itself(tmp_path: Path, db_url: str) -
     run = box.run(abandon_peer("1797000001.1"), ["600"])
     assert run.ok and run.stderr == "", run
     with box.store() as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         assert store.get_call("1797000001.1").status == "sent"  # type: ignore[union-attr]
     assert len(box.stored()) == 1
 

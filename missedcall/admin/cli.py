@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from missedcall import __version__, config
-from missedcall.admin import cmd_import
+from missedcall.admin import cmd_import, cmd_queues
 from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg, stored_email_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
-from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_queues, cmd_retry, cmd_sweep, cmd_test
+from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_retry, cmd_sweep, cmd_test
 from missedcall.admin.common import PROG, UserError, printable, text_arg
 from missedcall.record.model import CALL_STATUSES
 
@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_import.add_arguments(sub)
     sub.set_defaults(func=cmd_import.cmd_import_script)
 
-    sub = verbs.add_parser("queues", help="list queues (FreePBX's and those with recipients)")
-    sub.add_argument("--json", action="store_true", help="JSON output")
-    sub.set_defaults(func=cmd_queues)
+    sub = verbs.add_parser(
+        "queues", help="list queues with their effective settings, or 'queues set QUEUE ...' to change one"
+    )
+    queue_actions = cmd_queues.add_arguments(sub, _Parser)
+    sub.set_defaults(func=cmd_queues.cmd_queues)
 
     sub = verbs.add_parser("test", help="send (or, with --dry-run, print) a sample notification for QUEUE")
     sub.add_argument("queue", metavar="QUEUE", type=queue_arg)
@@ -135,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --config after the verb too (`missedcall-admin log --config FILE`): SUPPRESS keeps a value given
     # before the verb when none is given after it.
     for verb in verbs.choices.values():
-        nested = [actions.choices.values()] if verb is verbs.choices["recipients"] else []
+        nested = {"recipients": [actions], "queues": [queue_actions]}.get(verb.prog.split()[-1], [])
+        nested = [group.choices.values() for group in nested]
         for one in [verb, *(p for group in nested for p in group)]:
             one.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
     return parser

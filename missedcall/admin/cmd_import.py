@@ -3,9 +3,11 @@
 The script is read, never run (:mod:`missedcall.admin.scriptimport`). Every
 address is checked at the same door as ``recipients add``; one bad address
 refuses the whole import, naming the script's line, so nothing is half-imported.
-The script's default branch (``*)`` or ``else``) becomes ``MISSEDCALL_FALLBACK_TO``
-(mailed for queues without rows of their own, as the script did) or, with
-``--default star``, ``*`` rows (copied on every queue's mail).
+Labels the script sets per queue (a ``label=``/``name=`` variable) become the
+queues' labels (``missedcall-admin queues``). The script's default branch
+(``*)`` or ``else``) becomes ``MISSEDCALL_FALLBACK_TO`` (mailed for queues without
+rows of their own, as the script did) or, with ``--default star``, ``*`` rows
+(copied on every queue's mail).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from missedcall import config
 from missedcall.admin.common import UserError, load_settings, open_store, printable, read_bounded
 from missedcall.admin.scriptimport import QueueRule, ScriptError, read_script
 from missedcall.deliver import recipients
+from missedcall.record import queues
 from missedcall.record.db import StorageError
 
 SCRIPT_MAX = 1 << 20  # bytes: a hook script is a few kilobytes
@@ -79,12 +82,17 @@ def cmd_import_script(args: argparse.Namespace) -> int:
         try:
             with store.transaction():
                 added = sum(1 for queue, address, _ in queue_rows if store.add_recipient(queue, address, ""))
+            labelled = [rule for rule in rules if rule.label and rule.queue != "*"]
+            for rule in labelled:
+                queues.update(store, rule.queue, {"label": rule.label[: queues.LABEL_MAX]})
         except StorageError as exc:
             raise UserError(str(exc)) from None
         from missedcall.deliver import lastknown
 
         lastknown.refresh(store, settings.spool_dir)  # the AGI mails from this copy when the database is down
     print(f"imported {added} new recipient(s), {len(queue_rows) - added} already present")
+    for rule in labelled:
+        print(f"queue {rule.queue} is labelled {printable(rule.label)!r} (missedcall-admin queues)")
     if default is not None and args.default == "fallback":
         _set_fallback(settings, default.addresses)
     return 0

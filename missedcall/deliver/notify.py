@@ -30,8 +30,10 @@ from email.message import EmailMessage
 from missedcall import budget, log, text
 from missedcall.config import Settings
 from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
+from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.queues import QueueSettings
 from missedcall.record.storage import Store
 
 MAX_ATTEMPTS = 5
@@ -63,14 +65,19 @@ class Plan:
     skip_reason: str = ""
 
 
-def skip_reason(call: CallRecord, settings: Settings) -> str:
-    """Why this call is recorded but not mailed; "" when it should be mailed."""
+def skip_reason(call: CallRecord, settings: Settings, own: QueueSettings | None = None) -> str:
+    """Why this call is recorded but not mailed; "" when it should be mailed. ``own``: the queue's settings."""
+    if own is not None and not own.enabled:
+        return f"queue {call.queue} is switched off (missedcall-admin queues set {call.queue} --on)"
     if call.reason not in settings.reasons:
         return f"reason {call.reason} is not in MISSEDCALL_REASONS"
     # Only a known wait is filtered: an unknown one is not zero, and a missed call nobody hears of is the worse error.
     waited = call.wait_seconds
-    if call.reason == "ABANDON" and settings.min_wait and waited is not None and waited < settings.min_wait:
-        return f"waited {waited} s, less than MISSEDCALL_MIN_WAIT={settings.min_wait}"
+    min_wait = own.min_wait if own is not None else settings.min_wait
+    if call.reason == "ABANDON" and min_wait and waited is not None and waited < min_wait:
+        if own is not None and own.sources.get("min_wait") == "queue":
+            return f"waited {waited} s, less than queue {call.queue}'s minimum wait of {min_wait} s"
+        return f"waited {waited} s, less than MISSEDCALL_MIN_WAIT={min_wait}"
     return ""
 
 
@@ -106,18 +113,21 @@ def plan(
     known copy, see missedcall.deliver.lastknown) or only the fallback. With ``cache_dir``,
     a successful look-up refreshes that copy.
     """
-    reason = skip_reason(call, settings)
+    per_queue = None
+    if store is not None:
+        per_queue = queues.effective(store, call.queue, language=settings.language, min_wait=settings.min_wait)
+    reason = skip_reason(call, settings, per_queue)
     if reason:
         return Plan([], None, reason)
     own: list[str] = []
     star: list[str] = []
-    label = ""
+    label = per_queue.label if per_queue is not None else ""
+    language = per_queue.language if per_queue is not None else settings.language
     if store is not None:
         rows = lastknown.all_rows(store)
         if cache_dir:
             lastknown.save(cache_dir, rows)
         own, star = lastknown.split(rows, call.queue)
-        label = store.queue_label(call.queue)
     elif known_rows is not None:
         own, star = lastknown.split(list(known_rows), call.queue)
     addresses = []
@@ -128,11 +138,11 @@ def plan(
             log.warning(f"call {call.callid}: recipient {shown!r} skipped: it {problem} (missedcall-admin recipients)")
         else:
             addresses.append(address)
-    templates = mail.load_templates(settings.language, settings.template_dir)
+    templates = mail.load_templates(language, settings.template_dir)
     subject, body = mail.render(
         call,
         label=label,
-        language=settings.language,
+        language=language,
         templates=templates,
         zone=zone(settings),
         host=socket.gethostname(),

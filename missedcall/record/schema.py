@@ -1,4 +1,4 @@
-"""The tables (missedcall_state, _recipients, _calls, _flood, _held) on both engines, and their migrations.
+"""The tables (missedcall_state, _recipients, _calls, _flood, _held, _queues) on both engines, and their migrations.
 
 ``Store.init`` runs :data:`DDL` and adds the :data:`ADDED_COLUMNS` a table lacks,
 so it is idempotent and safe when several processes run it at once.
@@ -10,7 +10,8 @@ from __future__ import annotations
 #    missedcall_held (storm control, see missedcall/record/held.py).
 # 3: missedcall_calls.did (the DID from FreePBX's queue_log lines), so a mail sent later by
 #    retry says what the first one would have said.
-SCHEMA_VERSION = 3
+# 4: missedcall_queues: per-queue label, language, minimum wait and on/off (missedcall/record/queues.py).
+SCHEMA_VERSION = 4
 DDL_MYSQL = (
     """CREATE TABLE IF NOT EXISTS missedcall_state (
         name VARCHAR(64) NOT NULL PRIMARY KEY,
@@ -69,6 +70,14 @@ DDL_MYSQL = (
         PRIMARY KEY (callid, email),
         KEY missedcall_held_due (status, due_at)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS missedcall_queues (
+        queue VARCHAR(64) NOT NULL PRIMARY KEY,
+        label VARCHAR(128) NULL,
+        language VARCHAR(8) NULL,
+        min_wait INT NULL,
+        enabled TINYINT NULL,
+        updated_at DATETIME NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
 )
 
 DDL_SQLITE = (
@@ -126,6 +135,14 @@ DDL_SQLITE = (
         PRIMARY KEY (callid, email)
     )""",
     "CREATE INDEX IF NOT EXISTS missedcall_held_due ON missedcall_held (status, due_at)",
+    """CREATE TABLE IF NOT EXISTS missedcall_queues (
+        queue TEXT NOT NULL PRIMARY KEY,
+        label TEXT NULL,
+        language TEXT NULL,
+        min_wait INTEGER NULL,
+        enabled INTEGER NULL,
+        updated_at TEXT NOT NULL
+    )""",
 )
 #: Columns added after version 1, as (table, column, MariaDB type, SQLite type): ``init`` adds
 #: whichever a table lacks, so it is idempotent and safe when several processes run it at once.
