@@ -42,39 +42,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_queues(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    with open_store(settings, create=False) as store:  # read-only: never creates the database
-        try:
-            labels = store.freepbx_queues() or {}
-            rows = store.recipients()
-        except StorageError as exc:
-            raise UserError(str(exc)) from None
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.queue] = counts.get(row.queue, 0) + 1
-    names = sorted(set(labels) | set(counts), key=lambda q: (q == "*", q.zfill(12)))
-    listing = [{"queue": q, "label": labels.get(q, ""), "recipients": counts.get(q, 0)} for q in names]
-    if args.json:
-        print_json(listing)
-    elif not listing:
-        print("no queues known: no FreePBX queues_config table and no recipients yet")
-    else:
-        fallback = ", ".join(settings.fallback_to) or "none"
-        print_table(
-            ["QUEUE", "LABEL", "RECIPIENTS"],
-            [
-                [
-                    x["queue"],
-                    printable(x["label"]),
-                    str(x["recipients"]) if x["recipients"] else f"0 (fallback: {fallback})",
-                ]
-                for x in listing
-            ],
-        )
-    return 0
-
-
 def cmd_test(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = utcnow()
