@@ -114,6 +114,8 @@ def main() -> int:
             f"MISSEDCALL_SENDMAIL={sendmail}\n"
             f"MISSEDCALL_QUEUE_LOG={workdir / 'queue_log'}\n"
             f"MISSEDCALL_FREEPBX_CONF={workdir / 'none'}\n"
+            # Never the host's /var/spool/missedcall: the hook keeps its copy of the recipients there.
+            f"MISSEDCALL_SPOOL_DIR={workdir / 'spool'}\n"
             "MISSEDCALL_FROM=pbx@example.com\nMISSEDCALL_FALLBACK_TO=ops@example.com\n"
         )
         subprocess.run(
