@@ -23,14 +23,22 @@ CALL_COLUMNS = (
     "id", "callid", "linkedid", "queue", "path", "caller_num", "caller_name", "reason",
     "wait_seconds", "position", "entered_at", "ended_at", "source", "status", "attempts",
     "last_error", "recipients", "notified_at", "next_attempt_at", "did",
+    "resolution", "resolved_at", "resolved_by", "talk_seconds", "caller_key", "message_id", "thread_of",
+    "followup", "voicemail",
 )  # fmt: skip
+#: How a miss ended ('' while open); the report and ``--json`` call an open one "open".
+RESOLUTIONS = ("", "called-back", "got-through")
+FOLLOWUP_STATES = ("", "pending", "sent", "failed", "off")
 RECIPIENT_COLUMNS = ("id", "queue", "email", "name", "created_at")
 #: Column limits shared by both engines, so SQLite keeps what MariaDB would keep.
 LIMITS = {"callid": 64, "linkedid": 64, "did": 64, "queue": 64, "path": 1024, "caller_num": 128,
-          "caller_name": 512, "reason": 16, "source": 16, "status": 16, "last_error": 512}  # fmt: skip
-_TEXTS = ("callid", "linkedid", "queue", "caller_num", "caller_name", "reason", "source", "status", "last_error")
-_NUMBERS = {"wait_seconds": 10**7, "position": 10**6, "attempts": 10**4, "id": 2**31 - 1}
-_TIMES = ("entered_at", "ended_at", "notified_at", "next_attempt_at")
+          "caller_name": 512, "reason": 16, "source": 16, "status": 16, "last_error": 512,
+          "resolution": 16, "resolved_by": 128, "caller_key": 32, "message_id": 255, "thread_of": 64,
+          "followup": 16}  # fmt: skip
+_TEXTS = ("callid", "linkedid", "queue", "caller_num", "caller_name", "reason", "source", "status", "last_error",
+          "resolution", "resolved_by", "caller_key", "message_id", "thread_of", "followup")  # fmt: skip
+_NUMBERS = {"wait_seconds": 10**7, "position": 10**6, "attempts": 10**4, "id": 2**31 - 1, "talk_seconds": 10**7}
+_TIMES = ("entered_at", "ended_at", "notified_at", "next_attempt_at", "resolved_at")
 _CALLID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: How many items a list in a JSON form may hold (a queue path, the recipients of one call).
 _MAX_ITEMS = 1000
@@ -64,6 +72,15 @@ class CallRecord:
     next_attempt_at: datetime | None = None  # pending: not retried before then (back-off / claim lease)
     id: int | None = None
     extra: dict[str, str] = field(default_factory=dict)  # "did": stored in the did column
+    resolution: str = ""  # one of RESOLUTIONS
+    resolved_at: datetime | None = None
+    resolved_by: str = ""  # the extension that called back or answered, with its name when known
+    talk_seconds: int | None = None
+    caller_key: str = ""
+    message_id: str = ""  # the first alert's Message-ID, which follow-ups and repeat misses reply to
+    thread_of: str = ""  # a repeat miss: the callid of the open miss whose thread it joins
+    followup: str = ""  # one of FOLLOWUP_STATES
+    voicemail: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,15 @@ def to_row(call: CallRecord) -> dict[str, Any]:
         "notified_at": call.notified_at,
         "next_attempt_at": call.next_attempt_at,
         "did": call.extra.get("did", ""),
+        "resolution": call.resolution,
+        "resolved_at": call.resolved_at,
+        "resolved_by": call.resolved_by,
+        "talk_seconds": call.talk_seconds,
+        "caller_key": call.caller_key,
+        "message_id": call.message_id,
+        "thread_of": call.thread_of,
+        "followup": call.followup,
+        "voicemail": 1 if call.voicemail else 0,
     }
     return {name: clip(name, value) for name, value in values.items()}
 
@@ -171,6 +197,15 @@ def from_row(values: tuple[Any, ...] | list[Any]) -> CallRecord:
         notified_at=db_time(row["notified_at"]),
         next_attempt_at=db_time(row["next_attempt_at"]),
         extra={"did": row["did"]} if row["did"] else {},
+        resolution=row["resolution"] or "",
+        resolved_at=db_time(row["resolved_at"]),
+        resolved_by=row["resolved_by"] or "",
+        talk_seconds=row["talk_seconds"],
+        caller_key=row["caller_key"] or "",
+        message_id=row["message_id"] or "",
+        thread_of=row["thread_of"] or "",
+        followup=row["followup"] or "",
+        voicemail=bool(row["voicemail"]),
     )
 
 
@@ -205,6 +240,15 @@ def to_dict(call: CallRecord) -> dict[str, Any]:
         "notified_at": iso(call.notified_at),
         "next_attempt_at": iso(call.next_attempt_at),
         "did": call.extra.get("did", ""),
+        "resolution": call.resolution,
+        "resolved_at": iso(call.resolved_at),
+        "resolved_by": call.resolved_by,
+        "talk_seconds": call.talk_seconds,
+        "caller_key": call.caller_key,
+        "message_id": call.message_id,
+        "thread_of": call.thread_of,
+        "followup": call.followup,
+        "voicemail": call.voicemail,
     }
     return {name: clip(name, value) for name, value in data.items()}
 
@@ -223,6 +267,15 @@ def from_dict(data: Any) -> CallRecord:
         raise RecordError("callid is not a call id")
     if texts["status"] not in CALL_STATUSES:
         raise RecordError(f"status {texts['status'][:20]!r} is not one of {', '.join(CALL_STATUSES)}")
+    if texts["resolution"] not in RESOLUTIONS:
+        raise RecordError("resolution is not one of called-back, got-through or empty")
+    if texts["followup"] not in FOLLOWUP_STATES:
+        raise RecordError("followup is not a follow-up state")
+    if texts["thread_of"] and not _CALLID.fullmatch(texts["thread_of"]):
+        raise RecordError("thread_of is not a call id")
+    voicemail = data.get("voicemail", False)
+    if not isinstance(voicemail, bool):
+        raise RecordError("voicemail is not true or false")
     extra = data.get("extra") or {}
     if not isinstance(extra, dict) or not all(isinstance(v, str) and len(v) <= 64 for v in extra.values()):
         raise RecordError("extra is not a map of short texts")
@@ -239,8 +292,10 @@ def from_dict(data: Any) -> CallRecord:
         wait_seconds=numbers["wait_seconds"],
         position=numbers["position"],
         attempts=numbers["attempts"] or 0,
+        talk_seconds=numbers["talk_seconds"],
         **times,
         extra={"did": did} if did else {},
+        voicemail=voicemail,
     )
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 # 3: missedcall_calls.did (the DID from FreePBX's queue_log lines), so a mail sent later by
 #    retry says what the first one would have said.
 # 4: missedcall_queues: per-queue label, language, minimum wait and on/off (missedcall/record/queues.py).
-SCHEMA_VERSION = 4
+# 5: how each miss ended (resolution, resolved_at/_by, talk_seconds, caller_key), the first mail's
+#    Message-ID and the thread a repeat miss joins (message_id, thread_of), the follow-up's state,
+#    whether the caller left a voicemail; missedcall_queues.hours (business hours).
+SCHEMA_VERSION = 5
 DDL_MYSQL = (
     """CREATE TABLE IF NOT EXISTS missedcall_state (
         name VARCHAR(64) NOT NULL PRIMARY KEY,
@@ -149,6 +152,25 @@ DDL_SQLITE = (
 ADDED_COLUMNS = (
     ("missedcall_calls", "next_attempt_at", "DATETIME NULL", "TEXT NULL"),
     ("missedcall_calls", "did", "VARCHAR(64) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    # 5: resolution is '' while the miss is open, else 'called-back' or 'got-through'.
+    ("missedcall_calls", "resolution", "VARCHAR(16) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    ("missedcall_calls", "resolved_at", "DATETIME NULL", "TEXT NULL"),
+    ("missedcall_calls", "resolved_by", "VARCHAR(128) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    ("missedcall_calls", "talk_seconds", "INT NULL", "INTEGER NULL"),
+    # The caller's number reduced to a match key (E.164 or its last digits), so repeat callers and
+    # callbacks are found by an indexed lookup instead of a scan.
+    ("missedcall_calls", "caller_key", "VARCHAR(32) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    ("missedcall_calls", "message_id", "VARCHAR(255) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    ("missedcall_calls", "thread_of", "VARCHAR(64) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    # '' (none due), 'pending', 'sent', 'failed' or 'off'.
+    ("missedcall_calls", "followup", "VARCHAR(16) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    ("missedcall_calls", "voicemail", "TINYINT NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
+    ("missedcall_queues", "hours", "VARCHAR(1024) NULL", "TEXT NULL"),
+)
+#: Indexes on added columns, as (name, table, columns); created after ADDED_COLUMNS.
+ADDED_INDEXES = (
+    ("missedcall_calls_caller_key", "missedcall_calls", "caller_key, ended_at"),
+    ("missedcall_calls_resolution", "missedcall_calls", "resolution, ended_at"),
 )
 
 def ddl(kind: str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from missedcall.record.model import (
     to_row,
     utcnow,
 )
-from missedcall.record.schema import ADDED_COLUMNS, SCHEMA_VERSION
+from missedcall.record.schema import ADDED_COLUMNS, ADDED_INDEXES, SCHEMA_VERSION
 
 __all__ = ["CLAIM_LEASE", "Store"]
 
@@ -60,6 +60,9 @@ class Store(Database):
                 except StorageError:
                     if not self.has_column(table, column):  # not another process's ALTER winning the race
                         raise
+        for name, table, columns in ADDED_INDEXES:
+            # Both engines know IF NOT EXISTS (MariaDB since 10.1.4), so a race is harmless.
+            self.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
         if before is None or before < SCHEMA_VERSION:
             self.set_state("schema_version", str(SCHEMA_VERSION))
         return before, max(before or 0, SCHEMA_VERSION)
