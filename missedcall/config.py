@@ -61,6 +61,22 @@ KEYS: dict[str, tuple[str, str]] = {
     "MISSEDCALL_FLOOD_WINDOW": ("5", "flood window, minutes"),
     "MISSEDCALL_SPOOL_DIR": ("/var/spool/missedcall", "where calls wait when the database is unreachable"),
     "MISSEDCALL_TIMEZONE": ("", "time zone for mails, e.g. Europe/Moscow (empty: the system's)"),
+    # Keys of the features outside the hook's path. Each feature parses its own from Settings.raw
+    # (missedcall.resolve, the FastAGI service, business hours, chat targets), so the hook never
+    # pays for them; doctor runs every feature's parser.
+    "MISSEDCALL_CDR_URL": ("auto", "where callbacks are looked for: auto, mysql://.../asteriskcdrdb?table=cdr,"
+                           " csv:/path/Master.csv; empty: off"),
+    "MISSEDCALL_REGION": ("", "ISO country code for reading local numbers, e.g. RU (empty: compare last 10 digits)"),
+    "MISSEDCALL_RESOLVE_HOURS": ("24", "hours a miss is watched for a callback before it is left open"),
+    "MISSEDCALL_FOLLOWUP": ("on", "on or off: mail a follow-up in the same thread when a miss is resolved"),
+    "MISSEDCALL_VOICEMAIL": ("mention", "mention or suppress: say in the mail that the caller left a voicemail"),
+    "MISSEDCALL_REPORT_HOUR": ("09:00", "local time of the daily report of open misses (empty: none)"),
+    "MISSEDCALL_AFTER_HOURS": ("digest", "digest, mail or ignore: a miss outside business hours"),
+    "MISSEDCALL_FASTAGI_LISTEN": ("127.0.0.1:4574", "host:port of the FastAGI service (missedcall-admin serve)"),
+    "MISSEDCALL_TELEGRAM_TOKEN": ("", "Telegram bot token for telegram: targets (only ever kept here)"),
+    "MISSEDCALL_TELEGRAM_API": ("https://api.telegram.org", "Telegram Bot API base URL"),
+    "MISSEDCALL_WEBHOOK_SECRET": ("", "key that signs webhook: bodies with HMAC-SHA256 (empty: unsigned)"),
+    "MISSEDCALL_HTTP_CAFILE": ("", "CA bundle for chat and webhook HTTPS (empty: system CAs)"),
 }
 
 # A dot-atom local part and a host name: the addr-spec that Python's ``email`` package writes back
@@ -147,6 +163,9 @@ class Settings:
     freepbx_conf: str = "/etc/freepbx.conf"
     is_freepbx: bool = False
     unknown_keys: tuple[str, ...] = ()  # MISSEDCALL_* keys that mean nothing (a typo?): doctor WARNs
+    #: Every MISSEDCALL_* value as read (file, then environment): the features off the hook's path
+    #: parse their own keys from it. Holds secrets: never printed.
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
@@ -366,4 +385,5 @@ def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = Fa
         unknown_keys=tuple(sorted(k for k in values if k not in KEYS and not k.startswith(_NOT_SETTINGS))),
         freepbx_conf=freepbx_conf,
         is_freepbx=is_freepbx,
+        raw=values,
     )
