@@ -51,3 +51,15 @@ def epoch(text: str | bytes, now: float | None = None) -> int | None:
     """A plausible Unix time written as digits (queue_log's first field, QUEUEJOINTIME), else None."""
     value = small_int(text, 12)
     return value if value is not None and plausible_epoch(value, now) else None
+
+
+def caller_key(number: str) -> str:
+    """The caller's number reduced to its last 10 digits: the indexed key repeat misses and callbacks share.
+
+    Cheap and import-free (it runs in the hook). ``8 916 123-45-67``, ``+7 916 1234567`` and
+    ``79161234567`` give the same key; a number of fewer than 5 digits (an extension, "anonymous")
+    gives none, so internal calls and hidden numbers never group together. The resolver refines a
+    key match with E.164 parsing; this only narrows the search.
+    """
+    digits = "".join(ch for ch in number[:128] if "0" <= ch <= "9")
+    return digits[-10:] if len(digits) >= 5 else ""

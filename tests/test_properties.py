@@ -212,3 +212,12 @@ def test_digest_goes_to_its_one_address(calls: list[CallRecord], language: str) 
     )
     assert_well_formed(message.as_bytes(), ["boss@example.com"])
     assert message["X-Missedcall-Digest"] == str(len(calls))
+
+
+def test_caller_key_groups_one_number_written_many_ways() -> None:
+    from missedcall import text
+
+    keys = {text.caller_key(n) for n in ("8 916 123-45-67", "+7 916 1234567", "79161234567", "9161234567")}
+    assert keys == {"9161234567"}
+    assert text.caller_key("102") == "" and text.caller_key("anonymous") == "" and text.caller_key("") == ""
+    assert text.caller_key("٩١٦١٢٣٤٥٦٧") == ""  # Arabic-Indic digits are not dialled digits

@@ -151,7 +151,7 @@ def to_row(call: CallRecord) -> dict[str, Any]:
         "resolved_at": call.resolved_at,
         "resolved_by": call.resolved_by,
         "talk_seconds": call.talk_seconds,
-        "caller_key": call.caller_key,
+        "caller_key": call.caller_key or text.caller_key(call.caller_num),
         "message_id": call.message_id,
         "thread_of": call.thread_of,
         "followup": call.followup,
