@@ -114,4 +114,3 @@ def delimiter_of(text: str) -> str:
             best = max(counts, key=lambda sep: counts[sep])
             return best if counts[best] else ","
     return ","
-

@@ -25,9 +25,7 @@ def _select(store: Store, clause: str, params: Iterable[Any]) -> list[CallRecord
 
 def open_misses(store: Store, since: datetime, *, limit: int = 100_000) -> list[CallRecord]:
     """Misses still open that ended at or after ``since``, oldest first (index resolution, ended_at)."""
-    return _select(
-        store, f"WHERE resolution = '' AND ended_at >= ? ORDER BY ended_at, id LIMIT {int(limit)}", (since,)
-    )
+    return _select(store, f"WHERE resolution = '' AND ended_at >= ? ORDER BY ended_at, id LIMIT {int(limit)}", (since,))
 
 
 def miss_ids_since(store: Store, since: datetime) -> set[str]:
