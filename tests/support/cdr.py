@@ -105,7 +105,5 @@ def insert_rows(db: MariaDBDatabase, rows: Sequence[dict[str, Any]], table: str 
         for row in rows:
             names = list(row)
             values = [v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in row.values()]
-            cur.execute(
-                f"INSERT INTO `{table}` ({', '.join(names)}) VALUES ({', '.join('%s' for _ in names)})", values
-            )
+            cur.execute(f"INSERT INTO `{table}` ({', '.join(names)}) VALUES ({', '.join('%s' for _ in names)})", values)
         conn.commit()
