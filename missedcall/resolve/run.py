@@ -29,6 +29,7 @@ from missedcall.config import Settings
 from missedcall.record import resolutions
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
+from missedcall.record.schema import SCHEMA_VERSION
 from missedcall.record.storage import Store
 from missedcall.resolve import match
 from missedcall.resolve import settings as keys
@@ -90,6 +91,9 @@ def run(store: Store, settings: Settings, *, now: datetime | None = None, dry_ru
     outcome = Outcome(source=source.describe(), dry_run=dry_run)
     if source.kind == "off":
         return outcome
+    version = store.schema_version()
+    if version is None or version < SCHEMA_VERSION:
+        store.init()  # the columns resolution writes came with schema 5
     since = now - timedelta(hours=hours)
     misses = resolutions.open_misses(store, since)
     outcome.watched = len(misses)
@@ -239,7 +243,7 @@ def _csv_rows(store: Store, source: CdrSource, outcome: Outcome) -> tuple[list[m
     marks: list[int] = state["marks"]
     inode = int(state["inode"])
     offset = marks[0] if marks else 0
-    rows: list[match.CdrRow] = []
+    rows: list[match.CdrRow] = _rotated_rest(source, inode, offset)
     try:
         for _ in range(CSV_MAX_CHUNKS):
             found, new_offset, new_inode = cdrcsv.read_new(source.path, offset, inode, source.zone() or timezone.utc)
@@ -256,6 +260,22 @@ def _csv_rows(store: Store, source: CdrSource, outcome: Outcome) -> tuple[list[m
     kept = [*marks, offset][-CSV_REREAD:]
     value = json.dumps({"v": 1, "path": source.path, "inode": inode, "marks": kept})
     return rows, lambda: store.set_state(CSV_STATE, value)
+
+
+def _rotated_rest(source: CdrSource, inode: int, offset: int) -> list[match.CdrRow]:
+    """What was written to the file we were reading after our last pass, when logrotate has since renamed it
+    to ``Master.csv.1``: a callback in the last minute before rotation still counts."""
+    import os
+
+    from missedcall.resolve import cdrcsv
+
+    old = source.path + ".1"
+    try:
+        if not inode or os.stat(source.path).st_ino == inode or os.stat(old).st_ino != inode:
+            return []
+        return cdrcsv.read_new(old, offset, inode, source.zone() or timezone.utc)[0]
+    except OSError:
+        return []
 
 
 def _load_csv_state(text: str | None, path: str) -> dict[str, Any]:
