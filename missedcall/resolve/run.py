@@ -42,6 +42,8 @@ CSV_REREAD = 5
 CSV_MAX_CHUNKS = 8
 #: Extra CDR time read before the oldest open miss: a DST change shifts a local calldate by an hour.
 MARGIN = timedelta(hours=1)
+#: Resolutions written per transaction.
+RECORD_BATCH = 500
 
 
 class CdrError(RuntimeError):
@@ -104,9 +106,7 @@ def run(store: Store, settings: Settings, *, now: datetime | None = None, dry_ru
     if misses:
         own = resolutions.miss_ids_since(store, since - MARGIN)
         found = match.resolve([_open(m) for m in misses], _not_own(rows, own), region)
-        by_callid = {m.callid: m for m in misses}
-        for done in found:
-            _record(store, by_callid[done.callid], done, followup_on, outcome)
+        _record_all(store, found, {m.callid: m for m in misses}, followup_on, outcome)
     else:
         for _ in rows:  # a Master.csv pass still moves its position on
             pass
@@ -127,22 +127,47 @@ def _not_own(rows: Iterable[match.CdrRow], own: set[str]) -> Iterator[match.CdrR
             yield row
 
 
-def _record(store: Store, call: CallRecord, done: match.Resolution, followup_on: bool, outcome: Outcome) -> None:
-    try:
-        if not outcome.dry_run and not resolutions.record_resolution(
-            store,
-            call.callid,
-            resolution=done.resolution,
-            at=done.at,
-            by=done.by,
-            talk_seconds=done.talk_seconds,
-            followup_on=followup_on,
-        ):
-            return  # another resolver got there first
-    except StorageError as exc:
-        log.error(f"resolve: call {call.callid}: could not record {done.resolution}: {exc}")
-        outcome.failed.append(call.callid)
-        return
+def _record_all(
+    store: Store, found: list[match.Resolution], by_callid: dict[str, CallRecord], followup_on: bool, outcome: Outcome
+) -> None:
+    """Record the resolutions RECORD_BATCH to a transaction (one commit each, not one per call: on MariaDB a commit
+    is a disk flush); a batch that fails is done again one call at a time, so only the bad call is left out."""
+    for start in range(0, len(found), RECORD_BATCH):
+        part = found[start : start + RECORD_BATCH]
+        if outcome.dry_run:
+            for done in part:
+                _count(outcome, by_callid[done.callid], done)
+            continue
+        try:
+            with store.transaction():
+                changed = [_write(store, done, followup_on) for done in part]
+        except StorageError:
+            changed = []
+            for done in part:
+                try:
+                    changed.append(_write(store, done, followup_on))
+                except StorageError as exc:
+                    log.error(f"resolve: call {done.callid}: could not record {done.resolution}: {exc}")
+                    outcome.failed.append(done.callid)
+                    changed.append(False)
+        for done, wrote in zip(part, changed):
+            if wrote:  # False: another resolver got there first, or it failed (counted above)
+                _count(outcome, by_callid[done.callid], done)
+
+
+def _write(store: Store, done: match.Resolution, followup_on: bool) -> bool:
+    return resolutions.record_resolution(
+        store,
+        done.callid,
+        resolution=done.resolution,
+        at=done.at,
+        by=done.by,
+        talk_seconds=done.talk_seconds,
+        followup_on=followup_on,
+    )
+
+
+def _count(outcome: Outcome, call: CallRecord, done: match.Resolution) -> None:
     if done.resolution == match.CALLED_BACK:
         outcome.called_back += 1
     else:
