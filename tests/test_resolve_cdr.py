@@ -167,3 +167,22 @@ def test_a_missing_table_is_one_clear_error_without_the_password(cdr_db: MariaDB
         assert "not-the-password-xyz" not in str(refused.value)
         # retry's minute run logs it and goes on
         assert run.run_isolated(store, settings_for(db_url, wrong, tmp_path), now=NOW)[0] == 0
+
+
+def test_a_miss_whose_update_fails_is_skipped_and_the_others_recorded(
+    mariadb_url: str, cdr_db: MariaDBDatabase, tmp_path: Path
+) -> None:
+    insert_rows(cdr_db, [callback(local(MISS + timedelta(minutes=5 + i)), "102", f"8916123456{i}", 30)
+                         for i in range(3)])  # fmt: skip
+    with ours(mariadb_url) as store:
+        for i in range(3):
+            miss(store, f"m.{i}", f"+7916123456{i}")
+        with contextlib.closing(cdr_db.connect()) as conn, conn.cursor() as cur:  # the same database holds ours
+            cur.execute(
+                "CREATE TRIGGER refuse_m1 BEFORE UPDATE ON missedcall_calls FOR EACH ROW"
+                " BEGIN IF NEW.callid = 'm.1' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF; END"
+            )
+        done = run.run(store, settings_for(mariadb_url, cdr_db.url + "?tz=UTC", tmp_path), now=NOW)
+        calls = {c.callid: c.resolution for c in store.calls()}
+    assert done.failed == ["m.1"] and done.called_back == 2
+    assert calls == {"m.0": "called-back", "m.1": "", "m.2": "called-back"}
