@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from missedcall import log
 from missedcall.admin.args import parse_since, queue_arg
@@ -30,7 +30,9 @@ _SUBJECT = {
 
 
 def add_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--since", type=parse_since, help="from then on: 30m, 24h, 7d ago or YYYY-MM-DD (default 24h)")
+    sub.add_argument(
+        "--since", type=parse_since, help="from then on: 30m, 24h, 7d ago or YYYY-MM-DD (default: 24h before --until)"
+    )
     sub.add_argument("--until", type=parse_since, help="before then: 30m, 24h, 7d ago or YYYY-MM-DD (default now)")
     sub.add_argument("--queue", type=queue_arg, help="only this queue")
     sub.add_argument("--status", choices=RESOLUTIONS, help="only calls that ended so (open: not resolved)")
@@ -46,8 +48,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     now = utcnow()
-    since = args.since or parse_since("24h", now)
     until = args.until or now
+    since = args.since or until - timedelta(hours=24)
     if until <= since:
         raise UserError("--until must be later than --since")
     zone = notify.zone(settings)

@@ -17,7 +17,7 @@ from missedcall.deliver import plural
 from missedcall.deliver.mail import clean, describe_caller
 from missedcall.record.model import CallRecord
 from missedcall.resolve.match import CALLED_BACK, GOT_THROUGH, OPEN
-from missedcall.text import caller_key
+from missedcall.text import caller_key, printable
 
 _WORDS = {
     "en": {
@@ -47,6 +47,11 @@ _WORDS = {
         "min": "мин",
     },
 }
+
+
+def _field(text: str, limit: int) -> str:
+    """One table cell: one line, no control or bidi characters (a caller name is untrusted), capped."""
+    return printable(clean(text, limit)).strip()
 
 
 def status_of(call: CallRecord) -> str:
@@ -206,11 +211,11 @@ def render_text(
     rows = [
         [
             local(c.ended_at),
-            clean(c.queue, 32),
-            clean(describe_caller(c.caller_num, c.caller_name, language), 40),
+            _field(c.queue, 32),
+            _field(describe_caller(c.caller_num, c.caller_name, language), 40),
             words[status_of(c)],
             duration(seconds_to_resolve(c), language),
-            clean(c.resolved_by, 32) or "-",
+            _field(c.resolved_by, 32) or "-",
             talk(c.talk_seconds),
         ]
         for c in calls
@@ -220,7 +225,7 @@ def render_text(
     lines += _table(
         words["queues"],
         [
-            [clean(q.queue, 32), str(q.missed), str(q.open), str(q.called_back), str(q.got_through),
+            [_field(q.queue, 32), str(q.missed), str(q.open), str(q.called_back), str(q.got_through),
              f"{round(100 * q.share_resolved)}%", duration(q.median_to_callback, language)]
             for q in queue_lines(calls)
         ],
@@ -230,7 +235,7 @@ def render_text(
         lines += ["", words["repeat"]]
         for _, group in repeated:
             first = group[-1]
-            who = clean(describe_caller(first.caller_num, first.caller_name, language), 60)
+            who = _field(describe_caller(first.caller_num, first.caller_name, language), 60)
             states = ", ".join(words[status_of(c)] for c in group)
             lines.append(f"  {who}: {plural.count(len(group), 'call', language)} ({states})")
     return "\n".join(lines) + "\n"
