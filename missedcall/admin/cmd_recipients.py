@@ -114,3 +114,4 @@ def delimiter_of(text: str) -> str:
             best = max(counts, key=lambda sep: counts[sep])
             return best if counts[best] else ","
     return ","
+
