@@ -107,9 +107,7 @@ def run(store: Store, settings: Settings, *, now: datetime | None = None, dry_ru
         own = resolutions.miss_ids_since(store, since - MARGIN)
         found = match.resolve([_open(m) for m in misses], _not_own(rows, own), region)
         _record_all(store, found, {m.callid: m for m in misses}, followup_on, outcome)
-    else:
-        for _ in rows:  # a Master.csv pass still moves its position on
-            pass
+    # Without open misses a Master.csv pass still saves its position: the next miss reads from here.
     if save is not None and not dry_run:
         save()
     if outcome.called_back or outcome.got_through or outcome.failed or outcome.bad_rows:

@@ -57,6 +57,15 @@ exten => _9X.,1,Set(CALLERID(all)="Agent 102" <102>)
  same => n,Dial(Local/${EXTEN:1}@e2e-trunk,30)
  same => n,Hangup()
 
+[e2e-internal-busy]
+; agent 103 dials the same number first, and the line is busy
+exten => _9X.,1,Set(CALLERID(all)="Agent 103" <103>)
+ same => n,Dial(Local/${EXTEN:1}@e2e-busy,30)
+ same => n,Hangup()
+
+[e2e-busy]
+exten => _X.,1,Busy(2)
+
 [e2e-trunk]
 ; the customer answers and talks for four seconds
 exten => _X.,1,Answer()
@@ -103,7 +112,11 @@ def test_an_agent_calling_back_resolves_the_miss(box: Box) -> None:
     (row,) = box.rows([callid])
     assert row["resolution"] == "" and row["status"] == "sent", row
 
-    # An unanswered attempt first would need a trunk that rings out; the answered one is what counts.
+    # Agent 103 tries first and finds the line busy: an attempt, not a callback.
+    box.pbx.rx(f"channel originate Local/103@e2e-phone extension {DIALLED}@e2e-internal-busy")
+    wait_for(lambda: any(r[2] == DIALLED and r[14] == "BUSY" for r in cdr_rows(box) if len(r) > 14), 40,
+             "Asterisk's CDR of the busy attempt", 0.2)  # fmt: skip
+    assert "0 called back" in box.admin("resolve", user="asterisk")
     box.pbx.rx(f"channel originate Local/102@e2e-phone extension {DIALLED}@e2e-internal")
     wait_for(
         lambda: any(r[2] == DIALLED and r[14] == "ANSWERED" and int(r[13]) > 0 for r in cdr_rows(box) if len(r) > 14),
