@@ -14,6 +14,7 @@ from missedcall.record.model import CallRecord
 from missedcall.record.storage import Store
 from missedcall.resolve import run
 from tests.support.cdr import callback, create_cdr_table, inbound, insert_rows, internal
+from tests.support.freepbx import write_freepbx_conf
 from tests.support.mariadb import MariaDBDatabase
 
 UTC = timezone.utc
@@ -186,3 +187,20 @@ def test_a_miss_whose_update_fails_is_skipped_and_the_others_recorded(
         calls = {c.callid: c.resolution for c in store.calls()}
     assert done.failed == ["m.1"] and done.called_back == 2
     assert calls == {"m.0": "called-back", "m.1": "", "m.2": "called-back"}
+
+
+def test_auto_finds_freepbx_cdr_database_from_its_config(cdr_db: MariaDBDatabase, tmp_path: Path) -> None:
+    conf = write_freepbx_conf(tmp_path / "freepbx.conf", cdr_db, host="127.0.0.1")
+    with conf.open("a", encoding="utf-8") as handle:  # FreePBX's CDR settings: another database name
+        handle.write(f"$amp_conf['CDRDBNAME'] = '{cdr_db.name}';\n")
+    # calldate as FreePBX writes it: the box's local time (auto reads it so)
+    insert_rows(cdr_db, [callback((MISS + timedelta(minutes=9)).astimezone(), "102", "89161234567", 33)])
+    db_url = f"sqlite:///{tmp_path}/mc.sqlite3"
+    settings = settings_for(db_url, "auto", tmp_path, MISSEDCALL_FREEPBX_CONF=str(conf))
+    with ours(db_url) as store:
+        miss(store, "m.1", "+79161234567")
+        done = run.run(store, settings, now=NOW)
+        call = store.get_call("m.1")
+    assert done.source.endswith(f"/{cdr_db.name} table cdr") and cdr_db.password not in done.source
+    assert call is not None and (call.resolution, call.resolved_by, call.resolved_at) == (
+        "called-back", "102", MISS + timedelta(minutes=9))  # fmt: skip
