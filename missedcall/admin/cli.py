@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from missedcall import __version__, config
-from missedcall.admin import cmd_import, cmd_queues
+from missedcall.admin import cmd_import, cmd_queues, cmd_report, cmd_resolve
 from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg, stored_email_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_retry, cmd_sweep, cmd_test
@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help="the run's counts as JSON instead of the summary line")
     sub.set_defaults(func=cmd_retry)
+
+    sub = verbs.add_parser("resolve", help="find callbacks and later answered calls for open misses (retry does too)")
+    cmd_resolve.add_arguments(sub)
+    sub.set_defaults(func=cmd_resolve.cmd_resolve)
+
+    sub = verbs.add_parser("report", help="how missed calls ended: per call, per queue, repeat callers; or --mail it")
+    cmd_report.add_arguments(sub)
+    sub.set_defaults(func=cmd_report.cmd_report)
 
     from missedcall.detect import sweep
 

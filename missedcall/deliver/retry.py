@@ -68,6 +68,8 @@ class Report:
     parked: list[str] = field(default_factory=list)  # ids of items set aside by an unexpected error
     handled: int = 0  # items that went through without one
     errors: list[str] = field(default_factory=list)
+    resolved: int = 0  # open misses the resolver found called back or got through
+    resolve_error: str = ""
 
     def all_failed(self) -> bool:
         """Every item this run touched was parked or set aside (the exit code says so)."""
@@ -79,7 +81,7 @@ class Report:
     def did_something(self) -> bool:
         return bool(
             self.imported or self.known or self.bad or self.requeued or self.outcomes or self.digests
-            or self.digest_failures or self.parked
+            or self.digest_failures or self.parked or self.resolved or self.resolve_error
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -98,6 +100,10 @@ class Report:
                 f"digests: {self.digests} sent listing {self.digest_calls} call(s)"
                 + (f", {self.digest_failures} failed" if self.digest_failures else "")
             )
+        if self.resolved:
+            parts.append(f"{self.resolved} missed call(s) resolved by a callback or a later call")
+        if self.resolve_error:
+            parts.append(f"resolver failed: {self.resolve_error}")
         if self.parked:
             shown = ", ".join(self.parked[:5]) + (", …" if len(self.parked) > 5 else "")
             parts.append(f"{len(self.parked)} item(s) parked after an unexpected error: {shown} (see doctor)")
@@ -130,6 +136,9 @@ def run(
             report.handled += 1
             report.tally(status)
     send_digests(store, settings, report, now=now, timeout=timeout)
+    from missedcall.resolve import run as resolver
+
+    report.resolved, report.resolve_error = resolver.run_isolated(store, settings, now=now)
     if report.did_something():
         log.info(report.summary())
     return report

@@ -76,8 +76,12 @@ def agent_of(row: CdrRow) -> str:
 
 
 def answerer_of(row: CdrRow) -> str:
-    """The extension that answered an inbound call (its channel's device), or ""."""
-    return _extension_of_channel(row.dstchannel) or (row.dst if is_extension(row.dst) and row.dst.isdigit() else "")
+    """The extension that answered an inbound call (its channel's device), or "".
+
+    Not ``dst``: that is the queue or ring group the call was sent to, and a queue
+    answers the channel itself, so an abandoned call's own row reads ANSWERED too.
+    """
+    return _extension_of_channel(row.dstchannel)
 
 
 def _answered(row: CdrRow) -> bool:
