@@ -99,7 +99,8 @@ def test_two_agents_the_first_wins_and_one_callback_closes_every_miss_of_the_num
     db_url: str, cdr_db: MariaDBDatabase, tmp_path: Path
 ) -> None:
     insert_rows(cdr_db, [callback(local(MISS + timedelta(minutes=30)), "105", "+79161234567", 200),
-                         callback(local(MISS + timedelta(minutes=20)), "102", "89161234567", 45)])  # fmt: skip
+                         callback(local(MISS + timedelta(minutes=20)), "102", "89161234567", 45,
+                                  name="Иван\u202e Петров\n")])  # fmt: skip
     with ours(db_url) as store:
         miss(store, "m.1", "89161234567")
         miss(store, "m.2", "+7 916 123-45-67", ended=MISS + timedelta(minutes=5), status="held")
@@ -107,8 +108,8 @@ def test_two_agents_the_first_wins_and_one_callback_closes_every_miss_of_the_num
         run.run(store, settings_for(db_url, cdr_db.url + "?tz=UTC", tmp_path), now=NOW)
         calls = {c.callid: c for c in store.calls()}
     assert {k: (c.resolution, c.resolved_by, c.talk_seconds) for k, c in calls.items()} == {
-        k: ("called-back", "102", 45) for k in ("m.1", "m.2", "m.3")
-    }
+        k: ("called-back", "102 (Иван  Петров)", 45) for k in ("m.1", "m.2", "m.3")
+    }  # the agent's name from cnam, its bidi mark and line break made inert
     # a skipped call was never mailed: no follow-up for it
     assert [calls[k].followup for k in ("m.1", "m.2", "m.3")] == ["pending", "pending", "off"]
 

@@ -22,8 +22,8 @@ from typing import Any
 from missedcall.record.db import Database, StorageError
 
 #: The columns the resolver reads; older tables lack some (cnum before FreePBX 2.x, linkedid before 12).
-WANTED = ("calldate", "src", "dst", "cnum", "clid", "channel", "dstchannel", "disposition", "billsec", "lastapp",
-          "uniqueid", "linkedid")  # fmt: skip
+WANTED = ("calldate", "src", "dst", "cnum", "cnam", "clid", "channel", "dstchannel", "disposition", "billsec",
+          "lastapp", "uniqueid", "linkedid")  # fmt: skip
 REQUIRED = ("calldate", "src", "dst", "disposition", "billsec")
 #: Digits at the end of a number the server compares: enough to be selective, few enough that every way of
 #: writing one number (8916..., +7916..., 9 8916...) ends in them. The exact match happens in Python.

@@ -211,7 +211,7 @@ def cdr_row(values: dict[str, Any], zone: tzinfo | None) -> match.CdrRow:
     return match.CdrRow(
         start=_aware(values["calldate"], zone),
         billsec=billsec,
-        **{name: _text(values[name]) for name in ("src", "dst", "cnum", "clid", "channel", "dstchannel",
+        **{name: _text(values[name]) for name in ("src", "dst", "cnum", "cnam", "clid", "channel", "dstchannel",
                                                    "disposition", "lastapp", "uniqueid", "linkedid")},
     )  # fmt: skip
 

@@ -60,7 +60,7 @@ def create_cdr_table(db: MariaDBDatabase, table: str = "cdr") -> None:
 
 
 def callback(when: datetime, agent: str, dialled: str, billsec: int, *, outbound_cid: str = "74951234567",
-             disposition: str = "ANSWERED", name: str = "Agent") -> dict[str, Any]:  # fmt: skip
+             disposition: str = "ANSWERED", name: str = "") -> dict[str, Any]:  # fmt: skip
     """An agent's outbound call through the trunk, as FreePBX's CDR has it: the trunk's CID in src/clid,
     the agent in cnum and in the calling channel."""
     seq = next(_SEQUENCE)
