@@ -200,6 +200,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             interval=args.interval,
             verbose=args.verbose,
             record_only=args.record_only,
+            as_json=args.json,
         )
     except sweep.SweepError as exc:
         raise UserError(str(exc)) from None
