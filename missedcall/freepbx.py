@@ -8,6 +8,7 @@ take text and return a dict, so they are tested on every variant without files.
 
 from __future__ import annotations
 
+import os
 import re
 
 # $amp_conf['KEY'] = 'value';   or   $amp_conf["KEY"] = "value";
@@ -89,3 +90,17 @@ def ext_queues_h_line(extensions_additional: str) -> str | None:
         if match:
             return match.group(1).strip()
     return None
+
+
+def from_copy_path(config_path: str) -> str:
+    """Where ``missedcall-admin init`` keeps FreePBX's own From address (see missedcall.admin.sender)."""
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), "freepbx-from")
+
+
+def read_from_copy(config_path: str) -> str:
+    """That copy's one line, or "" when there is none; the caller checks it is an address."""
+    try:
+        with open(from_copy_path(config_path), encoding="utf-8", errors="replace") as handle:
+            return handle.read(300).strip()  # bounded: whatever sits there, it is one address
+    except OSError:
+        return ""
