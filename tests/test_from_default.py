@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from missedcall import config
+from tests.agibox import abandon_peer, callids_mailed, make_pbx
 from tests.mailbox import read_mail
 from tests.paths import SENDMAIL_BIN
 from tests.support.cli import run_cli
@@ -135,3 +136,22 @@ def test_doctor_warns_about_a_from_without_a_domain(
     assert check["status"] == status and sender in check["detail"] and "(MISSEDCALL_FROM)" in check["detail"]
     if status == "WARN":
         assert check["fix"] == f"set MISSEDCALL_FROM=pbx@your-domain in {path}"
+
+
+def test_the_hook_mails_from_the_copy_even_with_the_database_down(
+    tmp_path: Path, freepbx_database: MariaDBDatabase, freepbx_conf: Path
+) -> None:
+    """A real hang-up through agi-bin/missed.py: From is FreePBX's address, also when the database is down
+    (the reason it is copied to a file rather than looked up per call)."""
+    set_freepbx_setting(freepbx_database, "AMPUSERMANEMAILFROM", FREEPBX_FROM)
+    box = make_pbx(tmp_path / "box", freepbx_database.url)
+    box.configure(MISSEDCALL_FROM=None, MISSEDCALL_FREEPBX_CONF=str(freepbx_conf))
+    init = box.admin("init")
+    assert init.returncode == 0 and f"From: {FREEPBX_FROM}" in init.stdout, init.stderr
+    assert box.run(abandon_peer("1796200000.1"), ["600"]).ok
+    box.configure(MISSEDCALL_DB_URL="mysql://nobody:x@127.0.0.1:1/asterisk")  # refused: mailed, then spooled
+    assert box.run(abandon_peer("1796200000.2"), ["600"]).ok
+    assert [path.name for path in box.spooled()] == ["call-1796200000.2.json"]  # the database-down path
+    mails = box.stored()
+    assert sorted(callids_mailed(mails)) == ["1796200000.1", "1796200000.2"]
+    assert {(m.sender, str(m.message["From"])) for m in mails} == {(FREEPBX_FROM, FREEPBX_FROM)}
