@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -124,10 +125,19 @@ def scratch_box(root: Path) -> dict[str, str]:
 def run(command: str, root: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     for path, stand_in in STAND_INS.items():
         command = command.replace(path, stand_in.format(box=root))
-    # bash, as the reader's terminal: the examples use quotes, redirections and comments.
-    return subprocess.run(
-        ["bash", "-c", command], cwd=root / "cwd", env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    # bash, as the reader's terminal: the examples use quotes, redirections and comments. Its own process
+    # group, so that an example that never ends (an unmarked --follow) is stopped whole, by its pid.
+    with subprocess.Popen(
+        ["bash", "-c", command], cwd=root / "cwd", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[p.name for p in DOCS])
