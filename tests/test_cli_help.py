@@ -62,3 +62,25 @@ def test_version(program: str) -> None:
         [sys.executable, "-m", program, "--version"], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0 and done.stdout.split()[-1] == __version__, done
+
+
+def _options(prog: str) -> set[str]:
+    parser = cli.build_parser()
+    return {
+        option for where, action in _walk(parser) if where == prog for option in action.option_strings
+    }
+
+
+@pytest.mark.parametrize(
+    "verb", ["log", "recipients list", "queues", "queues list", "doctor", "retry", "sweep"]
+)
+def test_every_verb_that_prints_records_or_checks_takes_json(verb: str) -> None:
+    assert "--json" in _options(f"missedcall-admin {verb}")
+
+
+def test_config_is_taken_before_and_after_every_verb() -> None:
+    parser = cli.build_parser()
+    leaves = [p for p in _parsers(parser) if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+    assert len(leaves) > 10
+    missing = [p.prog for p in [parser, *leaves] if "--config" not in {o for a in p._actions for o in a.option_strings}]
+    assert not missing, f"no --config here: {missing}"

@@ -216,3 +216,27 @@ def test_every_key_has_an_example_that_loads(tmp_path: Path) -> None:
     path = write_env_file(tmp_path, "example.env", **found)
     settings = config.load_settings({"MISSEDCALL_CONFIG": str(path)}, strict=True)
     assert settings.timezone == found["MISSEDCALL_TIMEZONE"] and settings.mail_from == found["MISSEDCALL_FROM"]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[p.name for p in DOCS])
+def test_links_lead_somewhere(doc: Path) -> None:
+    """Every #anchor names a heading of its page, and every relative link a file of the repository
+    (a docs/*.md page that another branch adds is allowed to be missing until it is merged)."""
+    text = doc.read_text(encoding="utf-8")
+    outside_code = re.sub(r"```.*?```", "", text, flags=re.S)
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", outside_code, flags=re.M)}
+    for target in re.findall(r"\]\(([^)\s]+)\)", outside_code):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        if not path:
+            assert anchor in anchors, f"{doc.name}: no heading for #{anchor}"
+            continue
+        if re.fullmatch(r"docs/[a-z]+\.md", path) or re.fullmatch(r"[a-z]+\.md", path):
+            continue  # a feature page: it may come with another branch
+        assert (doc.parent / path).exists(), f"{doc.name}: {target} leads nowhere"
