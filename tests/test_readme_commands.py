@@ -188,23 +188,25 @@ def _normalised(text: str) -> list[str]:
     return lines
 
 
+def render_sample_mail(root: Path) -> str:
+    """The README's sample mail as the product renders it now, on a scratch box of its own."""
+    env = scratch_box(root)
+    env.update(MISSEDCALL_TIMEZONE="Europe/Moscow", TZ="Europe/Moscow")
+    for command in ("recipients add 600 ops@example.com", "queues set 600 --label Sales"):
+        done = run("missedcall-admin " + command, root, env)
+        assert done.returncode == 0, done.stderr
+    done = run('missedcall-admin test 600 --caller 79161234567 --caller-name "Ivan Petrov" --dry-run', root, env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_the_sample_mail_is_what_the_product_renders(tmp_path: Path) -> None:
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     sample = re.search(r"<!-- doc-test: sample-mail -->\n```\n(.*?)\n```", text, flags=re.S)
     assert sample, "README: the sample mail block is gone"
-    env = scratch_box(tmp_path)
-    env.update(MISSEDCALL_TIMEZONE="Europe/Moscow")
-    for command in ("recipients add 600 ops@example.com", "queues set 600 --label Sales"):
-        command = "missedcall-admin " + command
-        assert run(command, tmp_path, env).returncode == 0
-    done = run(
-        'missedcall-admin test 600 --caller 79161234567 --caller-name "Ivan Petrov" --dry-run', tmp_path, env
-    )
-    assert done.returncode == 0, done.stderr
-    assert _normalised(done.stdout) == _normalised(sample.group(1)), (
-        "README's sample mail differs from what `missedcall-admin test 600 --caller 79161234567 --caller-name"
-        ' "Ivan Petrov" --dry-run` renders (queue 600 labelled Sales, MISSEDCALL_TIMEZONE=Europe/Moscow): paste'
-        " the new rendering into the README"
+    assert _normalised(render_sample_mail(tmp_path)) == _normalised(sample.group(1)), (
+        "README's sample mail differs from what the product renders now: paste the output of"
+        " `python -m tests.test_readme_commands` into the README's sample-mail block"
     )
 
 
@@ -240,3 +242,15 @@ def test_links_lead_somewhere(doc: Path) -> None:
         if re.fullmatch(r"docs/[a-z]+\.md", path) or re.fullmatch(r"[a-z]+\.md", path):
             continue  # a feature page: it may come with another branch
         assert (doc.parent / path).exists(), f"{doc.name}: {target} leads nowhere"
+
+
+if __name__ == "__main__":
+    # The sample mail to paste into the README after a change to the templates or the message.
+    import socket
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        rendered = render_sample_mail(Path(scratch))
+    # The README shows a PBX of its own, not the box this ran on.
+    rendered = re.sub(r"(missedcall@)[^>\s]+", r"\1pbx.example.com", rendered)
+    sys.stdout.write(rendered.replace(f"missedcall on {socket.gethostname()}", "missedcall on pbx"))
