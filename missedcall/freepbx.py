@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 # $amp_conf['KEY'] = 'value';   or   $amp_conf["KEY"] = "value";
 _PHP_ASSIGN = re.compile(
@@ -100,7 +101,15 @@ def from_copy_path(config_path: str) -> str:
 def read_from_copy(config_path: str) -> str:
     """That copy's one line, or "" when there is none; the caller checks it is an address."""
     try:
-        with open(from_copy_path(config_path), encoding="utf-8", errors="replace") as handle:
-            return handle.read(300).strip()  # bounded: whatever sits there, it is one address
+        # The hook reads this on every run: a FIFO or device put there must not block or flood it.
+        fd = os.open(from_copy_path(config_path), os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, 300).decode("utf-8", "replace").strip()  # bounded: it holds one address
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)

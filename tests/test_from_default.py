@@ -155,3 +155,19 @@ def test_the_hook_mails_from_the_copy_even_with_the_database_down(
     mails = box.stored()
     assert sorted(callids_mailed(mails)) == ["1796200000.1", "1796200000.2"]
     assert {(m.sender, str(m.message["From"])) for m in mails} == {(FREEPBX_FROM, FREEPBX_FROM)}
+
+
+@pytest.mark.parametrize(
+    "content", [b"a@example.com\r\nBcc: evil@example.com\n", b"\xff\xfe@example.com", b"x" * 10_000, b""]
+)
+def test_a_hostile_copy_is_not_used(tmp_path: Path, freepbx_conf: Path, content: bytes) -> None:
+    path = write_env_file(tmp_path, MISSEDCALL_FREEPBX_CONF=str(freepbx_conf))
+    (tmp_path / "freepbx-from").write_bytes(content)
+    settings = config.load_settings({"MISSEDCALL_CONFIG": str(path)})
+    assert settings.is_freepbx and settings.mail_from == config.host_from()
+
+
+def test_a_fifo_at_the_copy_neither_blocks_nor_counts(tmp_path: Path, freepbx_conf: Path) -> None:
+    path = write_env_file(tmp_path, MISSEDCALL_FREEPBX_CONF=str(freepbx_conf))
+    os.mkfifo(tmp_path / "freepbx-from")  # a reader of a FIFO without a writer would wait for ever
+    assert config.load_settings({"MISSEDCALL_CONFIG": str(path)}).mail_from == config.host_from()
