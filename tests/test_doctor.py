@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = INSTALL_FIXTURES
 GOSUB = "Gosub(macro-hangupcall,s,1())"
 NAMES = (
-    "config", "database", "recipients", "mail", "agi", "dialplan file",
+    "config", "database", "recipients", "mail", "from", "agi", "dialplan file",
     "dialplan live", "queue_log", "cron", "delivery", "callbacks",
 )  # fmt: skip
 LINE = re.compile(r"^(OK|WARN|FAIL) +([a-z_ ]+): (.*)$")

@@ -32,6 +32,7 @@ from tests.agibox import Pbx, make_pbx
 from tests.agipeer import AgiPeer, AgiRun, make_headers
 from tests.mailbox import StoredMail
 from tests.support.cli import run_cli
+from tests.support.readme import config_defaults
 
 BAD_UTF8 = b"\xff\xfe\xc3(".decode("utf-8", "surrogateescape")  # bytes that are not UTF-8, as Python keeps them
 
@@ -280,7 +281,7 @@ def _settings_env(box: Pbx, key: str, value: str) -> dict[str, str]:
     return {"MISSEDCALL_CONFIG": str(box.config_file), key: value}
 
 
-@pytest.mark.parametrize("key", sorted(config.KEYS))
+@pytest.mark.parametrize("key", sorted(config_defaults()))  # the manual is the list; test_dialplan ties it to KEYS
 def test_every_configuration_key(box: Pbx, key: str) -> None:
     """Each value either loads or fails with one line naming the key; a message built from what
     loads still goes to exactly the configured recipients."""

@@ -22,6 +22,7 @@ from missedcall.record.model import CALL_STATUSES
 
 __all__ = ["PROG", "UserError", "build_parser", "main"]
 
+QUEUE_HELP = "the queue's number (or name)"
 CONFIG_HELP = (
     "configuration file (default: $MISSEDCALL_CONFIG or /etc/missedcall/missedcall.env); before or after the verb"
 )
@@ -55,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--queue", type=queue_arg, help="only this queue")
     one.add_argument("--json", action="store_true", help="JSON output")
     one = actions.add_parser("add", help="add EMAIL as a recipient of QUEUE ('*' = every queue)")
-    one.add_argument("queue", metavar="QUEUE", type=queue_arg)
-    one.add_argument("email", metavar="EMAIL", type=email_arg)
+    one.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + "; '*' = a copy of every queue's mail")
+    one.add_argument("email", metavar="EMAIL", type=email_arg, help="a plain address, like ops@example.com")
     one.add_argument("--name", type=name_arg, default="", help="a label for the person")
     one = actions.add_parser("remove", help="remove EMAIL from QUEUE")
-    one.add_argument("queue", metavar="QUEUE", type=queue_arg)
+    one.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + " ('*' for a '*' row)")
     # Not email_arg: a row that an older version let in (and doctor now names) must be removable.
-    one.add_argument("email", metavar="EMAIL", type=stored_email_arg)
+    one.add_argument("email", metavar="EMAIL", type=stored_email_arg, help="the address exactly as 'list' shows it")
     one = actions.add_parser(
         "import",
         help="add rows from a CSV file: queue,email[,name] ('-' = stdin); all rows or none",
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         " Excel's semicolon CSV works), UTF-8 or Windows-1251; '#' lines and a 'queue,...' header are skipped."
         " One bad row refuses the whole file, naming its line.",
     )
-    one.add_argument("csv", metavar="CSV")
+    one.add_argument("csv", metavar="CSV", help="the CSV file, or '-' for standard input")
     one = actions.add_parser("export", help="print all recipients as CSV")
     one.set_defaults(queue=None)
     sub.set_defaults(func=cmd_recipients)
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_queues.cmd_queues)
 
     sub = verbs.add_parser("test", help="send (or, with --dry-run, print) a sample notification for QUEUE")
-    sub.add_argument("queue", metavar="QUEUE", type=queue_arg)
+    sub.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + ": its recipients, label, language")
     sub.add_argument("--caller", type=text_arg, default="5551234", help="caller number to show (default 5551234)")
     sub.add_argument("--caller-name", type=text_arg, default="Test Caller", help="caller name to show")
     sub.add_argument("--reason", default="ABANDON", choices=config.REASONS, help="reason to show (default ABANDON)")
@@ -104,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--until", type=parse_since, help="before then: 30m, 24h, 7d ago or YYYY-MM-DD (that day not included)"
     )
-    sub.add_argument("--queue", type=queue_arg)
-    sub.add_argument("--status", choices=CALL_STATUSES)
+    sub.add_argument("--queue", type=queue_arg, help="only calls that ended in this queue")
+    sub.add_argument("--status", choices=CALL_STATUSES, help="only calls with this status")
     sub.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, help="at most N calls (default 50)")
     shape = sub.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="JSON: one object per call, times in ISO 8601 (UTC)")

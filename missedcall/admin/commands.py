@@ -27,9 +27,14 @@ from missedcall.record.storage import Store
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = load_settings()
+    sender_line = ""
     with open_store(settings) as store:
         try:
             before, now = store.init()
+            if settings.is_freepbx:  # FreePBX's own From address, copied where the hook reads it
+                from missedcall.admin import sender
+
+                sender_line = sender.refresh(settings, store)
         except StorageError as exc:
             raise UserError(str(exc)) from None
     if before is None:
@@ -39,6 +44,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     else:
         state = f"migrated from version {before}"
     print(f"tables in {settings.db.describe()}: schema version {now} ({state})")
+    if sender_line:
+        print(sender_line)
     return 0
 
 
@@ -200,6 +207,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             interval=args.interval,
             verbose=args.verbose,
             record_only=args.record_only,
+            as_json=args.json,
         )
     except sweep.SweepError as exc:
         raise UserError(str(exc)) from None

@@ -94,3 +94,37 @@ def write_freepbx_conf(path: Path, db: MariaDBDatabase, *, host: str = "localhos
     path.chmod(0o640)
     return path
 
+
+
+# FreePBX's Advanced Settings (framework's install SQL): one row per keyword.
+FREEPBX_SETTINGS_DDL = """
+CREATE TABLE IF NOT EXISTS `freepbx_settings` (
+  `keyword` varchar(50) NOT NULL DEFAULT '',
+  `value` varchar(255) DEFAULT NULL,
+  `name` varchar(80) DEFAULT NULL,
+  `level` tinyint(1) DEFAULT 0,
+  `description` text DEFAULT NULL,
+  `type` varchar(25) DEFAULT NULL,
+  `options` text DEFAULT NULL,
+  `defaultval` varchar(255) DEFAULT NULL,
+  `readonly` tinyint(1) DEFAULT 0,
+  `hidden` tinyint(1) DEFAULT 0,
+  `category` varchar(50) DEFAULT NULL,
+  `module` varchar(25) DEFAULT NULL,
+  `emptyok` tinyint(1) DEFAULT 1,
+  `sortorder` int(11) DEFAULT 0,
+  PRIMARY KEY (`keyword`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+
+
+def set_freepbx_setting(db: MariaDBDatabase, keyword: str, value: str | None) -> None:
+    """Create freepbx_settings if needed and set one keyword, as Advanced Settings saves it."""
+    with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute(FREEPBX_SETTINGS_DDL)
+        cur.execute(
+            "INSERT INTO freepbx_settings (keyword, value, name, type, defaultval, category, module)"
+            " VALUES (%s, %s, 'Email \"From:\" Address', 'text', '', 'User Management Module', 'userman')"
+            " ON DUPLICATE KEY UPDATE value = VALUES(value)",
+            (keyword, value),
+        )
