@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from missedcall import __version__, config
 from missedcall.admin import cmd_import, cmd_queues
-from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg, stored_email_arg
+from missedcall.admin.args import bounded_int, name_arg, parse_since, queue_arg, stored_email_arg, target_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_retry, cmd_sweep, cmd_test
 from missedcall.admin.common import PROG, UserError, printable, text_arg
@@ -54,11 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     one = actions.add_parser("list", help="list recipients")
     one.add_argument("--queue", type=queue_arg, help="only this queue")
     one.add_argument("--json", action="store_true", help="JSON output")
-    one = actions.add_parser("add", help="add EMAIL as a recipient of QUEUE ('*' = every queue)")
+    one = actions.add_parser(
+        "add",
+        help="add EMAIL (or a chat TARGET) as a recipient of QUEUE ('*' = every queue)",
+        description="EMAIL is an address or a target: mailto:ADDRESS, telegram:CHAT_ID, slack:URL, mattermost:URL,"
+        " teams:WORKFLOW_URL or webhook:URL (docs/chat.md); '-' reads it from stdin, keeping a webhook URL (a secret)"
+        " out of argv. URLs are stored, and shown cut to host and first segment.",
+    )
     one.add_argument("queue", metavar="QUEUE", type=queue_arg)
-    one.add_argument("email", metavar="EMAIL", type=email_arg)
+    one.add_argument("email", metavar="EMAIL", type=target_arg, help="an e-mail address or a chat target")
     one.add_argument("--name", type=name_arg, default="", help="a label for the person")
-    one = actions.add_parser("remove", help="remove EMAIL from QUEUE")
+    one = actions.add_parser("remove", help="remove EMAIL (or a chat target, as given to add or as listed) from QUEUE")
     one.add_argument("queue", metavar="QUEUE", type=queue_arg)
     # Not email_arg: a row that an older version let in (and doctor now names) must be removable.
     one.add_argument("email", metavar="EMAIL", type=stored_email_arg)

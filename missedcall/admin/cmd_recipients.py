@@ -18,7 +18,7 @@ from missedcall.admin.common import (
     read_bounded,
     recipient_json,
 )
-from missedcall.deliver import mail, recipients
+from missedcall.deliver import mail, recipients, targets
 from missedcall.record.db import StorageError
 from missedcall.record.storage import Store
 
@@ -44,13 +44,12 @@ def cmd_recipients(args: argparse.Namespace) -> int:
 def _recipients(args: argparse.Namespace, store: Store) -> int:
     action = args.action
     if action == "add":
-        added = store.add_recipient(args.queue, args.email, args.name or "")
-        print(f"{'added' if added else 'already there:'} {args.email} for queue {args.queue}")
-        return 0
+        return _add(store, args.queue, args.email, args.name or "")
     if action == "remove":
-        if not store.remove_recipient(args.queue, args.email):
-            raise UserError(f"{args.email} is not a recipient of queue {args.queue}")
-        print(f"removed {args.email} from queue {args.queue}")
+        key = _stored_key(args.email)
+        if not store.remove_recipient(args.queue, key):
+            raise UserError(f"{targets.show(key)} is not a recipient of queue {args.queue}")
+        print(f"removed {targets.show(key)} from queue {args.queue}")
         return 0
     if action == "import":
         return _import_csv(args.csv, store)
@@ -68,6 +67,35 @@ def _recipients(args: argparse.Namespace, store: Store) -> int:
     else:
         print_table(["QUEUE", "EMAIL", "NAME"], [[r.queue, r.email, printable(r.name)] for r in rows])
     return 0
+
+
+def _add(store: Store, queue: str, given: str, name: str) -> int:
+    if given == "-":
+        given = sys.stdin.readline(8192).strip()
+    try:
+        target = targets.parse(given)
+    except targets.TargetError as exc:
+        raise UserError(str(exc)) from None
+    if target.is_chat:
+        from missedcall.record import deliveries
+
+        added = deliveries.add(store, queue, target.key, target.stored_target, name)
+    else:
+        added = store.add_recipient(queue, target.key, name)
+    print(f"{'added' if added else 'already there:'} {target.key} for queue {queue}")
+    if target.scheme == "telegram" and not load_settings().raw.get("MISSEDCALL_TELEGRAM_TOKEN"):
+        print("note: set MISSEDCALL_TELEGRAM_TOKEN in the config file (docs/chat.md)", file=sys.stderr)
+    return 0
+
+
+def _stored_key(given: str) -> str:
+    """The stored key of what ``remove`` was given: a target as given to add, or a key as listed."""
+    if targets.is_chat(given) and "://" in given:
+        try:
+            return targets.parse(given).key
+        except targets.TargetError:
+            return given
+    return given.removeprefix("mailto:")
 
 
 def _import_csv(path: str, store: Store) -> int:

@@ -29,7 +29,7 @@ from email.message import EmailMessage
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
-from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
+from missedcall.deliver import flood, lastknown, mail, recipients, spool, targets, transport
 from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -132,7 +132,7 @@ def plan(
         own, star = lastknown.split(list(known_rows), call.queue)
     addresses = []
     for address in recipients.resolve(own, star, settings.fallback_to):
-        problem = mail.address_problem(address)
+        problem = targets.problem(address)
         if problem:
             shown = text.printable(address, limit=254, replace="?")
             log.warning(f"call {call.callid}: recipient {shown!r} skipped: it {problem} (missedcall-admin recipients)")
@@ -151,7 +151,7 @@ def plan(
         subject=subject,
         body=body,
         sender=settings.mail_from,
-        recipients=addresses,
+        recipients=[a for a in addresses if not targets.is_chat(a)],
         callid=call.callid,
         now=now or utcnow(),
     )
@@ -218,10 +218,12 @@ def notify(
     if not single:
         status = "held" if flood.waiting(store, call.callid) else "sent"
         return _record(store, call, status=status, error="", recipients=everyone, notified=status == "sent")
-    if deadline is not None:
-        timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     message = the_plan.message
     assert message is not None
+    if chat_targets_wanted(everyone, call):
+        return _deliver_each(store, settings, call, message, everyone, single, held, timeout, deadline, now)
+    if deadline is not None:
+        timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     if single != everyone:
         del message["To"]
         message["To"] = ", ".join(single)
@@ -241,6 +243,31 @@ def notify(
     return _record(
         store, call, status=status, error="", recipients=everyone, notified=True, spool_dir=settings.spool_dir
     )
+
+
+def chat_targets_wanted(everyone: Sequence[str], call: CallRecord) -> bool:
+    """Does this attempt deliver target by target (missedcall.deliver.chatroute)? Cheap: no import."""
+    return call.attempts > 1 or any(targets.is_chat(k) for k in everyone)
+
+
+def _deliver_each(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, everyone: list[str],
+                  single: list[str], held: list[str], timeout: float, deadline: float | None,
+                  now: datetime) -> CallRecord:  # fmt: skip
+    """Mail and chat targets each on their own, remembering which have the call (see chatroute)."""
+    from missedcall.deliver import chatroute
+
+    result = chatroute.deliver(store, settings, call, message, single, timeout=timeout, deadline=deadline, now=now,
+                               max_attempts=MAX_ATTEMPTS, backoff=backoff(call.attempts))  # fmt: skip
+    status = result.status
+    if status == "sent" and held:
+        try:
+            status = "held" if flood.waiting(store, call.callid) else "sent"
+        except StorageError:
+            status = "held"
+    return _record(
+        store, call, status=status, error=result.error, recipients=everyone, notified=result.notified,
+        next_attempt_at=result.next_attempt_at, spool_dir=settings.spool_dir if result.notified else "",
+    )  # fmt: skip
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:
@@ -271,8 +298,9 @@ def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: st
     call.attempts += 1
     call.recipients = tuple(the_plan.recipients)
     timeout = max(0.1, min(settings.smtp_timeout, left))
+    mails = [a for a in the_plan.recipients if not targets.is_chat(a)]  # chat targets need the database
     try:
-        transport.send(the_plan.message, the_plan.recipients, settings, timeout=timeout)
+        transport.send(the_plan.message, mails, settings, timeout=timeout)
     except transport.TransportError as exc:
         call.last_error = f"{call.last_error}; mail not sent: {exc}"[:512]
         return Outcome("pending", f"mail not sent: {exc}", _spool(settings, call))
