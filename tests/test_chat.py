@@ -272,3 +272,31 @@ def subprocess_admin(box: Pbx, argv: list[str], *, stdin: str):
 
     return subprocess.run([sys.executable, "-m", "missedcall.admin.cli", *argv], env=box.environ(), input=stdin,
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_test_target_and_doctor_probe_without_sending(tmp_path: Path, sqlite_url: str, chat: ChatServer,
+                                                       tls_certificate: tuple[Path, Path]) -> None:  # fmt: skip
+    box = _box(tmp_path, sqlite_url, chat, tls_certificate, recipients=())
+    _add(box, "600", "telegram:-100123")
+    hook = _add(box, "600", f"webhook:{chat.url('/ok/hook/DOCTORSECRET')}")
+    sent = box.admin("test", "600", "--target", "telegram:-100123")
+    assert sent.returncode == 0, sent.stderr
+    assert len(chat.telegram_texts("-100123")) == 1
+    by_key = box.admin("test", "600", "--target", hook)
+    assert by_key.returncode == 0 and "DOCTORSECRET" not in by_key.stdout
+    assert len(chat.posts("/ok/hook/")) == 1 and chat.posts("/ok/hook/")[0].json()["call"]["source"] == "test"
+    refused = box.admin("test", "600", "--target", "telegram:-403")
+    assert refused.returncode == 1 and "bot was blocked by the user" in refused.stderr
+    assert TOKEN not in refused.stderr and refused.stderr.count("\n") == 1
+    before = len(chat.seen)
+    doctor = box.admin("doctor", "--json")
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+    assert checks["chat targets"]["status"] == "OK", checks["chat targets"]
+    assert "2 target(s) answer" in checks["chat targets"]["detail"]
+    probes = chat.seen[before:]
+    assert [p.path.rsplit("/", 1)[-1] for p in probes] == ["getMe", "getChat"]  # no message, no webhook request
+    _add(box, "601", "telegram:-400")
+    doctor = box.admin("doctor", "--json")
+    check = {c["check"]: c for c in json.loads(doctor.stdout)}["chat targets"]
+    assert check["status"] == "FAIL" and "chat not found" in check["detail"]
+    assert TOKEN not in doctor.stdout and "DOCTORSECRET" not in doctor.stdout

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--caller-name", type=text_arg, default="Test Caller", help="caller name to show")
     sub.add_argument("--reason", default="ABANDON", choices=config.REASONS, help="reason to show (default ABANDON)")
     sub.add_argument("--wait", type=bounded_int(0, 86400), default=42, help="seconds waited to show (default 42)")
+    sub.add_argument(
+        "--target",
+        type=text_arg,
+        help="send only to this target: an address, telegram:ID, slack:URL ..., a key as 'recipients list' shows"
+        " it, or '-' to read it from stdin (docs/chat.md)",
+    )
     sub.add_argument("--dry-run", action="store_true", help="print the mail instead of sending it")
     sub.add_argument("--raw", action="store_true", help="with --dry-run: print the exact bytes (MIME-encoded)")
     sub.set_defaults(func=cmd_test)

@@ -58,6 +58,10 @@ def cmd_test(args: argparse.Namespace) -> int:
         ended_at=now,
         source="test",
     )
+    if getattr(args, "target", None):
+        from missedcall.admin import cmd_target
+
+        return cmd_target.run(args, settings, call, now)
     store: Store | None = None
     try:
         store = Store.open(settings.db, timeout=5.0, create=not args.dry_run)
