@@ -23,7 +23,7 @@ import pytest
 from missedcall import config, log
 from missedcall.deliver import notify, retry, targets
 from missedcall.record import deliveries
-from missedcall.record.model import CallRecord
+from missedcall.record.model import CallRecord, utcnow
 from tests.agibox import Pbx, make_pbx
 from tests.support.chatserver import MIGRATED, RETRY_AFTER, TOKEN, ChatServer
 
@@ -300,3 +300,26 @@ def test_test_target_and_doctor_probe_without_sending(tmp_path: Path, sqlite_url
     check = {c["check"]: c for c in json.loads(doctor.stdout)}["chat targets"]
     assert check["status"] == "FAIL" and "chat not found" in check["detail"]
     assert TOKEN not in doctor.stdout and "DOCTORSECRET" not in doctor.stdout
+
+
+def test_a_call_mailed_offline_still_reaches_its_chat_targets(
+    tmp_path: Path, sqlite_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The AGI could not reach the database: it mails from the local copy and spools; retry then sends the chat
+    targets (which need the database for their URLs and outcomes) and never mails again."""
+    from missedcall.deliver import lastknown
+
+    box = _box(tmp_path, sqlite_url, chat, tls_certificate)
+    _add(box, "600", "telegram:-88")
+    settings = box.in_this_process(monkeypatch)
+    with box.store() as store:
+        assert lastknown.refresh(store, settings.spool_dir)
+    outcome = notify.offline(settings, _call(), deadline=time.monotonic() + 5, reason="test: database down")
+    assert outcome.status == "sent" and outcome.spooled
+    assert len(box.mails()) == 1 and chat.telegram_texts("-88") == []
+    with box.store() as store:
+        retry.run(store, settings, now=utcnow() + timedelta(seconds=5), settle=0)  # the spool file's real age
+        final = store.get_call("1795900000.1")
+        assert final is not None and final.status == "sent", final
+    assert len(box.mails()) == 1 and len(chat.telegram_texts("-88")) == 1

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from missedcall import budget, log
 from missedcall.config import ConfigError, Settings
 from missedcall.deliver import targets, transport
 from missedcall.record.model import CallRecord
+
+if TYPE_CHECKING:
+    from missedcall.deliver.chatsend import Options
+    from missedcall.record.storage import Store
 
 #: Seconds of budget a chat request needs to be worth starting (see notify.SEND_RESERVE).
 SEND_RESERVE = 0.5
@@ -41,14 +46,27 @@ class Result:
     next_attempt_at: datetime | None
 
 
-def wanted(keys: Sequence[str], attempts: int) -> bool:
-    """Does this attempt go through here? Any chat key, or any retry (deliveries may be recorded)."""
-    return attempts > 1 or any(targets.is_chat(k) for k in keys)
-
-
-def deliver(store, settings: Settings, call: CallRecord, message: EmailMessage, single: Sequence[str], *,
-            timeout: float, deadline: float | None, now: datetime, max_attempts: int,
+def deliver(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, single: Sequence[str], *,
+            held: bool, timeout: float, deadline: float | None, now: datetime, max_attempts: int,
             backoff: timedelta) -> Result:  # fmt: skip
+    """Send to the ``single`` keys that lack the call; ``held``: some keys wait for a digest (then a call
+    whose single messages all went is ``held``, not ``sent``)."""
+    result = _deliver(store, settings, call, message, single, timeout=timeout, deadline=deadline, now=now,
+                      max_attempts=max_attempts, backoff=backoff)  # fmt: skip
+    if result.status == "sent" and held:
+        from missedcall.deliver import flood
+        from missedcall.record.db import StorageError
+
+        try:
+            result.status = "held" if flood.waiting(store, call.callid) else "sent"
+        except StorageError:
+            result.status = "held"
+    return result
+
+
+def _deliver(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, single: Sequence[str], *,
+             timeout: float, deadline: float | None, now: datetime, max_attempts: int,
+             backoff: timedelta) -> Result:  # fmt: skip
     from missedcall.record import deliveries
 
     states = deliveries.states(store, call.callid)
@@ -82,7 +100,7 @@ def _left(timeout: float, deadline: float | None) -> float:
     return min(timeout, budget.left(deadline) - 0.25)
 
 
-def _mail(store, settings: Settings, call: CallRecord, message: EmailMessage, mails: list[str], *,
+def _mail(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, mails: list[str], *,
           timeout: float, deadline: float | None, now: datetime) -> dict[str, tuple[str, str]]:  # fmt: skip
     from missedcall.record import deliveries
 
@@ -105,7 +123,7 @@ def _mail(store, settings: Settings, call: CallRecord, message: EmailMessage, ma
     return {k: outcome for k in mails}
 
 
-def _chats(store, settings: Settings, call: CallRecord, keys: list[str], *, timeout: float,
+def _chats(store: Store, settings: Settings, call: CallRecord, keys: list[str], *, timeout: float,
            deadline: float | None, now: datetime) -> tuple[dict[str, tuple[str, str]], int]:  # fmt: skip
     """Each chat target on its own: one that fails (or raises) costs only itself."""
     from missedcall.deliver import chatsend
@@ -144,7 +162,8 @@ def _chats(store, settings: Settings, call: CallRecord, keys: list[str], *, time
     return outcomes, retry_after
 
 
-def _one(store, call: CallRecord, key: str, stored: str, opts, *, label: str, language: str, zone,
+def _one(store: Store, call: CallRecord, key: str, stored: str, opts: Options, *, label: str, language: str,
+         zone: tzinfo | None,
          now: datetime, timeout: float) -> tuple[tuple[str, str], int]:  # fmt: skip
     from missedcall.deliver import chatformat, chatsend
     from missedcall.record import deliveries
@@ -168,7 +187,7 @@ def _one(store, call: CallRecord, key: str, stored: str, opts, *, label: str, la
     return ("sent", ""), 0
 
 
-def _look(store, settings: Settings, call: CallRecord) -> tuple[str, str, object]:
+def _look(store: Store, settings: Settings, call: CallRecord) -> tuple[str, str, tzinfo | None]:
     """The queue's label and language, and the zone: what the mail says, for the chat message."""
     from missedcall.deliver import notify
     from missedcall.record import queues
@@ -177,7 +196,7 @@ def _look(store, settings: Settings, call: CallRecord) -> tuple[str, str, object
     return own.label, own.language, notify.zone(settings)
 
 
-def send_digest(store, settings: Settings, key: str, calls: Sequence[CallRecord], *, now: datetime,
+def send_digest(store: Store, settings: Settings, key: str, calls: Sequence[CallRecord], *, now: datetime,
                 timeout: float) -> None:  # fmt: skip
     """One digest to one chat target; raises transport.TransportError (temporary or not) like a mail would."""
     from missedcall.deliver import chatformat, chatsend, notify
@@ -193,3 +212,22 @@ def send_digest(store, settings: Settings, key: str, calls: Sequence[CallRecord]
         raise transport.TransportError(str(exc)) from None
     except chatsend.ChatError as exc:
         raise transport.TransportError(str(exc), temporary=exc.temporary) from None
+
+
+def reopen_after_offline(store: Store, call: CallRecord, now: datetime) -> bool:
+    """A call the AGI mailed while the database was down, with chat targets it could not reach then: record
+    the mail addresses as having it and put the call back to pending, so retry sends to the chat targets only.
+    False when the call has no chat target (nothing to do)."""
+    from missedcall.record import deliveries
+
+    chats = [k for k in call.recipients if targets.is_chat(k)]
+    if not chats:
+        return False
+    for key in call.recipients:
+        if not targets.is_chat(key):
+            deliveries.mark(store, call.callid, key, "sent", "", now)
+    store.update_call(call.callid, status="pending", next_attempt_at=now,
+                      last_error="mailed while the database was down; chat targets not yet")  # fmt: skip
+    call.status, call.next_attempt_at = "pending", now
+    log.info(f"call {call.callid}: mailed offline; {len(chats)} chat target(s) left to retry")
+    return True

@@ -220,8 +220,17 @@ def notify(
         return _record(store, call, status=status, error="", recipients=everyone, notified=status == "sent")
     message = the_plan.message
     assert message is not None
-    if chat_targets_wanted(everyone, call):
-        return _deliver_each(store, settings, call, message, everyone, single, held, timeout, deadline, now)
+    if any(targets.is_chat(k) for k in everyone) or (call.attempts > 1 and _per_target(store, call)):
+        from missedcall.deliver import chatroute
+
+        done = chatroute.deliver(
+            store, settings, call, message, single, held=bool(held), timeout=timeout, deadline=deadline, now=now,
+            max_attempts=MAX_ATTEMPTS, backoff=backoff(call.attempts),
+        )  # fmt: skip
+        return _record(
+            store, call, status=done.status, error=done.error, recipients=everyone, notified=done.notified,
+            next_attempt_at=done.next_attempt_at, spool_dir=settings.spool_dir if done.notified else "",
+        )  # fmt: skip
     if deadline is not None:
         timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     if single != everyone:
@@ -245,29 +254,11 @@ def notify(
     )
 
 
-def chat_targets_wanted(everyone: Sequence[str], call: CallRecord) -> bool:
-    """Does this attempt deliver target by target (missedcall.deliver.chatroute)? Cheap: no import."""
-    return call.attempts > 1 or any(targets.is_chat(k) for k in everyone)
+def _per_target(store: Store, call: CallRecord) -> bool:
+    """Was this call delivered target by target before (it had a chat target then)? Only asked on a retry."""
+    from missedcall.record import deliveries
 
-
-def _deliver_each(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, everyone: list[str],
-                  single: list[str], held: list[str], timeout: float, deadline: float | None,
-                  now: datetime) -> CallRecord:  # fmt: skip
-    """Mail and chat targets each on their own, remembering which have the call (see chatroute)."""
-    from missedcall.deliver import chatroute
-
-    result = chatroute.deliver(store, settings, call, message, single, timeout=timeout, deadline=deadline, now=now,
-                               max_attempts=MAX_ATTEMPTS, backoff=backoff(call.attempts))  # fmt: skip
-    status = result.status
-    if status == "sent" and held:
-        try:
-            status = "held" if flood.waiting(store, call.callid) else "sent"
-        except StorageError:
-            status = "held"
-    return _record(
-        store, call, status=status, error=result.error, recipients=everyone, notified=result.notified,
-        next_attempt_at=result.next_attempt_at, spool_dir=settings.spool_dir if result.notified else "",
-    )  # fmt: skip
+    return bool(deliveries.states(store, call.callid))
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:
@@ -342,6 +333,10 @@ def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord
         log.error(f"call {call.callid}: could not record status {status}: {exc}")
         return call
     log.info(f"call {call.callid}: mailed before but not recorded then; recorded as {status}")
+    if any(targets.is_chat(k) for k in call.recipients):  # chat targets need the database: they still wait
+        from missedcall.deliver import chatroute
+
+        chatroute.reopen_after_offline(store, call, utcnow())
     spool.remove(spooled.path)
     return call
 

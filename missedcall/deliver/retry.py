@@ -217,6 +217,8 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
         report.imported += 1
         report.adopted += item.mailed
         log.info(f"retry: spooled call {call.callid} recorded as {call.status}")
+        if item.mailed:
+            _chat_after_offline(store, call, now)
     else:
         report.known += 1
         existing = store.get_call(call.callid)
@@ -233,6 +235,14 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
             report.adopted += 1
     spool.remove(path)
     return True
+
+
+def _chat_after_offline(store: Store, call: CallRecord, now: datetime) -> None:
+    """A call the AGI mailed offline still owes its chat targets (see chatroute.reopen_after_offline)."""
+    if any(targets.is_chat(k) for k in call.recipients):
+        from missedcall.deliver import chatroute
+
+        chatroute.reopen_after_offline(store, call, now)
 
 
 def requeue_failed(store: Store, now: datetime) -> int:
