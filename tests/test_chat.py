@@ -323,3 +323,36 @@ def test_a_call_mailed_offline_still_reaches_its_chat_targets(
         final = store.get_call("1795900000.1")
         assert final is not None and final.status == "sent", final
     assert len(box.mails()) == 1 and len(chat.telegram_texts("-88")) == 1
+
+
+def test_followup_replies_to_the_first_telegram_message_and_posts_a_resolved_event(
+    tmp_path: Path, sqlite_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from missedcall.deliver import chatroute
+
+    box = _box(tmp_path, sqlite_url, chat, tls_certificate)
+    _add(box, "600", "telegram:-99")
+    _add(box, "600", f"webhook:{chat.url('/ok/hook/F')}")
+    _add(box, "600", "telegram:-403")
+    settings = box.in_this_process(monkeypatch)
+    done = _notify(box, settings, _call(caller_name="<b>@channel</b>"))
+    first = [s for s in chat.seen if s.path.endswith("/sendMessage") and s.json()["chat_id"] == -99]
+    with box.store() as store:
+        outcomes = chatroute.followup(store, settings, done, "called back by 102 after 14 min", timeout=5)
+    assert outcomes == {"telegram:-99": "", hook_key(chat): ""}  # the blocked chat never had it: not told
+    reply = [s for s in chat.seen if s.path.endswith("/sendMessage") and s.json()["chat_id"] == -99][-1].json()
+    assert reply["reply_parameters"]["message_id"] == _message_id(chat, first[0])
+    said = "<code>&lt;b&gt;@channel&lt;/b&gt; &lt;+74951234567&gt;</code>: called back by 102 after 14 min"
+    assert reply["text"] == said
+    event = chat.posts("/ok/hook/")[-1].json()
+    assert event["event"] == "missed_call.resolved" and event["call"]["callid"] == done.callid
+
+
+def hook_key(chat: ChatServer) -> str:
+    return targets.parse(f"webhook:{chat.url('/ok/hook/F')}").key
+
+
+def _message_id(chat: ChatServer, request: object) -> int:
+    """The message_id the server gave that request (it numbers messages by requests seen)."""
+    return chat.seen.index(request) + 1  # type: ignore[arg-type]

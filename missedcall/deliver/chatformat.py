@@ -243,3 +243,23 @@ def digest(scheme: str, address: str, calls: Sequence[CallRecord], *, language: 
         code = mattermost_code if scheme == "mattermost" else slack_code
         return {"text": "\n".join([f"*{heading}*", *(code(line) for line in lines)])}
     return teams_card(heading, [], lines)
+
+
+def followup(scheme: str, address: str, call: CallRecord, line: str, *, ref: str, language: str, now: datetime,
+             event: str = "missed_call.resolved") -> dict[str, Any]:  # fmt: skip
+    """How a miss ended, for a target that had it: a Telegram reply to ``ref`` (its first message), a
+    webhook ``event`` with the call's JSON, or a short message with the caller and ``line``."""
+    language = language if language in _WORDS else "en"
+    caller = safe(mail.describe_caller(call.caller_num, call.caller_name, language), 400)
+    line = safe(line, 300)
+    if scheme == "webhook":
+        return {"event": event, "sent_at": model.iso(now), "call": call_json(call), "text": line}
+    if scheme == "telegram":
+        document = telegram_payload(address, f"<code>{html(caller)}</code>: {html(line)}")
+        if ref.isdigit():
+            document["reply_parameters"] = {"message_id": int(ref), "allow_sending_without_reply": True}
+        return document
+    if scheme in ("slack", "mattermost"):
+        code = mattermost_code if scheme == "mattermost" else slack_code
+        return {"text": f"{code(caller)}: {code(line)}"}
+    return teams_card(line, [(_WORDS[language]["caller"], caller)])

@@ -172,7 +172,7 @@ def _one(store: Store, call: CallRecord, key: str, stored: str, opts: Options, *
     chat = targets.chat_id(key)
     document = chatformat.single(scheme, chat, call, label=label, language=language, zone=zone, now=now)
     try:
-        chatsend.send(key, stored, document, opts, timeout=timeout)
+        ref = chatsend.send(key, stored, document, opts, timeout=timeout)
     except chatsend.ChatError as exc:
         if not exc.migrate_to:
             return ("pending" if exc.temporary else "failed", str(exc)), exc.retry_after
@@ -181,9 +181,12 @@ def _one(store: Store, call: CallRecord, key: str, stored: str, opts: Options, *
         log.warning(f"{targets.show(key)} became {new_key} (a supergroup); {moved} recipient row(s) updated")
         document = chatformat.single(scheme, exc.migrate_to, call, label=label, language=language, zone=zone, now=now)
         try:
-            chatsend.send(new_key, stored, document, opts, timeout=timeout)
+            ref = chatsend.send(new_key, stored, document, opts, timeout=timeout)
         except chatsend.ChatError as again:
             return ("pending" if again.temporary else "failed", f"moved to {new_key}: {again}"), again.retry_after
+    if ref:
+        deliveries.mark(store, call.callid, key, "pending", "", now)  # the row must exist before its ref is set
+        deliveries.set_ref(store, call.callid, key, ref)
     return ("sent", ""), 0
 
 
@@ -231,3 +234,40 @@ def reopen_after_offline(store: Store, call: CallRecord, now: datetime) -> bool:
     call.status, call.next_attempt_at = "pending", now
     log.info(f"call {call.callid}: mailed offline; {len(chats)} chat target(s) left to retry")
     return True
+
+
+def followup(store: Store, settings: Settings, call: CallRecord, line: str, *, timeout: float,
+             event: str = "missed_call.resolved") -> dict[str, str]:  # fmt: skip
+    """Tell every chat target that has ``call`` how it ended (``line``: e.g. "called back by 102 after 14 min").
+
+    Telegram replies to its first message (reply_parameters); webhooks get ``event`` with the call's JSON
+    (same callid); Slack, Mattermost and Teams get a short message. Each target on its own; returns
+    {key: "" when sent, else the reason}. For the resolution tracker to call once a miss is resolved.
+    """
+    from missedcall.deliver import chatformat, chatsend
+    from missedcall.record import deliveries
+
+    outcomes: dict[str, str] = {}
+    chats = [(k, ref) for k, ref in deliveries.delivered(store, call.callid) if targets.is_chat(k)]
+    if not chats:
+        return outcomes
+    try:
+        opts = chatsend.options(settings)
+    except ConfigError as exc:
+        return {k: str(exc) for k, _ in chats}
+    urls = deliveries.urls(store, [k for k, _ in chats])
+    now = call.resolved_at or datetime.now().astimezone()
+    for key, ref in chats:
+        try:
+            document = chatformat.followup(targets.scheme_of(key), targets.chat_id(key), call, line, ref=ref,
+                                           language=settings.language, now=now, event=event)  # fmt: skip
+            chatsend.send(key, urls.get(key, ""), document, opts, timeout=timeout)
+            outcomes[key] = ""
+        except chatsend.ChatError as exc:
+            outcomes[key] = str(exc)
+        except Exception as exc:  # one target costs only itself
+            said = f"{exc.__class__.__name__}: {exc}"
+            outcomes[key] = chatsend.webpost.scrub(said, [urls.get(key, ""), *opts.secrets])
+        if outcomes[key]:
+            log.warning(f"call {call.callid}: follow-up to {targets.show(key)} not sent ({outcomes[key]})")
+    return outcomes

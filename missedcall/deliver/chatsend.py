@@ -72,12 +72,14 @@ def url_of(key: str, stored: str) -> str:
     return url
 
 
-def send(key: str, stored: str, document: dict[str, Any], opts: Options, *, timeout: float) -> None:
-    """Deliver ``document`` to the target ``key`` (``stored``: its URL target, "" for Telegram)."""
+def send(key: str, stored: str, document: dict[str, Any], opts: Options, *, timeout: float) -> str:
+    """Deliver ``document`` to the target ``key`` (``stored``: its URL target, "" for Telegram); returns the id
+    the service gave the message ("" when it gives none)."""
     scheme = targets.scheme_of(key)
     if scheme == "telegram":
-        telegram_call("sendMessage", document, opts, timeout=timeout)
-        return
+        result = telegram_call("sendMessage", document, opts, timeout=timeout)
+        ref = result.get("message_id") if isinstance(result, dict) else None
+        return str(ref) if isinstance(ref, int) and not isinstance(ref, bool) else ""
     url = url_of(key, stored)
     body = webpost.encode(document)
     headers = {}
@@ -85,6 +87,7 @@ def send(key: str, stored: str, document: dict[str, Any], opts: Options, *, time
         headers[SIGNATURE_HEADER] = sign(opts.secret, body)
     webpost.post_json(url, None, body=body, extra_headers=headers, timeout=timeout, cafile=opts.cafile,
                       secrets=opts.secrets)  # fmt: skip
+    return ""
 
 
 def telegram_call(method: str, document: dict[str, Any], opts: Options, *, timeout: float) -> Any:

@@ -43,6 +43,19 @@ def mark(store: Store, callid: str, key: str, status: str, error: str = "", now:
         store.execute(update, (status, error, now, callid, key))
 
 
+def set_ref(store: Store, callid: str, key: str, ref: str) -> None:
+    """Keep the id the service gave the message (Telegram's message_id), for a follow-up to reply to."""
+    store.execute("UPDATE missedcall_deliveries SET ref = ? WHERE callid = ? AND target = ?", (ref[:64], callid, key))
+
+
+def delivered(store: Store, callid: str) -> list[tuple[str, str]]:
+    """(target key, ref) of every target that has this call, for follow-ups."""
+    rows = store.rows(
+        "SELECT target, ref FROM missedcall_deliveries WHERE callid = ? AND status = 'sent' ORDER BY target", (callid,)
+    )
+    return [(str(r[0]), str(r[1] or "")) for r in rows]
+
+
 def urls(store: Store, keys: Sequence[str]) -> dict[str, str]:
     """{key: stored target} for the URL targets among ``keys`` (the ``target`` column)."""
     found: dict[str, str] = {}

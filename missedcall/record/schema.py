@@ -74,12 +74,14 @@ DDL_MYSQL = (
         KEY missedcall_held_due (status, due_at)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     # Chat targets (missedcall/record/deliveries.py): one row per (call, target) of a call that has a
-    # chat target, so a retry resends only to the targets that have not got it yet.
+    # chat target, so a retry resends only to the targets that have not got it yet; ref is the message's
+    # id where the service gives one (Telegram), which a follow-up replies to.
     """CREATE TABLE IF NOT EXISTS missedcall_deliveries (
         callid VARCHAR(64) NOT NULL,
         target VARCHAR(254) NOT NULL,
         status VARCHAR(16) NOT NULL DEFAULT 'pending',
         last_error VARCHAR(512) NOT NULL DEFAULT '',
+        ref VARCHAR(64) NOT NULL DEFAULT '',
         updated_at DATETIME NOT NULL,
         PRIMARY KEY (callid, target)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
@@ -153,6 +155,7 @@ DDL_SQLITE = (
         target TEXT NOT NULL,
         status TEXT NOT NULL DEFAULT 'pending',
         last_error TEXT NOT NULL DEFAULT '',
+        ref TEXT NOT NULL DEFAULT '',
         updated_at TEXT NOT NULL,
         PRIMARY KEY (callid, target)
     )""",
