@@ -356,3 +356,42 @@ def hook_key(chat: ChatServer) -> str:
 def _message_id(chat: ChatServer, request: object) -> int:
     """The message_id the server gave that request (it numbers messages by requests seen)."""
     return chat.seen.index(request) + 1  # type: ignore[arg-type]
+
+
+def test_export_and_import_carry_chat_targets(tmp_path: Path, sqlite_url: str, chat: ChatServer,
+                                              tls_certificate: tuple[Path, Path]) -> None:  # fmt: skip
+    box = _box(tmp_path, sqlite_url, chat, tls_certificate)
+    _add(box, "600", "telegram:-42")
+    _add(box, "*", "teams:https://prod.example.com/workflows/abc?sig=SECRET")
+    exported = box.admin("recipients", "export")
+    assert exported.returncode == 0 and "teams:https://prod.example.com/workflows/abc?sig=SECRET" in exported.stdout
+    with box.store() as store:
+        before = store.recipient_rows()
+        store.execute("DELETE FROM missedcall_recipients")
+    backup = tmp_path / "backup.csv"
+    backup.write_text(exported.stdout + "601,telegram:not-an-id,\n", encoding="utf-8")
+    refused = box.admin("recipients", "import", str(backup))
+    assert refused.returncode == 1 and ":5: telegram:'not-an-id' is not a chat id" in refused.stderr
+    backup.write_text(exported.stdout, encoding="utf-8")
+    imported = box.admin("recipients", "import", str(backup))
+    assert imported.returncode == 0 and "imported 3 new recipient(s)" in imported.stdout, imported.stderr
+    with box.store() as store:
+        assert sorted(store.recipient_rows()) == sorted(before)
+        assert list(deliveries.urls(store, [k for _, k in before]).values()) == [
+            "teams:https://prod.example.com/workflows/abc?sig=SECRET"
+        ]
+
+
+def test_names_are_looked_up_within_the_budget(chat: ChatServer, tls_certificate: tuple[Path, Path]) -> None:
+    from missedcall.deliver import webpost
+
+    cafile = str(tls_certificate[0])
+    answer = webpost.post_json(f"https://localhost:{chat.port}/ok/hook/N", {"a": 1}, timeout=5, cafile=cafile)
+    assert answer.status == 200 and chat.posts("/ok/hook/N")[0].json() == {"a": 1}
+    with pytest.raises(webpost.ChatError) as caught:
+        webpost.post_json("https://no-such-host.invalid/hook/SECRETPATH", {}, timeout=5, cafile=cafile)
+    assert caught.value.temporary and "no-such-host.invalid" in str(caught.value)
+    assert "SECRETPATH" not in str(caught.value)
+    with pytest.raises(webpost.ChatError) as refused:
+        webpost.post_json("file:///etc/passwd", {}, timeout=5, cafile=cafile)
+    assert not refused.value.temporary

@@ -55,10 +55,14 @@ def _recipients(args: argparse.Namespace, store: Store) -> int:
         return _import_csv(args.csv, store)
     rows = store.recipients(args.queue)
     if action == "export":
+        # A backup that import takes back: URL targets in full (their keys alone could not be sent to).
+        from missedcall.record import deliveries
+
+        full = deliveries.urls(store, [r.email for r in rows if targets.is_chat(r.email)])
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["queue", "email", "name"])
         for row in rows:
-            writer.writerow([row.queue, row.email, row.name])
+            writer.writerow([row.queue, full.get(row.email, row.email), row.name])
         return 0
     if args.json:
         print_json([recipient_json(r) for r in rows])
@@ -110,6 +114,7 @@ def _import_csv(path: str, store: Store) -> int:
             raise UserError(f"{path}: not a UTF-8 (or Windows-1251) CSV file") from None
     handle = io.StringIO(text, newline="")
     wanted: list[tuple[str, str, str]] = []
+    chats: list[tuple[str, targets.Target, str]] = []
     with handle:
         try:
             for number, row in enumerate(csv.reader(handle, delimiter=delimiter_of(text)), start=1):
@@ -122,13 +127,24 @@ def _import_csv(path: str, store: Store) -> int:
                 queue, email = row[0].strip(), row[1].strip()
                 if not recipients.valid_queue(queue):
                     raise UserError(f"{path}:{number}: {printable(queue)!r} is not a queue")
-                if not config.is_address(email):
+                if targets.is_chat(email):
+                    try:
+                        chat = targets.parse(email)
+                    except targets.TargetError as exc:
+                        raise UserError(f"{path}:{number}: {exc}") from None
+                    chats.append((queue, chat, mail.clean(row[2], 128) if len(row) > 2 else ""))
+                    continue
+                if not config.is_address(email.removeprefix("mailto:")):
                     raise UserError(f"{path}:{number}: {printable(email, 60)!r} is not a plain e-mail address")
-                wanted.append((queue, email, mail.clean(row[2], 128) if len(row) > 2 else ""))
+                wanted.append((queue, email.removeprefix("mailto:"), mail.clean(row[2], 128) if len(row) > 2 else ""))
         except (UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"{path}: not a UTF-8 CSV file ({exc.__class__.__name__})") from None
     added = sum(1 for queue, email, name in wanted if store.add_recipient(queue, email, name))
-    print(f"imported {added} new recipient(s), {len(wanted) - added} already present")
+    if chats:
+        from missedcall.record import deliveries
+
+        added += sum(1 for q, t, name in chats if deliveries.add(store, q, t.key, t.stored_target, name))
+    print(f"imported {added} new recipient(s), {len(wanted) + len(chats) - added} already present")
     return 0
 
 

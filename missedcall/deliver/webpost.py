@@ -82,6 +82,8 @@ def request(url: str, *, body: bytes | None, headers: Mapping[str, str], timeout
         raise ChatError(f"cannot load the CA file {printable(cafile, limit=80)}: {exc}", temporary=True) from None
     if not url.lower().startswith(("https://", "http://")):  # never file: or ftp: from a stored target
         raise ChatError("not an http:// or https:// URL", temporary=False)
+    _resolve_in_time(url, max(0.05, deadline - time.monotonic()))
+    timeout = max(0.05, deadline - time.monotonic())
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers))  # noqa: S310 (checked)
     try:
@@ -106,6 +108,41 @@ def request(url: str, *, body: bytes | None, headers: Mapping[str, str], timeout
         raise ChatError(f"no answer within {timeout:.1f} s", temporary=True) from None
     except (OSError, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
         raise ChatError(scrub(f"{exc.__class__.__name__}: {exc}", secrets), temporary=True) from None
+
+
+def _resolve_in_time(url: str, timeout: float) -> None:
+    """Look the host up within ``timeout``: the socket timeout does not cover getaddrinfo, and a dead DNS
+    server would otherwise hold the AGI for the resolver's own timeouts. Skipped for an IP address and when
+    a proxy does the lookup. The answer usually comes from the resolver's cache on urllib's own lookup."""
+    import ipaddress
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not host or (urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(host)):
+        return
+    problems: list[str] = []
+    done = threading.Event()
+
+    def look() -> None:
+        try:
+            socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            problems.append(f"cannot resolve {printable(host, limit=80)} ({exc.__class__.__name__})")
+        finally:
+            done.set()
+
+    threading.Thread(target=look, daemon=True, name="missedcall-dns").start()
+    if not done.wait(timeout):
+        raise ChatError(f"the name lookup of {printable(host, limit=80)} took over {timeout:.1f} s", temporary=True)
+    if problems:
+        raise ChatError(problems[0], temporary=True)
 
 
 def _read(response: Any, deadline: float) -> bytes:
