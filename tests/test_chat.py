@@ -123,10 +123,10 @@ def test_one_call_reaches_mail_and_every_channel(
 
 
 def test_permanent_refusals_fail_that_target_at_once(
-    tmp_path: Path, sqlite_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
+    tmp_path: Path, db_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    box = _box(tmp_path, sqlite_url, chat, tls_certificate)
+    box = _box(tmp_path, db_url, chat, tls_certificate)
     blocked = _add(box, "600", "telegram:-403")
     gone = _add(box, "600", f"webhook:{chat.url('/gone/hook/X')}")
     settings = box.in_this_process(monkeypatch)
@@ -170,10 +170,10 @@ def test_a_5xx_target_is_retried_without_mailing_again(
 
 
 def test_429_waits_for_retry_after_and_migrate_moves_the_target(
-    tmp_path: Path, sqlite_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
+    tmp_path: Path, db_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    box = _box(tmp_path, sqlite_url, chat, tls_certificate, recipients=())
+    box = _box(tmp_path, db_url, chat, tls_certificate, recipients=())
     _add(box, "600", "telegram:-429")
     _add(box, "601", "telegram:-111")
     _add(box, "602", f"slack:{chat.url('/limit/services/X')}")
@@ -274,9 +274,9 @@ def subprocess_admin(box: Pbx, argv: list[str], *, stdin: str):
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
-def test_test_target_and_doctor_probe_without_sending(tmp_path: Path, sqlite_url: str, chat: ChatServer,
+def test_test_target_and_doctor_probe_without_sending(tmp_path: Path, db_url: str, chat: ChatServer,
                                                        tls_certificate: tuple[Path, Path]) -> None:  # fmt: skip
-    box = _box(tmp_path, sqlite_url, chat, tls_certificate, recipients=())
+    box = _box(tmp_path, db_url, chat, tls_certificate, recipients=())
     _add(box, "600", "telegram:-100123")
     hook = _add(box, "600", f"webhook:{chat.url('/ok/hook/DOCTORSECRET')}")
     sent = box.admin("test", "600", "--target", "telegram:-100123")
@@ -358,9 +358,9 @@ def _message_id(chat: ChatServer, request: object) -> int:
     return chat.seen.index(request) + 1  # type: ignore[arg-type]
 
 
-def test_export_and_import_carry_chat_targets(tmp_path: Path, sqlite_url: str, chat: ChatServer,
+def test_export_and_import_carry_chat_targets(tmp_path: Path, db_url: str, chat: ChatServer,
                                               tls_certificate: tuple[Path, Path]) -> None:  # fmt: skip
-    box = _box(tmp_path, sqlite_url, chat, tls_certificate)
+    box = _box(tmp_path, db_url, chat, tls_certificate)
     _add(box, "600", "telegram:-42")
     _add(box, "*", "teams:https://prod.example.com/workflows/abc?sig=SECRET")
     exported = box.admin("recipients", "export")

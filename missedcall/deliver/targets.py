@@ -20,28 +20,49 @@ hashlib and urllib.parse are imported only when a target is parsed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 URL_SCHEMES = ("slack", "mattermost", "teams", "webhook")
 CHAT_SCHEMES = ("telegram", *URL_SCHEMES)
 #: Longest URL accepted (the ``target`` column's size); Teams workflow URLs are about 300 characters.
 URL_MAX = 2048
 KEY_MAX = 254
-# Telegram: a numeric chat id (groups are negative, supergroups -100...) or a public @channelusername.
-_TELEGRAM_ID = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
-_SEGMENT_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Patterns, compiled on first use: this module is imported by every AGI run, most never parse a target.
+_PATTERNS = {
+    # Telegram: a numeric chat id (groups are negative, supergroups -100...) or a public @channelusername.
+    "telegram": r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}",
+    "host": r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]",
+    "unsafe": r"[^A-Za-z0-9._-]",
+    "key": r"(slack|mattermost|teams|webhook):[A-Za-z0-9.?\[\]:-]{1,120}(/[A-Za-z0-9._?-]{1,120})?/~[0-9a-f]{16}",
+}
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(_PATTERNS[name])  # re keeps its own cache of compiled patterns
 
 
 class TargetError(ValueError):
     """A target that cannot be used; the message is one line and never holds the URL's secret part."""
 
 
-@dataclass(frozen=True)
 class Target:
-    scheme: str  # mailto | telegram | slack | mattermost | teams | webhook
-    value: str  # the address, the chat id, or the URL
-    key: str  # the stored, shown, counted identity (see the module's docstring)
+    """One parsed target. A plain class, not a dataclass: the decorator costs a millisecond at import, and
+    every AGI run imports this module."""
+
+    __slots__ = ("key", "scheme", "value")
+
+    def __init__(self, scheme: str, value: str, key: str) -> None:
+        self.scheme = scheme  # mailto | telegram | slack | mattermost | teams | webhook
+        self.value = value  # the address, the chat id, or the URL
+        self.key = key  # the stored, shown, counted identity (see the module's docstring)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and (self.scheme, self.value) == (other.scheme, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.scheme, self.value))
+
+    def __repr__(self) -> str:
+        return f"Target({self.scheme!r}, key={self.key!r})"  # never the URL: it may be printed
 
     @property
     def is_chat(self) -> bool:
@@ -84,7 +105,7 @@ def parse(text: str) -> Target:
             raise TargetError(f"mailto:{redact(rest)!r} is not a plain e-mail address")
         return Target("mailto", rest, rest)
     if scheme == "telegram":
-        if not _TELEGRAM_ID.fullmatch(rest):
+        if not _pattern("telegram").fullmatch(rest):
             raise TargetError(
                 f"telegram:{redact(rest)!r} is not a chat id (a number such as -1001234567890, or @channelname)"
             )
@@ -112,7 +133,7 @@ def check_url(scheme: str, url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     if port is not None:
         host = host.rpartition(":")[0]
-    if not _HOST.fullmatch(host):
+    if not _pattern("host").fullmatch(host):
         raise TargetError(f"{scheme}:{redact(url)} does not name a host")
     if "," in url:
         # A key must be comma-free (a call's recipients are stored comma-joined); the URL itself
@@ -139,8 +160,8 @@ def redact_url(url: str, *, limit: int = 200) -> str:
     except ValueError:
         return "?"
     first = next((s for s in parts.path.split("/") if s), "")
-    host = _SEGMENT_SAFE.sub("?", host)[:100]
-    first = _SEGMENT_SAFE.sub("?", first)[: max(0, limit - len(host) - 1)]
+    host = _pattern("unsafe").sub("?", host)[:100]
+    first = _pattern("unsafe").sub("?", first)[: max(0, limit - len(host) - 1)]
     return f"{host}/{first}" if first else host
 
 
@@ -166,9 +187,6 @@ def chat_id(key: str) -> str:
     return key.partition(":")[2]
 
 
-_KEY = re.compile(
-    r"(slack|mattermost|teams|webhook):[A-Za-z0-9.?\[\]:-]{1,120}(/[A-Za-z0-9._?-]{1,120})?/~[0-9a-f]{16}"
-)
 
 
 def problem(key: str) -> str:
@@ -178,5 +196,5 @@ def problem(key: str) -> str:
 
         return mail.address_problem(key)
     if key.lower().startswith("telegram:"):
-        return "" if _TELEGRAM_ID.fullmatch(key.partition(":")[2]) else "is not a telegram:<chat id> target"
-    return "" if _KEY.fullmatch(key) else "is not a chat target this version wrote"
+        return "" if _pattern("telegram").fullmatch(key.partition(":")[2]) else "is not a telegram:<chat id> target"
+    return "" if _pattern("key").fullmatch(key) else "is not a chat target this version wrote"

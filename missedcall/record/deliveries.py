@@ -124,7 +124,7 @@ def failed(store: Store, limit: int = 5) -> list[tuple[str, int, str]]:
 def distinct_targets(store: Store) -> list[tuple[str, str]]:
     """Every distinct chat (key, stored target) in the recipients, for doctor."""
     rows = store.rows(
-        "SELECT DISTINCT email, target FROM missedcall_recipients WHERE target <> '' OR email LIKE 'telegram:%'"
-        " ORDER BY email"
+        "SELECT DISTINCT email, target FROM missedcall_recipients WHERE target <> '' OR email LIKE ? ORDER BY email",
+        ("telegram:%",),  # a parameter: pymysql would read a literal % as a format character
     )
     return [(str(r[0]), str(r[1] or "")) for r in rows]
