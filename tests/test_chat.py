@@ -285,6 +285,9 @@ def test_test_target_and_doctor_probe_without_sending(tmp_path: Path, db_url: st
     by_key = box.admin("test", "600", "--target", hook)
     assert by_key.returncode == 0 and "DOCTORSECRET" not in by_key.stdout
     assert len(chat.posts("/ok/hook/")) == 1 and chat.posts("/ok/hook/")[0].json()["call"]["source"] == "test"
+    whole = box.admin("test", "600")  # the queue's every target: no mail program ever sees a chat key
+    assert whole.returncode == 0, whole.stderr
+    assert len(chat.telegram_texts("-100123")) == 2 and len(chat.posts("/ok/hook/")) == 2 and box.mails() == []
     refused = box.admin("test", "600", "--target", "telegram:-403")
     assert refused.returncode == 1 and "bot was blocked by the user" in refused.stderr
     assert TOKEN not in refused.stderr and refused.stderr.count("\n") == 1

@@ -81,3 +81,18 @@ def run(args: argparse.Namespace, settings: Settings, call: CallRecord, now: dat
         raise UserError(f"not sent to {targets.show(key)}: {exc}") from None
     print(f"test notification sent to {targets.show(key)}")
     return 0
+
+
+def each_chat(args: argparse.Namespace, settings: Settings, call: CallRecord, now: datetime, keys: list[str]) -> int:
+    """The sample to every chat target of the queue (``test QUEUE`` without --target); one line each."""
+    failed = []
+    for key in keys:
+        args.target = key  # a listed key: resolve() reads a URL target's URL from the table
+        try:
+            run(args, settings, call, now)
+        except UserError as exc:
+            print(f"{exc}", file=sys.stderr)
+            failed.append(targets.show(key))
+    if failed:
+        raise UserError(f"not sent to {len(failed)} chat target(s): {', '.join(failed)}")
+    return 0

@@ -8,8 +8,8 @@ AGI of a mail-only setup never loads urllib, http.client or ssl through it.
 - Proxies come from the standard environment variables (urllib's ProxyHandler).
 - Redirects are not followed: a webhook that moved must be changed by its owner,
   and a redirect must not carry the body (or a token in the path) elsewhere.
-- Every socket operation is bounded by ``timeout`` and the whole answer by a
-  deadline checked while reading; the answer is read up to 64 KB.
+- The whole exchange, name lookup included, is bounded by ``timeout`` (a worker
+  thread joined for it); the answer is read up to 64 KB.
 - Errors are one line and never hold the URL: the caller passes the secrets
   (the URL, the bot token) that are replaced by ``***`` in every message.
 """
@@ -20,8 +20,10 @@ import http.client
 import json
 import socket
 import ssl
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -73,21 +75,47 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 
 def request(url: str, *, body: bytes | None, headers: Mapping[str, str], timeout: float, cafile: str,
             secrets: Iterable[str], method: str = "POST") -> Answer:  # fmt: skip
-    """Send one request; any HTTP status is an Answer, transport trouble a temporary ChatError."""
+    """Send one request; any HTTP status is an Answer, transport trouble a temporary ChatError.
+
+    The whole exchange (name lookup, connect, TLS, request, answer) runs in a worker thread joined for
+    ``timeout``: socket timeouts bound each step, not their sum, and do not cover getaddrinfo at all. A
+    request still running then is abandoned (the thread is a daemon; the AGI exits moments later).
+    """
+    if not url.lower().startswith(("https://", "http://")):  # never file: or ftp: from a stored target
+        raise ChatError("not an http:// or https:// URL", temporary=False)
     secrets = [url, *secrets]
-    deadline = time.monotonic() + timeout
     try:
         context = ssl.create_default_context(cafile=cafile or None)
     except (OSError, ssl.SSLError) as exc:
         raise ChatError(f"cannot load the CA file {printable(cafile, limit=80)}: {exc}", temporary=True) from None
-    if not url.lower().startswith(("https://", "http://")):  # never file: or ftp: from a stored target
-        raise ChatError("not an http:// or https:// URL", temporary=False)
-    _resolve_in_time(url, max(0.05, deadline - time.monotonic()))
+    deadline = time.monotonic() + timeout
+    outcome: list[Answer | ChatError] = []
+
+    def work() -> None:
+        try:
+            outcome.append(_exchange(url, body, headers, method, context, deadline, secrets))
+        except ChatError as exc:
+            outcome.append(exc)
+        except Exception as exc:  # whatever urllib raises becomes one line, never the URL
+            outcome.append(ChatError(scrub(f"{exc.__class__.__name__}: {exc}", secrets), temporary=True))
+
+    worker = threading.Thread(target=work, daemon=True, name="missedcall-http")
+    worker.start()
+    worker.join(max(0.05, timeout) + 0.05)
+    if not outcome:
+        raise ChatError(f"no answer within {timeout:.1f} s", temporary=True)
+    if isinstance(outcome[0], ChatError):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _exchange(url: str, body: bytes | None, headers: Mapping[str, str], method: str, context: ssl.SSLContext,
+              deadline: float, secrets: list[str]) -> Answer:  # fmt: skip
     timeout = max(0.05, deadline - time.monotonic())
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers))  # noqa: S310 (checked)
     try:
-        with opener.open(req, timeout=max(0.05, timeout)) as response:
+        with opener.open(req, timeout=timeout) as response:
             return Answer(response.status, _read(response, deadline), dict(response.headers.items()))
     except urllib.error.HTTPError as exc:
         try:
@@ -101,6 +129,9 @@ def request(url: str, *, body: bytes | None, headers: Mapping[str, str], timeout
             said = f"TLS certificate not trusted ({reason.verify_message or reason.reason})"
         elif isinstance(reason, (TimeoutError, socket.timeout)):
             said = f"no answer within {timeout:.1f} s"
+        elif isinstance(reason, socket.gaierror):
+            host = urllib.parse.urlsplit(url).hostname or "?"
+            said = f"cannot resolve {printable(host, limit=80)} ({reason.strerror or reason})"
         else:
             said = f"{reason.__class__.__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
         raise ChatError(scrub(said, secrets), temporary=True) from None
@@ -108,41 +139,6 @@ def request(url: str, *, body: bytes | None, headers: Mapping[str, str], timeout
         raise ChatError(f"no answer within {timeout:.1f} s", temporary=True) from None
     except (OSError, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
         raise ChatError(scrub(f"{exc.__class__.__name__}: {exc}", secrets), temporary=True) from None
-
-
-def _resolve_in_time(url: str, timeout: float) -> None:
-    """Look the host up within ``timeout``: the socket timeout does not cover getaddrinfo, and a dead DNS
-    server would otherwise hold the AGI for the resolver's own timeouts. Skipped for an IP address and when
-    a proxy does the lookup. The answer usually comes from the resolver's cache on urllib's own lookup."""
-    import ipaddress
-    import threading
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = (parts.hostname or "").strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        return
-    except ValueError:
-        pass
-    if not host or (urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(host)):
-        return
-    problems: list[str] = []
-    done = threading.Event()
-
-    def look() -> None:
-        try:
-            socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as exc:
-            problems.append(f"cannot resolve {printable(host, limit=80)} ({exc.__class__.__name__})")
-        finally:
-            done.set()
-
-    threading.Thread(target=look, daemon=True, name="missedcall-dns").start()
-    if not done.wait(timeout):
-        raise ChatError(f"the name lookup of {printable(host, limit=80)} took over {timeout:.1f} s", temporary=True)
-    if problems:
-        raise ChatError(problems[0], temporary=True)
 
 
 def _read(response: Any, deadline: float) -> bytes:
