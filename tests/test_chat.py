@@ -398,3 +398,21 @@ def test_names_are_looked_up_within_the_budget(chat: ChatServer, tls_certificate
     with pytest.raises(webpost.ChatError) as refused:
         webpost.post_json("file:///etc/passwd", {}, timeout=5, cafile=cafile)
     assert not refused.value.temporary
+
+
+def test_a_digest_follows_a_chat_that_became_a_supergroup(
+    tmp_path: Path, sqlite_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    box = _box(tmp_path, sqlite_url, chat, tls_certificate, recipients=(), MISSEDCALL_FLOOD_LIMIT="1",
+               MISSEDCALL_FLOOD_WINDOW="5")  # fmt: skip
+    _add(box, "600", "telegram:-111")
+    chat.script["-111"] = [200]  # still a group for the first message
+    settings = box.in_this_process(monkeypatch)
+    assert [_notify(box, settings, _call(i), now=T0).status for i in range(3)] == ["sent", "held", "held"]
+    with box.store() as store:
+        report = retry.run(store, settings, now=T0 + timedelta(minutes=5, seconds=1))
+        assert report.digests == 1 and report.digest_calls == 2, report.summary()
+        assert store.recipient_rows() == [("600", f"telegram:{MIGRATED}")]
+        assert {c.status for c in store.calls()} == {"sent"}
+    assert len(chat.telegram_texts(str(MIGRATED))) == 1

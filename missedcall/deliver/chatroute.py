@@ -210,7 +210,14 @@ def send_digest(store: Store, settings: Settings, key: str, calls: Sequence[Call
         stored = deliveries.urls(store, [key]).get(key, "")
         document = chatformat.digest(targets.scheme_of(key), targets.chat_id(key), calls, language=settings.language,
                                      zone=notify.zone(settings), now=now)  # fmt: skip
-        chatsend.send(key, stored, document, opts, timeout=timeout)
+        try:
+            chatsend.send(key, stored, document, opts, timeout=timeout)
+        except chatsend.ChatError as exc:
+            if not exc.migrate_to:
+                raise
+            deliveries.rename(store, key, f"telegram:{exc.migrate_to}")  # the group became a supergroup
+            document["chat_id"] = int(exc.migrate_to)
+            chatsend.send(f"telegram:{exc.migrate_to}", stored, document, opts, timeout=timeout)
     except ConfigError as exc:
         raise transport.TransportError(str(exc)) from None
     except chatsend.ChatError as exc:
