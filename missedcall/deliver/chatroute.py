@@ -147,14 +147,14 @@ def _chats(store: Store, settings: Settings, call: CallRecord, keys: list[str], 
             outcomes[key] = ("pending", DEFERRED)
             continue
         try:
-            outcome, wait = _one(store, call, key, urls.get(key, ""), opts, label=label, language=language, zone=zone,
-                                 now=now, timeout=left)  # fmt: skip
+            outcome, wait, ref = _one(store, call, key, urls.get(key, ""), opts, label=label, language=language,
+                                      zone=zone, now=now, timeout=left)  # fmt: skip
         except Exception as exc:  # one bad target (a bug, a hostile answer) costs only itself
             reason = chatsend.webpost.scrub(f"{exc.__class__.__name__}: {exc}", [urls.get(key, ""), *opts.secrets])
-            outcome, wait = ("failed", f"unexpected error: {reason}"), 0
+            outcome, wait, ref = ("failed", f"unexpected error: {reason}"), 0, ""
         retry_after = max(retry_after, wait)
         outcomes[key] = outcome
-        deliveries.mark(store, call.callid, key, outcome[0], outcome[1], now)
+        deliveries.mark(store, call.callid, key, outcome[0], outcome[1], now, ref=ref)
         if outcome[0] == "sent":
             log.info(f"call {call.callid} in queue {call.queue}: sent to {targets.show(key)}")
         else:
@@ -164,7 +164,8 @@ def _chats(store: Store, settings: Settings, call: CallRecord, keys: list[str], 
 
 def _one(store: Store, call: CallRecord, key: str, stored: str, opts: Options, *, label: str, language: str,
          zone: tzinfo | None,
-         now: datetime, timeout: float) -> tuple[tuple[str, str], int]:  # fmt: skip
+         now: datetime, timeout: float) -> tuple[tuple[str, str], int, str]:  # fmt: skip
+    """Send one call to one chat target: ((status, reason), seconds to wait at least, the message's id)."""
     from missedcall.deliver import chatformat, chatsend
     from missedcall.record import deliveries
 
@@ -175,7 +176,7 @@ def _one(store: Store, call: CallRecord, key: str, stored: str, opts: Options, *
         ref = chatsend.send(key, stored, document, opts, timeout=timeout)
     except chatsend.ChatError as exc:
         if not exc.migrate_to:
-            return ("pending" if exc.temporary else "failed", str(exc)), exc.retry_after
+            return ("pending" if exc.temporary else "failed", str(exc)), exc.retry_after, ""
         new_key = f"telegram:{exc.migrate_to}"
         moved = deliveries.rename(store, key, new_key)
         log.warning(f"{targets.show(key)} became {new_key} (a supergroup); {moved} recipient row(s) updated")
@@ -183,11 +184,8 @@ def _one(store: Store, call: CallRecord, key: str, stored: str, opts: Options, *
         try:
             ref = chatsend.send(new_key, stored, document, opts, timeout=timeout)
         except chatsend.ChatError as again:
-            return ("pending" if again.temporary else "failed", f"moved to {new_key}: {again}"), again.retry_after
-    if ref:
-        deliveries.mark(store, call.callid, key, "pending", "", now)  # the row must exist before its ref is set
-        deliveries.set_ref(store, call.callid, key, ref)
-    return ("sent", ""), 0
+            return ("pending" if again.temporary else "failed", f"moved to {new_key}: {again}"), again.retry_after, ""
+    return ("sent", ""), 0, ref
 
 
 def _look(store: Store, settings: Settings, call: CallRecord) -> tuple[str, str, tzinfo | None]:
@@ -210,14 +208,7 @@ def send_digest(store: Store, settings: Settings, key: str, calls: Sequence[Call
         stored = deliveries.urls(store, [key]).get(key, "")
         document = chatformat.digest(targets.scheme_of(key), targets.chat_id(key), calls, language=settings.language,
                                      zone=notify.zone(settings), now=now)  # fmt: skip
-        try:
-            chatsend.send(key, stored, document, opts, timeout=timeout)
-        except chatsend.ChatError as exc:
-            if not exc.migrate_to:
-                raise
-            deliveries.rename(store, key, f"telegram:{exc.migrate_to}")  # the group became a supergroup
-            document["chat_id"] = int(exc.migrate_to)
-            chatsend.send(f"telegram:{exc.migrate_to}", stored, document, opts, timeout=timeout)
+        _send_following(store, key, stored, document, opts, timeout=timeout)
     except ConfigError as exc:
         raise transport.TransportError(str(exc)) from None
     except chatsend.ChatError as exc:
@@ -268,7 +259,7 @@ def followup(store: Store, settings: Settings, call: CallRecord, line: str, *, t
         try:
             document = chatformat.followup(targets.scheme_of(key), targets.chat_id(key), call, line, ref=ref,
                                            language=settings.language, now=now, event=event)  # fmt: skip
-            chatsend.send(key, urls.get(key, ""), document, opts, timeout=timeout)
+            _send_following(store, key, urls.get(key, ""), document, opts, timeout=timeout)
             outcomes[key] = ""
         except chatsend.ChatError as exc:
             outcomes[key] = str(exc)
@@ -278,3 +269,21 @@ def followup(store: Store, settings: Settings, call: CallRecord, line: str, *, t
         if outcomes[key]:
             log.warning(f"call {call.callid}: follow-up to {targets.show(key)} not sent ({outcomes[key]})")
     return outcomes
+
+
+def _send_following(store: Store, key: str, stored: str, document: dict, opts: Options, *, timeout: float) -> None:
+    """chatsend.send, following a Telegram group that became a supergroup (the stored recipient moves too)."""
+    from missedcall.deliver import chatsend
+    from missedcall.record import deliveries
+
+    try:
+        chatsend.send(key, stored, document, opts, timeout=timeout)
+    except chatsend.ChatError as exc:
+        if not exc.migrate_to:
+            raise
+        new_key = f"telegram:{exc.migrate_to}"
+        if targets.problem(new_key):
+            raise
+        deliveries.rename(store, key, new_key)
+        document["chat_id"] = int(exc.migrate_to)
+        chatsend.send(new_key, stored, document, opts, timeout=timeout)

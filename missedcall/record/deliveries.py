@@ -25,27 +25,26 @@ def states(store: Store, callid: str) -> dict[str, tuple[str, str]]:
     return {str(r[0]): (str(r[1]), str(r[2] or "")) for r in rows}
 
 
-def mark(store: Store, callid: str, key: str, status: str, error: str = "", now: datetime | None = None) -> None:
-    """Record one target's outcome for one call (insert or update)."""
+def mark(store: Store, callid: str, key: str, status: str, error: str = "", now: datetime | None = None,
+         ref: str = "") -> None:
+    """Record one target's outcome for one call (insert or update); ``ref``: the message's id, when given."""
     now = now or utcnow()
     error = error[:512]
     update = (
-        "UPDATE missedcall_deliveries SET status = ?, last_error = ?, updated_at = ? WHERE callid = ? AND target = ?"
+        "UPDATE missedcall_deliveries SET status = ?, last_error = ?, updated_at = ?, ref = CASE WHEN ? = '' THEN ref"
+        " ELSE ? END WHERE callid = ? AND target = ?"
     )
-    if store.execute(update, (status, error, now, callid, key)).rowcount:
+    values = (status, error, now, ref[:64], ref[:64], callid, key)
+    if store.execute(update, values).rowcount:
         return
     try:
         store.execute(
-            "INSERT INTO missedcall_deliveries (callid, target, status, last_error, updated_at) VALUES (?, ?, ?, ?, ?)",
-            (callid, key, status, error, now),
+            "INSERT INTO missedcall_deliveries (callid, target, status, last_error, updated_at, ref)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (callid, key, status, error, now, ref[:64]),
         )
     except DuplicateError:  # another process inserted it meanwhile: ours is the later word
-        store.execute(update, (status, error, now, callid, key))
-
-
-def set_ref(store: Store, callid: str, key: str, ref: str) -> None:
-    """Keep the id the service gave the message (Telegram's message_id), for a follow-up to reply to."""
-    store.execute("UPDATE missedcall_deliveries SET ref = ? WHERE callid = ? AND target = ?", (ref[:64], callid, key))
+        store.execute(update, values)
 
 
 def delivered(store: Store, callid: str) -> list[tuple[str, str]]:
