@@ -416,3 +416,26 @@ def test_a_digest_follows_a_chat_that_became_a_supergroup(
         assert store.recipient_rows() == [("600", f"telegram:{MIGRATED}")]
         assert {c.status for c in store.calls()} == {"sent"}
     assert len(chat.telegram_texts(str(MIGRATED))) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\x1b[31m\x00<!channel> @all [x](https://evil.example)", "Я" * 5000, "\u202e&amp;🙂"],
+    ids=["controls", "long", "rtl"],
+)
+def test_hostile_names_reach_every_real_endpoint_as_valid_json(
+    tmp_path: Path, sqlite_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch, name: str,
+) -> None:  # fmt: skip
+    box = _box(tmp_path, sqlite_url, chat, tls_certificate, recipients=())
+    for target in ("telegram:-5", f"slack:{chat.url('/ok/s/1')}", f"mattermost:{chat.url('/ok/m/1')}",
+                   f"teams:{chat.url('/ok/workflows/1')}", f"webhook:{chat.url('/ok/w/1')}"):  # fmt: skip
+        _add(box, "600", target)
+    settings = box.in_this_process(monkeypatch)
+    done = _notify(box, settings, _call(caller_name=name, caller_num=name))
+    assert done.status == "sent", done.last_error
+    bodies = [s.body for s in chat.seen]
+    assert len(bodies) == 5
+    for body in bodies:
+        json.loads(body.decode("utf-8", "strict"))  # strict UTF-8, no lone surrogate escapes left
+        assert b"\\udc" not in body
