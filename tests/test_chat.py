@@ -439,3 +439,17 @@ def test_hostile_names_reach_every_real_endpoint_as_valid_json(
     for body in bodies:
         json.loads(body.decode("utf-8", "strict"))  # strict UTF-8, no lone surrogate escapes left
         assert b"\\udc" not in body
+
+
+def test_adding_a_chat_target_to_older_tables_adds_what_they_lack(
+    tmp_path: Path, db_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path]
+) -> None:
+    """Tables made before chat targets, at the same schema number: add puts the column and table in itself."""
+    box = _box(tmp_path, db_url, chat, tls_certificate)
+    with box.store() as store:
+        store.execute("ALTER TABLE missedcall_recipients DROP COLUMN target")
+        store.execute("DROP TABLE missedcall_deliveries")
+    added = box.admin("recipients", "add", "600", f"webhook:{chat.url('/ok/hook/OLD')}")
+    assert added.returncode == 0, added.stderr
+    with box.store() as store:
+        assert store.has_column("missedcall_recipients", "target") and store.table_exists("missedcall_deliveries")

@@ -83,6 +83,8 @@ def _add(store: Store, queue: str, given: str, name: str) -> int:
     if target.is_chat:
         from missedcall.record import deliveries
 
+        if not store.has_column("missedcall_recipients", "target"):
+            store.init()  # tables from before chat targets (same schema number): add the column and table now
         added = deliveries.add(store, queue, target.key, target.stored_target, name)
     else:
         added = store.add_recipient(queue, target.key, name)
