@@ -258,7 +258,10 @@ def _per_target(store: Store, call: CallRecord) -> bool:
     """Was this call delivered target by target before (it had a chat target then)? Only asked on a retry."""
     from missedcall.record import deliveries
 
-    return bool(deliveries.states(store, call.callid))
+    try:
+        return bool(deliveries.states(store, call.callid))
+    except StorageError:  # tables from before chat targets (init adds them): nothing was recorded per target
+        return False
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:

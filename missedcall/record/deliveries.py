@@ -100,6 +100,8 @@ def rename(store: Store, old_key: str, new_key: str) -> int:
 
 def requeue_failed(store: Store, now: datetime) -> int:
     """``retry --failed``: targets that refused a call are tried again, and their calls go back to pending."""
+    if not store.table_exists("missedcall_deliveries"):
+        return 0  # tables from before chat targets: nothing to requeue
     cursor = store.execute(
         "UPDATE missedcall_calls SET status = 'pending', attempts = 0, next_attempt_at = ?"
         " WHERE status = 'failed' AND EXISTS (SELECT 1 FROM missedcall_deliveries d"
