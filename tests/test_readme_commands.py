@@ -46,7 +46,10 @@ STAND_INS = {
     "/etc/missedcall/staging.env": "{box}/staging.env",
 }
 #: Files the examples read that a reader has at hand.
-GIVEN_FILES = {"team.csv": "queue,email,name\n601,team@example.com,Team\n"}
+GIVEN_FILES = {
+    "team.csv": "queue,email,name\n601,team@example.com,Team\n",
+    "slack.url": "slack:https://hooks.slack.com/services/T000/B000/XXXXXXXX\n",
+}
 
 
 @dataclass
@@ -233,7 +236,7 @@ def test_links_lead_somewhere(doc: Path) -> None:
     outside_code = re.sub(r"```.*?```", "", text, flags=re.S)
     anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", outside_code, flags=re.M)}
     for target in re.findall(r"\]\(([^)\s]+)\)", outside_code):
-        if target.startswith(("http://", "https://", "mailto:")):
+        if target.startswith(("http://", "https://", "mailto:", "tel:")):
             continue
         path, _, anchor = target.partition("#")
         if not path:

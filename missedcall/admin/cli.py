@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from missedcall import __version__, config
 from missedcall.admin import cmd_import, cmd_queues, cmd_report, cmd_resolve
-from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg, stored_email_arg
+from missedcall.admin.args import bounded_int, name_arg, parse_since, queue_arg, stored_email_arg, target_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_retry, cmd_sweep, cmd_test
 from missedcall.admin.common import PROG, UserError, printable, text_arg
@@ -55,11 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     one = actions.add_parser("list", help="list recipients")
     one.add_argument("--queue", type=queue_arg, help="only this queue")
     one.add_argument("--json", action="store_true", help="JSON output")
-    one = actions.add_parser("add", help="add EMAIL as a recipient of QUEUE ('*' = every queue)")
+    one = actions.add_parser(
+        "add",
+        help="add EMAIL (or a chat TARGET) as a recipient of QUEUE ('*' = every queue)",
+        description="EMAIL is an address or a target: mailto:ADDRESS, telegram:CHAT_ID, slack:URL, mattermost:URL,"
+        " teams:WORKFLOW_URL or webhook:URL (docs/chat.md); '-' reads it from stdin, keeping a webhook URL (a secret)"
+        " out of argv. URLs are stored, and shown cut to host and first segment.",
+    )
     one.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + "; '*' = a copy of every queue's mail")
-    one.add_argument("email", metavar="EMAIL", type=email_arg, help="a plain address, like ops@example.com")
+    one.add_argument("email", metavar="EMAIL", type=target_arg, help="an e-mail address or a chat target")
     one.add_argument("--name", type=name_arg, default="", help="a label for the person")
-    one = actions.add_parser("remove", help="remove EMAIL from QUEUE")
+    one = actions.add_parser("remove", help="remove EMAIL (or a chat target, as given to add or as listed) from QUEUE")
     one.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + " ('*' for a '*' row)")
     # Not email_arg: a row that an older version let in (and doctor now names) must be removable.
     one.add_argument("email", metavar="EMAIL", type=stored_email_arg, help="the address exactly as 'list' shows it")
@@ -96,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--caller-name", type=text_arg, default="Test Caller", help="caller name to show")
     sub.add_argument("--reason", default="ABANDON", choices=config.REASONS, help="reason to show (default ABANDON)")
     sub.add_argument("--wait", type=bounded_int(0, 86400), default=42, help="seconds waited to show (default 42)")
+    sub.add_argument(
+        "--target",
+        type=text_arg,
+        help="send only to this target: an address, telegram:ID, slack:URL ..., a key as 'recipients list' shows"
+        " it, or '-' to read it from stdin (docs/chat.md)",
+    )
     sub.add_argument("--dry-run", action="store_true", help="print the mail instead of sending it")
     sub.add_argument("--raw", action="store_true", help="with --dry-run: print the exact bytes (MIME-encoded)")
     sub.set_defaults(func=cmd_test)

@@ -65,6 +65,10 @@ def cmd_test(args: argparse.Namespace) -> int:
         ended_at=now,
         source="test",
     )
+    if getattr(args, "target", None):
+        from missedcall.admin import cmd_target
+
+        return cmd_target.run(args, settings, call, now)
     store: Store | None = None
     try:
         store = Store.open(settings.db, timeout=5.0, create=not args.dry_run)
@@ -96,13 +100,19 @@ def cmd_test(args: argparse.Namespace) -> int:
         return 0
     if the_plan.message is None or not the_plan.recipients:
         raise UserError("nothing to send: " + the_plan.skip_reason)
-    from missedcall.deliver import transport
+    from missedcall.deliver import targets, transport
 
-    try:
-        transport.send(the_plan.message, the_plan.recipients, settings, timeout=settings.smtp_timeout)
-    except transport.TransportError as exc:
-        raise UserError(f"mail not sent: {exc}") from None
-    print(f"test notification for queue {args.queue} sent to {', '.join(the_plan.recipients)} via {settings.transport}")
+    mails = [a for a in the_plan.recipients if not targets.is_chat(a)]
+    if mails:
+        try:
+            transport.send(the_plan.message, mails, settings, timeout=settings.smtp_timeout)
+        except transport.TransportError as exc:
+            raise UserError(f"mail not sent: {exc}") from None
+        print(f"test notification for queue {args.queue} sent to {', '.join(mails)} via {settings.transport}")
+    if len(mails) < len(the_plan.recipients):
+        from missedcall.admin import cmd_target
+
+        return cmd_target.each_chat(args, settings, call, now, [a for a in the_plan.recipients if a not in mails])
     return 0
 
 

@@ -29,7 +29,7 @@ from email.message import EmailMessage
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
-from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
+from missedcall.deliver import flood, lastknown, mail, recipients, spool, targets, transport
 from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -132,7 +132,7 @@ def plan(
         own, star = lastknown.split(list(known_rows), call.queue)
     addresses = []
     for address in recipients.resolve(own, star, settings.fallback_to):
-        problem = mail.address_problem(address)
+        problem = targets.problem(address)
         if problem:
             shown = text.printable(address, limit=254, replace="?")
             log.warning(f"call {call.callid}: recipient {shown!r} skipped: it {problem} (missedcall-admin recipients)")
@@ -151,7 +151,7 @@ def plan(
         subject=subject,
         body=body,
         sender=settings.mail_from,
-        recipients=addresses,
+        recipients=[a for a in addresses if not targets.is_chat(a)],
         callid=call.callid,
         now=now or utcnow(),
     )
@@ -218,10 +218,21 @@ def notify(
     if not single:
         status = "held" if flood.waiting(store, call.callid) else "sent"
         return _record(store, call, status=status, error="", recipients=everyone, notified=status == "sent")
-    if deadline is not None:
-        timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     message = the_plan.message
     assert message is not None
+    if any(targets.is_chat(k) for k in everyone) or (call.attempts > 1 and _per_target(store, call)):
+        from missedcall.deliver import chatroute
+
+        done = chatroute.deliver(
+            store, settings, call, message, single, held=bool(held), timeout=timeout, deadline=deadline, now=now,
+            max_attempts=MAX_ATTEMPTS, backoff=backoff(call.attempts),
+        )  # fmt: skip
+        return _record(
+            store, call, status=done.status, error=done.error, recipients=everyone, notified=done.notified,
+            next_attempt_at=done.next_attempt_at, spool_dir=settings.spool_dir if done.notified else "",
+        )  # fmt: skip
+    if deadline is not None:
+        timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     if single != everyone:
         del message["To"]
         message["To"] = ", ".join(single)
@@ -241,6 +252,16 @@ def notify(
     return _record(
         store, call, status=status, error="", recipients=everyone, notified=True, spool_dir=settings.spool_dir
     )
+
+
+def _per_target(store: Store, call: CallRecord) -> bool:
+    """Was this call delivered target by target before (it had a chat target then)? Only asked on a retry."""
+    from missedcall.record import deliveries
+
+    try:
+        return bool(deliveries.states(store, call.callid))
+    except StorageError:  # tables from before chat targets (init adds them): nothing was recorded per target
+        return False
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:
@@ -271,8 +292,9 @@ def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: st
     call.attempts += 1
     call.recipients = tuple(the_plan.recipients)
     timeout = max(0.1, min(settings.smtp_timeout, left))
+    mails = [a for a in the_plan.recipients if not targets.is_chat(a)]  # chat targets need the database
     try:
-        transport.send(the_plan.message, the_plan.recipients, settings, timeout=timeout)
+        transport.send(the_plan.message, mails, settings, timeout=timeout)
     except transport.TransportError as exc:
         call.last_error = f"{call.last_error}; mail not sent: {exc}"[:512]
         return Outcome("pending", f"mail not sent: {exc}", _spool(settings, call))
@@ -314,6 +336,10 @@ def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord
         log.error(f"call {call.callid}: could not record status {status}: {exc}")
         return call
     log.info(f"call {call.callid}: mailed before but not recorded then; recorded as {status}")
+    if any(targets.is_chat(k) for k in call.recipients):  # chat targets need the database: they still wait
+        from missedcall.deliver import chatroute
+
+        chatroute.reopen_after_offline(store, call, utcnow())
     spool.remove(spooled.path)
     return call
 

@@ -36,8 +36,8 @@ from datetime import datetime, timedelta
 
 from missedcall import log, text
 from missedcall.config import Settings
-from missedcall.deliver import digest, flood, mail, notify, spool, transport
-from missedcall.record import held
+from missedcall.deliver import digest, flood, notify, spool, targets, transport
+from missedcall.record import deliveries, held
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.schema import SCHEMA_VERSION
@@ -226,6 +226,8 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
         report.imported += 1
         report.adopted += item.mailed
         log.info(f"retry: spooled call {call.callid} recorded as {call.status}")
+        if item.mailed:
+            _chat_after_offline(store, call, now)
     else:
         report.known += 1
         existing = store.get_call(call.callid)
@@ -244,9 +246,17 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
     return True
 
 
+def _chat_after_offline(store: Store, call: CallRecord, now: datetime) -> None:
+    """A call the AGI mailed offline still owes its chat targets (see chatroute.reopen_after_offline)."""
+    if any(targets.is_chat(k) for k in call.recipients):
+        from missedcall.deliver import chatroute
+
+        chatroute.reopen_after_offline(store, call, now)
+
+
 def requeue_failed(store: Store, now: datetime) -> int:
     """Put failed calls and digests back in the queue; returns how many rows changed."""
-    return held.requeue_failed(store, now) + store.requeue_unsent(now)
+    return held.requeue_failed(store, now) + store.requeue_unsent(now) + deliveries.requeue_failed(store, now)
 
 
 def send_digests(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
@@ -276,10 +286,32 @@ def _send_digest(
     store: Store, settings: Settings, report: Report, batch: flood.Batch, *, now: datetime, timeout: float
 ) -> None:
     email = batch.email
-    problem = mail.address_problem(email)
+    problem = targets.problem(email)
     if problem:
         raise ValueError(f"address {text.printable(email, limit=254, replace='?')!r} {problem}")
     calls = flood.calls(store, batch.callids)
+    try:
+        _digest_out(store, settings, email, calls, now=now, timeout=timeout)
+    except transport.TransportError as exc:
+        give_up = batch.attempts >= notify.MAX_ATTEMPTS or (targets.is_chat(email) and not exc.temporary)
+        flood.digest_failed(store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts))
+        report.digest_failures += 1
+        log.warning(f"retry: digest of {len(calls)} call(s) to {email} not sent: {exc}")
+        return
+    flood.digest_sent(store, batch, now)
+    report.digests += 1
+    report.digest_calls += len(calls)
+    log.info(f"retry: digest of {len(calls)} held call(s) sent to {email}")
+
+
+def _digest_out(store: Store, settings: Settings, email: str, calls: list[CallRecord], *, now: datetime,
+                timeout: float) -> None:  # fmt: skip
+    """Send one digest to a mail address or a chat target; raises transport.TransportError."""
+    if targets.is_chat(email):
+        from missedcall.deliver import chatroute
+
+        chatroute.send_digest(store, settings, email, calls, now=now, timeout=timeout)
+        return
     message = digest.build(
         calls,
         to=email,
@@ -290,18 +322,7 @@ def _send_digest(
         zone=notify.zone(settings),
         now=now,
     )
-    try:
-        transport.send(message, [email], settings, timeout=timeout)
-    except transport.TransportError as exc:
-        give_up = batch.attempts >= notify.MAX_ATTEMPTS
-        flood.digest_failed(store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts))
-        report.digest_failures += 1
-        log.warning(f"retry: digest of {len(calls)} call(s) to {email} not sent: {exc}")
-        return
-    flood.digest_sent(store, batch, now)
-    report.digests += 1
-    report.digest_calls += len(calls)
-    log.info(f"retry: digest of {len(calls)} held call(s) sent to {email}")
+    transport.send(message, [email], settings, timeout=timeout)
 
 
 def health(store: Store, settings: Settings, *, now: datetime | None = None) -> tuple[str, str, str]:
@@ -354,7 +375,7 @@ def _poisoned(store: Store, settings: Settings, failed: int) -> list[str]:
         if PARKED in error:
             found.append(f"digest to {email} ({n} call(s)) parked ({error[:160]})")
     for queue, email in store.recipient_rows():
-        problem = mail.address_problem(email)
+        problem = targets.problem(email)
         if problem:
             shown = text.printable(email, limit=254, replace="?")
             found.append(f"recipient {shown!r} of queue {queue} is skipped: it {problem}")
