@@ -280,6 +280,8 @@ def _send_digest(
         window=settings.flood_window,
         zone=notify.zone(settings),
         now=now,
+        after_hours=bool(batch.kinds) and batch.kinds <= {"hours"},
+        region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
     try:
         transport.send(message, [email], settings, timeout=timeout)

@@ -166,6 +166,8 @@ ADDED_COLUMNS = (
     ("missedcall_calls", "followup", "VARCHAR(16) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
     ("missedcall_calls", "voicemail", "TINYINT NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
     ("missedcall_queues", "hours", "VARCHAR(1024) NULL", "TEXT NULL"),
+    # Why a call waits for a digest: '' storm control, 'hours' the queue was closed (the morning summary).
+    ("missedcall_held", "kind", "VARCHAR(16) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
 )
 #: Indexes on added columns, as (name, table, columns); created after ADDED_COLUMNS.
 ADDED_INDEXES = (
