@@ -55,10 +55,8 @@ _WORDS = {
 PLACEHOLDERS = (
     "caller", "caller_num", "caller_name", "queue", "queue_label", "queue_display", "reason",
     "reason_text", "wait", "wait_seconds", "position", "entered_at", "ended_at", "path", "did",
-    "callid", "linkedid", "host", "caller_intl", "caller_tel", "caller_short", "queue_title",
+    "callid", "linkedid", "host", "caller_intl", "caller_tel", "caller_link", "caller_short", "queue_title",
 )  # fmt: skip
-#: The HTML template's own placeholder: the number as a ``tel:`` link (HTML, everything in it escaped).
-HTML_ONLY = ("caller_link",)
 _NAME_SHORT = 40
 _SUBJECT_MAX = 200
 _FIELD_MAX = 1000
@@ -204,6 +202,7 @@ def values(call: CallRecord, *, label: str, language: str, zone: tzinfo | None, 
         "caller_name": name or words["unknown"],
         "caller_intl": number.shown or words["unknown"],
         "caller_tel": number.tel,
+        "caller_link": number.shown or words["unknown"],  # a tel: link in body.html (missedcall.deliver.htmlpart)
         "caller_short": short_caller(name, number.shown, language),
         "queue": queue,
         "queue_label": label,
