@@ -16,6 +16,7 @@ from missedcall.admin.common import UserError, load_settings, open_store, print_
 from missedcall.deliver import hours
 from missedcall.record import queues
 from missedcall.record.db import StorageError
+from missedcall.record.schema import SCHEMA_VERSION
 
 EXAMPLE = "hours set 600 'mon-fri 09:00-18:00, sat 10:00-14:00' --holidays 01-01,01-07,2026-12-31"
 
@@ -108,6 +109,8 @@ def _set(args: argparse.Namespace, settings: Any) -> int:
 def _change(settings: Any, queue: str, stored: str | None, said: str) -> int:
     with open_store(settings) as store:
         try:
+            if (store.schema_version() or 0) < SCHEMA_VERSION:
+                store.init()  # a database from before business hours: add the column first
             queues.update(store, queue, {"hours": stored})
         except StorageError as exc:
             raise UserError(str(exc)) from None
