@@ -267,3 +267,14 @@ def test_freepbx_time_groups_apply_when_the_queue_has_no_hours(
     assert miss(freepbx_box, settings, "1797000800.4", "600", MON_0300_MSK).status == "sent"
     with freepbx_box.store() as store:
         assert retry.run(store, settings, now=MON_0900_MSK).digests == 2
+
+
+def test_doctor_names_a_bad_after_hours_setting_and_the_hook_still_mails(
+    box: Pbx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hours_set(box, "600", OFFICE)
+    settings = settings_of(box, monkeypatch, MISSEDCALL_AFTER_HOURS="tomorrow")
+    assert miss(box, settings, "1797000900.1", "600", MON_0300_MSK).status == "sent"
+    checks = {c["check"]: c for c in json.loads(box.admin("doctor", "--json").stdout)}
+    assert checks["business hours"]["status"] == "FAIL"
+    assert checks["business hours"]["detail"] == "MISSEDCALL_AFTER_HOURS: 'tomorrow' is not one of digest, mail, ignore"

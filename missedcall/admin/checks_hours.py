@@ -1,4 +1,6 @@
-"""doctor's business-hours check: MISSEDCALL_AFTER_HOURS readable, every stored schedule readable."""
+"""doctor's business-hours check: MISSEDCALL_AFTER_HOURS readable, every stored schedule readable.
+
+Silent on a box with no hours set and the setting fine, so a plain install's report stays as it was."""
 
 from __future__ import annotations
 
@@ -39,5 +41,5 @@ def check_hours(doc: Doctor) -> Check | None:
                 f"missedcall-admin hours set {shlex.quote(str(queue))} 'mon-fri 09:00-18:00'",
             )  # fmt: skip
     if not rows:
-        return Check(OK, name, "no hours of ours set (FreePBX Time Groups are read when a route has them)")
+        return None  # nothing set: nothing to say (FreePBX's Time Groups are read where a route has them)
     return Check(OK, name, f"{len(rows)} schedule(s) readable; outside hours: {mode}")
