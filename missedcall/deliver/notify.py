@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
-from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
+from missedcall.deliver import flood, hoursgate, lastknown, mail, recipients, spool, transport
 from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -164,20 +164,7 @@ def plan(
     )
     if not addresses:
         return Plan([], message, f"queue {call.queue} has no recipients and MISSEDCALL_FALLBACK_TO is empty")
-    return Plan(addresses, message, closed=closed_now(call, settings, store, per_queue))
-
-
-def closed_now(call: CallRecord, settings: Settings, store: Store | None, own: QueueSettings | None) -> Closed | None:
-    """Business hours: None when the queue is open (or has no hours); the hours' code is imported only if it has."""
-    if store is None or own is None:
-        return None  # offline: no schedule known, mailed as always
-    rules = queues.freepbx_hours(store, call.queue) if own.hours_source != "queue" else None
-    if not own.hours and not rules:
-        return None
-    from missedcall.deliver import afterhours
-
-    schedule, holidays, where = afterhours.schedule_of(own.hours, rules, own.hours_source)
-    return afterhours.judge(call, schedule, holidays, where, settings, zone(settings))
+    return Plan(addresses, message, closed=hoursgate.closed_now(call, settings, store, per_queue, zone(settings)))
 
 
 def notify(
@@ -267,9 +254,8 @@ def notify(
 
 
 def after_hours(store: Store, call: CallRecord, closed: Closed, everyone: list[str], *, now: datetime) -> CallRecord:
-    """Outside business hours: recorded ``skipped`` (ignore), or held for every recipient until the queue
-    opens, when ``retry`` sends each one summary (digest). Holding is idempotent, so a retry after a crash
-    holds nothing twice."""
+    """Outside business hours: ``skipped`` (ignore), or held for every recipient until the queue opens, when
+    ``retry`` sends each one summary (digest); holding twice (a retry after a crash) holds nothing twice."""
     if closed.mode == "ignore":
         log.info(f"call {call.callid}: {closed.reason}; recorded, not mailed")
         return _record(store, call, status="skipped", error=closed.reason)
