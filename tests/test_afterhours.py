@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,7 +17,7 @@ from missedcall import config
 from missedcall.dburl import parse_db_url
 from missedcall.deliver import afterhours, digest, notify, retry
 from missedcall.record.model import CallRecord
-from tests.agibox import Pbx, make_pbx
+from tests.agibox import Pbx, abandon_peer, make_pbx
 from tests.mailbox import StoredMail
 from tests.support.freepbx import add_direct_route, add_time_condition
 from tests.support.mariadb import MariaDBDatabase
@@ -278,3 +279,15 @@ def test_doctor_names_a_bad_after_hours_setting_and_the_hook_still_mails(
     checks = {c["check"]: c for c in json.loads(box.admin("doctor", "--json").stdout)}
     assert checks["business hours"]["status"] == "FAIL"
     assert checks["business hours"]["detail"] == "MISSEDCALL_AFTER_HOURS: 'tomorrow' is not one of digest, mail, ignore"
+
+
+def test_the_real_hook_holds_a_miss_while_closed(box: Pbx) -> None:
+    """Through agi-bin/missed.py on the real clock: a schedule open only two days from now is closed today."""
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(datetime.now(ZoneInfo("Europe/Moscow")).weekday() + 2) % 7]
+    hours_set(box, "600", f"{day} 09:00-10:00")
+    assert box.run(abandon_peer("1797001000.1"), ["600"]).ok
+    [call] = box.calls()
+    assert (call.status, sorted(call.recipients)) == ("held", ["boss@example.com", "ops600@example.com"])
+    assert box.stored() == []
+    assert box.run(abandon_peer("1797001000.2", "601"), ["601"]).ok  # 601 has no hours: mailed at once
+    assert len(box.stored()) == 1
