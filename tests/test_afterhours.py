@@ -112,7 +112,7 @@ def test_russian_summary_counts_right(box: Pbx, monkeypatch: pytest.MonkeyPatch)
         retry.run(store, settings, now=MON_0900_MSK)
     [summary] = to(box.stored(), "ops600@example.com")
     assert summary.message["Subject"] == "Пропущено в нерабочее время: 2 пропущенных звонка — 600"
-    assert summary.message.get_content().startswith("В нерабочее время: 2 пропущенных звонка.")
+    assert summary.message.get_content().startswith("В нерабочее время — 2 пропущенных звонка, в одном письме.")
 
 
 def test_a_miss_in_hours_is_mailed_at_once(box: Pbx, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,3 +291,24 @@ def test_the_real_hook_holds_a_miss_while_closed(box: Pbx) -> None:
     assert box.stored() == []
     assert box.run(abandon_peer("1797001000.2", "601"), ["601"]).ok  # 601 has no hours: mailed at once
     assert len(box.stored()) == 1
+
+
+@pytest.mark.parametrize(
+    ("language", "n", "subject", "intro"),
+    [
+        ("ru", 1, "Пропущено в нерабочее время: 1 пропущенный звонок — 600",
+         "В нерабочее время — 1 пропущенный звонок, в одном письме."),
+        ("ru", 5, "Пропущено в нерабочее время: 5 пропущенных звонков — 600",
+         "В нерабочее время — 5 пропущенных звонков, в одном письме."),
+        ("ru", 22, "Пропущено в нерабочее время: 22 пропущенных звонка — 600",
+         "В нерабочее время — 22 пропущенных звонка, в одном письме."),
+        ("en", 1, "Missed while closed: 1 missed call — 600", "Outside business hours: 1 missed call, collected"),
+    ],
+)  # fmt: skip
+def test_summary_counts_read_right(language: str, n: int, subject: str, intro: str) -> None:
+    calls = [CallRecord(callid=f"1797.{i}", queue="600", reason="ABANDON", source="agi", ended_at=MON_0300_MSK)
+             for i in range(n)]  # fmt: skip
+    message = digest.build(calls, to="a@example.com", sender="pbx@example.com", language=language, limit=3,
+                           window=5, zone=timezone.utc, now=MON_0900_MSK, host="pbx", after_hours=True)  # fmt: skip
+    assert message["Subject"] == subject
+    assert message.get_content().startswith(intro)

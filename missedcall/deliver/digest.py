@@ -31,7 +31,7 @@ _TEXT = {
         ),
         "outro": "Sent by missedcall on {host}. `missedcall-admin log` shows every call.",
         "closed_subject": "Missed while closed: {calls} — {queues}",
-        "closed_intro": "These {calls} came in outside business hours; here they are in one message.\n",
+        "closed_intro": "Outside business hours: {calls}, collected in this one message.\n",
         "ids": "Call IDs:",
     },
     "ru": {
@@ -42,7 +42,7 @@ _TEXT = {
         ),
         "outro": "Отправлено missedcall на {host}. Все звонки: `missedcall-admin log`.",
         "closed_subject": "Пропущено в нерабочее время: {calls} — {queues}",
-        "closed_intro": "В нерабочее время: {calls}. Собраны в одно письмо.\n",
+        "closed_intro": "В нерабочее время — {calls}, в одном письме.\n",
         "ids": "ID звонков:",
     },
 }
