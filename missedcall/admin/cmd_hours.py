@@ -40,7 +40,7 @@ def add_arguments(sub: argparse.ArgumentParser, parser_class: type[argparse.Argu
     one.add_argument(
         "--holidays", default="", metavar="DATES", help="closed all day: 2026-12-31 or yearly 01-07, comma-separated"
     )
-    one = actions.add_parser("clear", help="remove QUEUE's own hours (then FreePBX's or '*''s apply)")
+    one = actions.add_parser("clear", help="remove QUEUE's own hours (then FreePBX's or the '*' hours apply)")
     one.add_argument("queue", metavar="QUEUE", type=queue_arg, help="the queue number, or '*'")
     return actions
 
