@@ -84,7 +84,9 @@ def test_night_misses_become_one_morning_summary_per_recipient(box: Pbx, monkeyp
     settings = settings_of(box, monkeypatch)
     for i in range(3):
         done = miss(box, settings, f"1797000000.{i}", "600", MON_0300_MSK + timedelta(minutes=i))
-        assert (done.status, done.last_error) == ("held", "")
+        assert (done.status, done.last_error) == (
+            "held", "outside business hours of queue 600 (queue); opens 2026-11-30 09:00; MISSEDCALL_AFTER_HOURS=digest"
+        )
     assert box.stored() == []  # nobody woken at 3 a.m.
     with box.store() as store:
         assert retry.run(store, settings, now=MON_0900_MSK - timedelta(seconds=1)).digests == 0
@@ -92,6 +94,7 @@ def test_night_misses_become_one_morning_summary_per_recipient(box: Pbx, monkeyp
         report = retry.run(store, settings, now=MON_0900_MSK)
         assert (report.digests, report.digest_calls) == (2, 6)  # ops600 and boss (*), three calls each
         assert Counter(c.status for c in store.calls()) == {"sent": 3}
+        assert all(c.notified_at == MON_0900_MSK for c in store.calls())
         assert retry.run(store, settings, now=MON_0900_MSK + timedelta(hours=1)).digests == 0
     mails = box.stored()
     for address in ("ops600@example.com", "boss@example.com"):

@@ -264,7 +264,8 @@ def after_hours(store: Store, call: CallRecord, closed: Closed, everyone: list[s
     assert closed.opens_at is not None
     flood.hold_until(store, call, everyone, closed.opens_at, now=now)
     log.info(f"call {call.callid}: {closed.reason}; held for the summary of {len(everyone)} recipient(s)")
-    return _record(store, call, status="held", error="", recipients=everyone)
+    # The reason stays on the row (also once the summary went): `log` says why nobody was mailed at night.
+    return _record(store, call, status="held", error=closed.reason, recipients=everyone)
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:
