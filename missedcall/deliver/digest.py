@@ -57,7 +57,7 @@ def row(call: CallRecord, *, zone: tzinfo | None, language: str, with_queue: boo
     """``06:17  +7 916 123-45-67  Ivan Petrov  42 s`` (the queue first when the digest has several)."""
     when = mail.format_time(call.ended_at or call.entered_at, zone, language)
     clock = when[11:16] if when[:4].isdigit() else when
-    number = phone.read(mail.clean(call.caller_num, 32), region).shown or "—"
+    number = phone.read(mail.clean(call.caller_num, 32), region)[0] or "—"
     name = mail.clean(call.caller_name, NAME_WIDTH)
     parts = [clock, *([mail.clean(call.queue, 16)] if with_queue else []), number]
     if name and name != number:

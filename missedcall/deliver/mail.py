@@ -194,16 +194,16 @@ def values(call: CallRecord, *, label: str, language: str, zone: tzinfo | None, 
     words = _WORDS[language]
     queue = clean(call.queue, 64)
     label = clean(label, 128)
-    number = phone.read(clean(call.caller_num, 128), region)
+    shown, tel = phone.read(clean(call.caller_num, 128), region)
     name = clean(call.caller_name, 300)
     return {
         "caller": describe_caller(call.caller_num, call.caller_name, language),
         "caller_num": clean(call.caller_num, 128) or words["unknown"],
         "caller_name": name or words["unknown"],
-        "caller_intl": number.shown or words["unknown"],
-        "caller_tel": number.tel,
-        "caller_link": number.shown or words["unknown"],  # a tel: link in body.html (missedcall.deliver.htmlpart)
-        "caller_short": short_caller(name, number.shown, language),
+        "caller_intl": shown or words["unknown"],
+        "caller_tel": tel,
+        "caller_link": shown or words["unknown"],  # a tel: link in body.html (missedcall.deliver.htmlpart)
+        "caller_short": short_caller(name, shown, language),
         "queue": queue,
         "queue_label": label,
         "queue_display": f"{queue} ({label})" if label and label != queue else queue,

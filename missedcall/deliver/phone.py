@@ -12,15 +12,8 @@ anything with letters stay as they are, without a link.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 EXTENSION_DIGITS = 6
 _ONE = ("US", "CA")
-
-
-class Number(NamedTuple):
-    shown: str  # "+7 916 123-45-67", or the number as given when it cannot be read
-    tel: str  # "tel:+79161234567", "" when no link makes sense
 
 
 def _group(e164_digits: str) -> str:
@@ -58,12 +51,14 @@ def international(number: str, region: str = "") -> str:
     return ""
 
 
-def read(number: str, region: str = "") -> Number:
-    """How to show ``number`` (already cleaned of control characters) and the link to call it back."""
+def read(number: str, region: str = "") -> tuple[str, str]:
+    """(shown, tel): how to show ``number`` (already cleaned of control characters), ``+7 916 123-45-67`` or the
+    number as given, and the link to call it back, ``tel:+79161234567`` or "" when none makes sense.
+    A plain tuple: a NamedTuple class would cost the hook half a millisecond to import."""
     e164 = international(number, region)
     if e164:
-        return Number(_group(e164), "tel:+" + e164)
+        return _group(e164), "tel:+" + e164
     digits = number.strip()
     if digits.isascii() and digits.isdigit() and len(digits) > EXTENSION_DIGITS:
-        return Number(digits, "tel:" + digits)  # a national number: the phone's own dialler knows the region
-    return Number(number.strip(), "")
+        return digits, "tel:" + digits  # a national number: the phone's own dialler knows the region
+    return number.strip(), ""
