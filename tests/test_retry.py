@@ -22,6 +22,7 @@ from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.schema import SCHEMA_VERSION
 from missedcall.record.storage import Store
 from tests.agibox import abandon_peer, callids_mailed, make_pbx
+from tests.mailbox import text_part
 
 # ============================================================================ schema 2 and 3
 
@@ -128,7 +129,7 @@ def test_a_mail_sent_later_by_retry_says_what_the_first_would_have(tmp_path: Pat
     done = box.admin("retry")
     assert done.returncode == 0, done.stderr
     [mail] = box.mails()
-    body = mail.get_content()
+    body = text_part(mail)
     assert "74951234567" in body and "79161234567" in body and "9 s" in body, body
     assert box.calls()[0].status == "sent"
     listed = json.loads(box.admin("log", "--json").stdout)

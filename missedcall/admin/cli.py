@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from missedcall import __version__, config
-from missedcall.admin import cmd_import, cmd_queues, cmd_report, cmd_resolve
+from missedcall.admin import cmd_hours, cmd_import, cmd_queues, cmd_report, cmd_resolve
 from missedcall.admin.args import bounded_int, name_arg, parse_since, queue_arg, stored_email_arg, target_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_retry, cmd_sweep, cmd_test
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     queue_actions = cmd_queues.add_arguments(sub, _Parser)
     sub.set_defaults(func=cmd_queues.cmd_queues)
 
+    sub = verbs.add_parser(
+        "hours", help="business hours per queue: list them, or 'hours set QUEUE SCHEDULE' / 'hours clear QUEUE'"
+    )
+    hours_actions = cmd_hours.add_arguments(sub, _Parser)
+    sub.set_defaults(func=cmd_hours.cmd_hours)
+
     sub = verbs.add_parser("test", help="send (or, with --dry-run, print) a sample notification for QUEUE")
     sub.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + ": its recipients, label, language")
     sub.add_argument("--caller", type=text_arg, default="5551234", help="caller number to show (default 5551234)")
@@ -158,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --config after the verb too (`missedcall-admin log --config FILE`): SUPPRESS keeps a value given
     # before the verb when none is given after it.
     for verb in verbs.choices.values():
-        nested = {"recipients": [actions], "queues": [queue_actions]}.get(verb.prog.split()[-1], [])
+        groups = {"recipients": [actions], "queues": [queue_actions], "hours": [hours_actions]}
+        nested = groups.get(verb.prog.split()[-1], [])
         nested = [group.choices.values() for group in nested]
         for one in [verb, *(p for group in nested for p in group)]:
             one.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)

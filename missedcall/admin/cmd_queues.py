@@ -106,7 +106,7 @@ def _as_json(q: queues.QueueSettings, recipients: int) -> dict[str, Any]:
 
 def _set(args: argparse.Namespace, settings: Any) -> int:
     changes: dict[str, Any] = {}
-    for column in queues.COLUMNS if "all" in args.clear else args.clear:
+    for column in CLEARABLE[:-1] if "all" in args.clear else args.clear:  # hours are `hours clear`'s
         changes[column] = None
     given = {"label": args.label, "language": args.language, "min_wait": args.min_wait}
     for column, value in given.items():

@@ -121,7 +121,8 @@ def render_for_terminal(message: Any, *, raw: bool) -> str:
     if raw:
         return message.as_bytes().decode("ascii", "replace")
     lines = [f"{name}: {value}" for name, value in message.items()]
-    return "\n".join(lines) + "\n\n" + message.get_content()
+    text = message.get_body(("plain",)) or message  # the HTML alternative is shown by --raw
+    return "\n".join(lines) + "\n\n" + text.get_content()
 
 
 def cmd_log(args: argparse.Namespace) -> int:

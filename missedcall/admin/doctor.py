@@ -20,7 +20,16 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from missedcall import config
-from missedcall.admin import checks_chat, checks_db, checks_mail, checks_pbx, checks_resolve, installer, sender
+from missedcall.admin import (
+    checks_chat,
+    checks_db,
+    checks_hours,
+    checks_mail,
+    checks_pbx,
+    checks_resolve,
+    installer,
+    sender,
+)
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, User, find_user, group_name, has_uid, user_may
 from missedcall.config import shown
 from missedcall.freepbx import parse_amp_conf
@@ -54,6 +63,7 @@ class Doctor:
             self.check_config_keys,
             lambda: checks_db.check_database(self),
             lambda: checks_db.check_recipients(self),
+            lambda: checks_hours.check_hours(self),
             lambda: checks_mail.check_mail(self),
             lambda: sender.check_from(self),
             lambda: checks_chat.check_chat(self),

@@ -26,15 +26,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
-from missedcall.deliver import flood, lastknown, mail, recipients, spool, targets, transport
+from missedcall.deliver import flood, hoursgate, lastknown, mail, recipients, spool, targets, transport
 from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.queues import QueueSettings
 from missedcall.record.storage import Store
+
+if TYPE_CHECKING:
+    from missedcall.deliver.afterhours import Closed
 
 MAX_ATTEMPTS = 5
 #: Seconds before attempt N+1 when attempt N failed (index N-1; the last one repeats):
@@ -63,6 +67,7 @@ class Plan:
     recipients: list[str]
     message: EmailMessage | None
     skip_reason: str = ""
+    closed: Closed | None = None  # the queue was closed when the call ended (business hours)
 
 
 def skip_reason(call: CallRecord, settings: Settings, own: QueueSettings | None = None) -> str:
@@ -139,13 +144,14 @@ def plan(
         else:
             addresses.append(address)
     templates = mail.load_templates(language, settings.template_dir)
-    subject, body = mail.render(
+    subject, body, html = mail.compose(
         call,
         label=label,
         language=language,
         templates=templates,
         zone=zone(settings),
         host=socket.gethostname(),
+        region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
     message = mail.build_message(
         subject=subject,
@@ -154,10 +160,11 @@ def plan(
         recipients=[a for a in addresses if not targets.is_chat(a)],
         callid=call.callid,
         now=now or utcnow(),
+        html=html,
     )
     if not addresses:
         return Plan([], message, f"queue {call.queue} has no recipients and MISSEDCALL_FALLBACK_TO is empty")
-    return Plan(addresses, message)
+    return Plan(addresses, message, closed=hoursgate.closed_now(call, settings, store, per_queue, zone(settings)))
 
 
 def notify(
@@ -198,6 +205,9 @@ def notify(
         # process after the last one (a crash): give up rather than risk a loop.
         return _record(store, call, status="failed", error=call.last_error or f"gave up after {call.attempts} attempts")
     everyone = the_plan.recipients
+    closed = the_plan.closed
+    if closed is not None and (closed.mode == "ignore" or (closed.mode == "digest" and closed.opens_at)):
+        return after_hours(store, call, closed, everyone, now=now)
     if deadline is not None and budget.left(deadline) - 0.25 < SEND_RESERVE:
         return _record(store, call, status="pending", error=DEFERRED, recipients=everyone, next_attempt_at=now)
     # The attempt is ours from here (another process that read the same row gets False).
@@ -262,6 +272,21 @@ def _per_target(store: Store, call: CallRecord) -> bool:
         return bool(deliveries.states(store, call.callid))
     except StorageError:  # tables from before chat targets (init adds them): nothing was recorded per target
         return False
+
+
+def after_hours(store: Store, call: CallRecord, closed: Closed, everyone: list[str], *, now: datetime) -> CallRecord:
+    """Outside business hours: ``skipped`` (ignore), or held for every recipient until the queue opens, when
+    ``retry`` sends each one summary (digest); holding twice (a retry after a crash) holds nothing twice."""
+    if closed.mode == "ignore":
+        log.info(f"call {call.callid}: {closed.reason}; recorded, not mailed")
+        return _record(store, call, status="skipped", error=closed.reason)
+    if not store.begin_attempt(call, next_attempt_at=now + backoff(call.attempts + 1)):
+        return call
+    assert closed.opens_at is not None
+    flood.hold_until(store, call, everyone, closed.opens_at, now=now)
+    log.info(f"call {call.callid}: {closed.reason}; held for the summary of {len(everyone)} recipient(s)")
+    # The reason stays on the row (also once the summary went): `log` says why nobody was mailed at night.
+    return _record(store, call, status="held", error=closed.reason, recipients=everyone)
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:

@@ -291,7 +291,8 @@ def _send_digest(
         raise ValueError(f"address {text.printable(email, limit=254, replace='?')!r} {problem}")
     calls = flood.calls(store, batch.callids)
     try:
-        _digest_out(store, settings, email, calls, now=now, timeout=timeout)
+        after_hours = bool(batch.kinds) and batch.kinds <= {"hours"}
+        _digest_out(store, settings, email, calls, now=now, timeout=timeout, after_hours=after_hours)
     except transport.TransportError as exc:
         give_up = batch.attempts >= notify.MAX_ATTEMPTS or (targets.is_chat(email) and not exc.temporary)
         flood.digest_failed(store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts))
@@ -305,7 +306,7 @@ def _send_digest(
 
 
 def _digest_out(store: Store, settings: Settings, email: str, calls: list[CallRecord], *, now: datetime,
-                timeout: float) -> None:  # fmt: skip
+                timeout: float, after_hours: bool = False) -> None:  # fmt: skip
     """Send one digest to a mail address or a chat target; raises transport.TransportError."""
     if targets.is_chat(email):
         from missedcall.deliver import chatroute
@@ -321,6 +322,8 @@ def _digest_out(store: Store, settings: Settings, email: str, calls: list[CallRe
         window=settings.flood_window,
         zone=notify.zone(settings),
         now=now,
+        after_hours=after_hours,
+        region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
     transport.send(message, [email], settings, timeout=timeout)
 

@@ -190,6 +190,8 @@ ADDED_COLUMNS = (
     # A chat target's URL (slack:, mattermost:, teams:, webhook:); ``email`` then holds its short key
     # (missedcall/deliver/targets.py), which keeps the (queue, email) key within InnoDB's index size.
     ("missedcall_recipients", "target", "VARCHAR(2048) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    # Why a call waits for a digest: '' storm control, 'hours' the queue was closed (the morning summary).
+    ("missedcall_held", "kind", "VARCHAR(16) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
 )
 #: Indexes on added columns, as (name, table, columns); created after ADDED_COLUMNS.
 ADDED_INDEXES = (
