@@ -38,6 +38,8 @@ from missedcall.text import epoch, printable
 DB_PAUSE = 5.0
 #: Bound on connecting and on every query while the channel is held.
 DB_TIMEOUT = 1.0
+#: ... and once it is released (mailing): SQLite's lock waits between the service's own threads.
+MAIL_DB_TIMEOUT = 5.0
 #: The variables the hook asks for, in one round trip (docs/design.md §4).
 ASKED = ("${ABANDONED}", "${QUEUEPOSITION}", "${CHANNEL(linkedid)}", "${QUEUEJOINTIME}")
 
@@ -99,13 +101,21 @@ class Breaker:
 _local = threading.local()
 
 
-def _store(settings: config.Settings) -> Store:
-    """This thread's connection to the configured database (a new one after a reload or a failure)."""
+def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> Store:
+    """This thread's connection to the configured database (a new one after a reload or a failure).
+
+    Only a failed connect trips the breaker: a query that timed out (a lock, a slow
+    moment) drops the connection, and the next call finds out whether the server is gone.
+    """
     held: tuple[object, Store] | None = getattr(_local, "store", None)
     if held is not None and held[0] == settings.db:
         return held[1]
     drop_store()
-    store = Store.open(settings.db, timeout=DB_TIMEOUT)
+    try:
+        store = Store.open(settings.db, timeout=timeout)
+    except StorageError as exc:
+        breaker.trip(str(exc))
+        raise
     _local.store = (settings.db, store)
     return store
 
@@ -176,7 +186,7 @@ def record(job: Job, settings: config.Settings | None, settings_error: str, brea
     why = breaker.down()
     if not why:
         try:
-            store = _store(settings)
+            store = _store(settings, DB_TIMEOUT, breaker)
             try:
                 claimed = store.claim_call(call)
             except StorageError:
@@ -185,7 +195,6 @@ def record(job: Job, settings: config.Settings | None, settings_error: str, brea
         except StorageError as exc:
             drop_store()
             why = str(exc)
-            breaker.trip(why)
         else:
             if not claimed:
                 return Recorded("done", f"call {call.callid}: already recorded; nothing sent", notes=notes)
@@ -223,12 +232,11 @@ def deliver(done: Recorded, breaker: Breaker) -> tuple[str, bool]:
     assert call is not None and settings is not None
     if done.kind == "claimed":
         try:
-            store = _store(settings)
+            store = _store(settings, MAIL_DB_TIMEOUT, breaker)
             sent = notify.notify(store, settings, call, timeout=settings.smtp_timeout)
         except StorageError as exc:
             # notify raises only before anything was sent: mail from the local copy, as the hook does.
             drop_store()
-            breaker.trip(str(exc))
             return _offline(settings, call, str(exc))
         detail = f" - {sent.last_error}" if sent.last_error else ""
         line = f"missed call {call.callid} in queue {call.queue} ({call.reason}): {sent.status}{detail}"
