@@ -322,3 +322,42 @@ def test_sigterm_finishes_sessions_in_flight(pbx: Pbx) -> None:
     assert call.callid == "1700000002.1" and call.status in ("sent", "pending")
     refused = run_network(abandon_peer("1700000002.2"), service.host, service.port, timeout=2)
     assert not refused.connected  # AGISTATUS=FAILURE: the dialplan falls back to the process hook
+
+
+# ---------------------------------------------------------------------- doctor
+
+
+def _doctor_line(pbx: Pbx, service_url: str) -> dict[str, str]:
+    import json
+
+    from missedcall.admin import installer
+
+    state = pbx.tmp / "install.state"
+    state.write_text(installer.render_state({"service": service_url}))
+    done = pbx.admin("doctor", "--state", str(state), "--json")
+    [line] = [c for c in json.loads(done.stdout) if c["check"] == "fastagi"]
+    return line
+
+
+def test_doctor_checks_the_running_service(pbx: Pbx, service: Service) -> None:
+    url = f"agi://127.0.0.1:{service.port}/missed"
+    pbx.configure(MISSEDCALL_FASTAGI_LISTEN=f"127.0.0.1:{service.port}")
+    assert_clean(session(service, fixture_peer("1600-h.json"), ["600"]))
+    line = _doctor_line(pbx, url)
+    assert line["status"] == "OK", line
+    assert f"pid {service.pid}" in line["detail"] and "1 session(s)" in line["detail"]
+    assert "last none" not in line["detail"]
+    line = _doctor_line(pbx, "agi://127.0.0.1:1/missed")  # the dialplan names another address
+    assert line["status"] == "WARN" and "dialplan was written for" in line["detail"]
+
+
+def test_doctor_fails_when_nothing_listens_and_on_a_bad_address(pbx: Pbx) -> None:
+    from tests.fastagibox import free_port
+
+    port = free_port()
+    pbx.configure(MISSEDCALL_FASTAGI_LISTEN=f"127.0.0.1:{port}")
+    line = _doctor_line(pbx, f"agi://127.0.0.1:{port}/missed")
+    assert line["status"] == "FAIL" and "falls back to missed.py" in line["detail"], line
+    pbx.configure(MISSEDCALL_FASTAGI_LISTEN="example.com:80")
+    line = _doctor_line(pbx, f"agi://127.0.0.1:{port}/missed")
+    assert line["status"] == "FAIL" and "MISSEDCALL_FASTAGI_LISTEN" in line["detail"], line

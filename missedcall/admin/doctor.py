@@ -20,7 +20,7 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from missedcall import config
-from missedcall.admin import checks_db, checks_mail, checks_pbx, installer
+from missedcall.admin import checks_db, checks_fastagi, checks_mail, checks_pbx, installer
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, User, find_user, group_name, has_uid, user_may
 from missedcall.config import shown
 from missedcall.freepbx import parse_amp_conf
@@ -60,6 +60,7 @@ class Doctor:
             lambda: checks_pbx.check_dialplan_live(self),
             lambda: checks_pbx.check_queue_log(self),
             lambda: checks_pbx.check_cron(self),
+            lambda: checks_fastagi.check_fastagi(self),
             lambda: checks_db.check_delivery(self),
         )
         results: list[Check] = []
