@@ -79,18 +79,19 @@ def _mailed(maildir: Path) -> Counter[str]:
     return found
 
 
-def _workdir(tmp: Path) -> dict[str, str]:
+def _workdir(tmp: Path, db_url: str) -> dict[str, str]:
     (tmp / "mail").mkdir()
     sendmail = tmp / "sendmail"
     sendmail.write_text('#!/bin/sh\ncat > "$MISSEDCALL_TEST_MAILDIR/$$-$(date +%s%N).eml"\n')
     sendmail.chmod(0o755)
+    sqlite = f"sqlite:///{tmp / 'missedcall.sqlite3'}"
     (tmp / "missedcall.env").write_text(
-        f"MISSEDCALL_DB_URL=sqlite:///{tmp / 'missedcall.sqlite3'}\n"
+        f"MISSEDCALL_DB_URL={db_url or sqlite}\n"
         f"MISSEDCALL_SENDMAIL={sendmail}\n"
         f"MISSEDCALL_QUEUE_LOG={tmp / 'queue_log'}\n"
         f"MISSEDCALL_FREEPBX_CONF={tmp / 'none'}\n"
         f"MISSEDCALL_SPOOL_DIR={tmp / 'spool'}\n"
-        "MISSEDCALL_FLOOD_LIMIT=1000000\n"  # the bench's own setting: storm control never holds a mail here
+        "MISSEDCALL_FLOOD_LIMIT=100000\n"  # the bench's own setting: storm control never holds a mail here
         "MISSEDCALL_FROM=pbx@example.com\nMISSEDCALL_FALLBACK_TO=ops@example.com\n"
     )
     env = {
@@ -98,7 +99,10 @@ def _workdir(tmp: Path) -> dict[str, str]:
         "MISSEDCALL_CONFIG": str(tmp / "missedcall.env"),
         "MISSEDCALL_TEST_MAILDIR": str(tmp / "mail"),
     }
-    subprocess.run([sys.executable, "-m", "missedcall.admin.cli", "init"], env=env, check=True, capture_output=True)
+    argv = [sys.executable, "-m", "missedcall.admin.cli", "init"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"missedcall-admin init failed: {done.stderr.strip()}")
     return env
 
 
@@ -166,12 +170,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=300, help="sessions in the burst (at least 300; default 300)")
     parser.add_argument("--connections", type=int, default=30, help="simultaneous connections (default 30)")
+    parser.add_argument("--db", default="", help="a database URL (an empty MariaDB database) instead of SQLite")
     parser.add_argument("--hook-runs", type=int, default=30, help="process hook runs for its per-call cost (30)")
     args = parser.parse_args()
     calls = max(300, args.n)
-    print(f"missedcall: {_install_kind()}")
+    print(f"missedcall: {_install_kind()}; database: {'the --db URL' if args.db else 'SQLite'}")
     with tempfile.TemporaryDirectory(prefix="missedcall-fastagi-bench-") as tmp:
-        env = _workdir(Path(tmp))
+        env = _workdir(Path(tmp), args.db)
         hook = bench_hook(args.hook_runs, env)
         service = bench_service(calls, args.connections, env, Path(tmp) / "mail")
     print(f"process hook: {hook * 1000:.1f} ms CPU per call ({args.hook_runs} runs, hook + sendmail)")

@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backlog",
         type=bounded_int(1, 100_000),
-        default=200,
-        help="recorded calls waiting for a mail thread; past it a call is left to retry (default 200)",
+        default=1000,
+        help="recorded calls waiting for a mail thread; past it a call is left to retry (default 1000)",
     )
 
 

@@ -41,6 +41,7 @@ REPLY_TIMEOUT = 2.0  # each reply; Asterisk answers GET FULL VARIABLE at once, e
 MAX_HEADER_BYTES = 256 * 1024
 MAX_HEADER_LINES = 400
 CLOSE_TIMEOUT = 1.0
+MAIL_YIELD = 1.0  # the most a mail waits for sessions in flight before it goes anyway
 
 
 class Garbage(Exception):
@@ -57,7 +58,7 @@ class Service:
         load: Callable[[], config.Settings] = config.load_settings,
         workers: int = 4,
         record_workers: int = 4,
-        backlog: int = 200,
+        backlog: int = 1000,
         max_sessions: int = 2000,
     ) -> None:
         self.listen = listen
@@ -77,6 +78,7 @@ class Service:
         self.server: asyncio.base_events.Server | None = None
         self.last_session: datetime | None = None
         self.count = 0
+        self.recording = 0  # sessions holding a channel while their call is recorded
         self._stopping: asyncio.Event | None = None
 
     # -- configuration
@@ -169,7 +171,13 @@ class Service:
             job.values = await self._ask(reader, writer, framed) or []
         loop = asyncio.get_running_loop()
         settings, error = self.settings, self.settings_error
-        done = await loop.run_in_executor(self.record_pool, fastagi_work.record, job, settings, error, self.breaker)
+        self.recording += 1
+        try:
+            done = await loop.run_in_executor(
+                self.record_pool, fastagi_work.record, job, settings, error, self.breaker
+            )
+        finally:
+            self.recording -= 1
         done.session = job.session
         for message, is_error in done.notes:
             fastagi_work.report(f"{message} [{job.session}]", is_error)
@@ -228,6 +236,12 @@ class Service:
         loop = asyncio.get_running_loop()
         while True:
             done = await self.queue.get()
+            # Channels first: while sessions are being recorded, a mail waits (a little) for the
+            # database and the CPUs they need; it is recorded already, so waiting costs nothing.
+            waited = 0.0
+            while self.recording and waited < MAIL_YIELD:
+                await asyncio.sleep(0.01)
+                waited += 0.01
             future = loop.run_in_executor(self.mail_pool, self._deliver, done)
             self.mailing.add(future)
             try:
@@ -301,7 +315,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
 
 
-def serve(listen: Listen, *, workers: int = 4, backlog: int = 200, ready: Callable[[], None] | None = None) -> int:
+def serve(listen: Listen, *, workers: int = 4, backlog: int = 1000, ready: Callable[[], None] | None = None) -> int:
     """Run until SIGTERM; 0 on a clean stop. Raises OSError when the address cannot be bound."""
     service = Service(listen, workers=workers, backlog=backlog)
     if service.settings is None:
