@@ -10,11 +10,13 @@ service stopped and the same abandon handled by the process hook (the dialplan's
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -159,6 +161,38 @@ def test_2_timeout_then_overflow_abandon_through_the_service(served: tuple[Box, 
     lines = call.log_lines()
     assert any(ran(line, f"agi://127.0.0.1:{service.port}/missed") for line in lines)
     assert not any(ran(line, "missed.py") for line in lines)
+
+
+def test_2b_fifty_abandons_at_once_through_the_service(served: tuple[Box, Service]) -> None:
+    """All recorded and mailed by the service itself: nothing left for retry."""
+    box, _ = served
+    with concurrent.futures.ThreadPoolExecutor(max_workers=25) as pool:
+        calls = list(
+            pool.map(
+                lambda i: box.pbx.originate_local(
+                    "600", caller_num=f"7100{i:03d}", caller_name=f"Burst {i}", hangup_after=3
+                ),
+                range(50),
+            )
+        )
+    callids = [call.uniqueid() for call in calls]
+    for call in calls:
+        call.wait_event("ABANDON", timeout=60)
+    last_hangup = time.monotonic()
+    box.pbx.wait_no_channels("Local/", timeout=120)
+    channels_done = time.monotonic() - last_hangup
+    wait_for(
+        lambda: len({m["X-Missedcall-Callid"] for m in box.mails()} & set(callids)) == 50, 60, "50 mailed", 0.2
+    )
+    mailed_in = time.monotonic() - last_hangup
+    box.pbx.wait_mail_idle()
+    copies = len(recipients_of("600"))
+    wrong = {c: len(box.mails(c)) for c in callids if len(box.mails(c)) != copies}
+    assert not wrong, wrong
+    rows = box.rows(callids)
+    assert len(rows) == 50 and {r["status"] for r in rows} == {"sent"} and {r["source"] for r in rows} == {"agi"}
+    print(f"\n50 abandons through the service: channels gone {channels_done:.1f} s, all mailed {mailed_in:.1f} s"
+          " after the last hang-up")  # fmt: skip
 
 
 def test_3_service_stopped_the_process_hook_mails(served: tuple[Box, Service]) -> None:
