@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,7 @@ class Service:
         self.settings_error = ""
         self.reload()
         self.breaker = Breaker()
+        self.record_workers = record_workers
         self.record_pool = ThreadPoolExecutor(record_workers, thread_name_prefix="mc-record")
         self.mail_pool = ThreadPoolExecutor(workers, thread_name_prefix="mc-mail")
         self.workers = workers
@@ -104,6 +106,7 @@ class Service:
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        await self._warm(loop)
         mailers = [asyncio.create_task(self._mailer()) for _ in range(self.workers)]
         exposed = "" if self.listen.loopback else "; NOT loopback: firewall it to your PBXs (FastAGI has no login)"
         log.info(f"fastagi: version {__version__} listening on {self.listen} (pid {os.getpid()}){exposed}")
@@ -123,6 +126,20 @@ class Service:
         self.record_pool.shutdown(wait=True)
         self.mail_pool.shutdown(wait=True)
         log.info(f"fastagi: stopped; {left} queued mail(s) left to retry (their calls are recorded)")
+
+    async def _warm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every worker thread's database connection, opened once before the first burst."""
+        jobs = []
+        for pool, count, timeout in (
+            (self.record_pool, self.record_workers, fastagi_work.DB_TIMEOUT),
+            (self.mail_pool, self.workers, fastagi_work.MAIL_DB_TIMEOUT),
+        ):
+            gate = threading.Barrier(count)
+            jobs += [
+                loop.run_in_executor(pool, fastagi_work.warm, self.settings, timeout, self.breaker, gate)
+                for _ in range(count)
+            ]
+        await asyncio.gather(*jobs)
 
     def _on_sighup(self) -> None:
         log.info("fastagi: SIGHUP: re-reading the configuration")

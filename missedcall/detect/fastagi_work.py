@@ -120,6 +120,21 @@ def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> Store
     return store
 
 
+def warm(settings: config.Settings | None, timeout: float, breaker: Breaker, gate: threading.Barrier) -> None:
+    """Open this thread's connection before the first call needs it (``gate`` keeps every thread of
+    the pool here at once, so each opens its own): the first sessions of a burst then pay no connect."""
+    try:
+        if settings is not None and not breaker.down():
+            _store(settings, timeout, breaker)
+    except StorageError as exc:
+        log.warning(f"fastagi: database not reachable at start ({exc}); calls are spooled until it is")
+    finally:
+        try:
+            gate.wait(timeout + 1)
+        except threading.BrokenBarrierError:
+            pass
+
+
 def drop_store() -> None:
     held = getattr(_local, "store", None)
     _local.store = None
