@@ -235,6 +235,23 @@ def test_half_open_and_slow_peers_are_bounded(pbx: Pbx, service: Service) -> Non
     wait_for(lambda: any(c.callid == "1795659165.1" and c.status == "sent" for c in pbx.calls()))
 
 
+def test_peers_that_never_read_do_not_slow_the_others(pbx: Pbx, service: Service) -> None:
+    async def scene() -> tuple[list[NetRun], NetRun]:
+        mute = [
+            converse(abandon_peer(f"1700000003.{i}"), service.host, service.port, read_nothing=True, timeout=6)
+            for i in range(50)
+        ]
+        waiting = asyncio.gather(*mute)
+        await asyncio.sleep(0.5)  # every mute session is connected and waiting on its reply
+        good = await converse(fixture_peer("1600-h.json"), service.host, service.port, timeout=10)
+        return list(await waiting), good
+
+    mute, good = asyncio.run(scene())
+    assert all(r.connected for r in mute)
+    assert good.ok and good.held < 2, good
+    wait_for(lambda: any(c.callid == "1795659165.1" and c.status == "sent" for c in pbx.calls()))
+
+
 def test_version_probe(service: Service) -> None:
     peer = AgiPeer(make_headers(uniqueid="probe"), {})
     run = run_network(peer, service.host, service.port, url=f"agi://{service.host}:{service.port}/version")
