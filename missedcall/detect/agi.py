@@ -18,7 +18,6 @@ Only dead-channel-safe commands are sent (GET FULL VARIABLE, VERBOSE).
 from __future__ import annotations
 
 import os
-import re
 import select
 import signal
 import time
@@ -27,10 +26,9 @@ from collections.abc import Sequence
 from asterisk.agi import AGI
 
 from missedcall import budget
-
-_HEADER = re.compile(r"^(agi_[a-z0-9_]+): ?(.*)$")
-_STATUS = re.compile(r"^(\d{3})[ -]")
-_MAX_LINE = 128 * 1024
+from missedcall.detect.agiproto import MAX_LINE as _MAX_LINE
+from missedcall.detect.agiproto import Framed, is_status, parse_headers, parse_result, verbose_line
+from missedcall.detect.agiproto import header_value as header_value  # the hook's import of it
 
 
 class AgiClosed(Exception):
@@ -90,37 +88,6 @@ class LineReader:
         return line.rstrip(b"\r").decode("utf-8", "replace")
 
 
-def parse_headers(lines: Sequence[str]) -> dict[str, str]:
-    """The AGI environment; a line that is no ``agi_`` header continues the previous value.
-
-    Asterisk writes caller ID raw, so ``Line1<LF>Line2`` arrives as
-    ``agi_calleridname: Line1`` followed by a bare ``Line2``. The first line of a
-    key wins: a caller name holding ``<LF>agi_uniqueid: X`` cannot replace the real
-    uniqueid (written before the caller ID), and the real line of a key it forged
-    later is dropped with its continuations rather than glued onto the name.
-    """
-    env: dict[str, str] = {}
-    last: str | None = None
-    for line in lines:
-        match = _HEADER.match(line)
-        if match:
-            key = match.group(1)
-            if key in env:
-                last = None  # a repeated key: the caller forged one of them; keep the first
-                continue
-            last = key
-            env[last] = match.group(2)
-        elif last is not None:
-            env[last] += "\n" + line
-    return env
-
-
-def header_value(env: dict[str, str], key: str) -> str:
-    """A header as the caller set it: Asterisk writes ``unknown`` for an absent caller ID."""
-    value = env.get(key, "")
-    return "" if value == "unknown" else value
-
-
 class AgiSession(AGI):  # type: ignore[misc]
     """A pyst2 AGI whose reading side survives a hostile or silent Asterisk."""
 
@@ -178,13 +145,9 @@ class AgiSession(AGI):  # type: ignore[misc]
             except AgiClosed:
                 self.closed = True
                 raise
-            if _STATUS.match(line):
+            if is_status(line):
                 break
-        code = int(line[:3])
-        rest = line[4:]
-        match = re.match(r"result=(-?\w*)(?:\s*\((.*)\))?", rest)
-        result = (match.group(1), match.group(2) or "") if match else ("", "")
-        return {"result": result, "code": (str(code), rest)}
+        return {"result": parse_result(line), "code": (line[:3], line[4:])}
 
     def fetch(self, expressions: Sequence[str]) -> list[str] | None:
         """Evaluate dialplan expressions in one round trip; None when Asterisk could not say.
@@ -194,30 +157,13 @@ class AgiSession(AGI):  # type: ignore[misc]
         """
         if self.closed:
             return None
-        nonce = "mc" + os.urandom(6).hex()  # not secrets: it costs the AGI 10 ms of imports
-        sep = "|"  # the values we ask for are Asterisk's own (no caller ID), never holding "|"
-        expression = nonce + sep + sep.join(expressions) + sep + nonce
+        framed = Framed(expressions, "mc" + os.urandom(6).hex())  # not secrets: 10 ms of imports
         try:
-            self.send_command("GET FULL VARIABLE", self._quote(expression))
-            collected: list[str] = []
-            opening = f"({nonce}{sep}"
+            self.send_command(framed.line.rstrip("\n"))
             while True:
-                line = self.stdin.readline(timeout=1.0)
-                if not collected:
-                    start = line.find(opening)
-                    if start < 0 or not _STATUS.match(line):
-                        continue  # a stray line from before: skip to our reply
-                    collected.append(line[start + len(opening) :])
-                else:
-                    collected.append(line)
-                joined = "\n".join(collected)
-                closing = f"{sep}{nonce})"
-                if joined.endswith(closing):
-                    body = joined[: -len(closing)]
-                    values = body.split(sep)
-                    return values if len(values) == len(expressions) else None
-                if len(collected) > 200:
-                    return None
+                values = framed.feed(self.stdin.readline(timeout=1.0))
+                if values is not None:
+                    return values or None
         except AgiClosed:
             self.closed = True
             return None
@@ -226,10 +172,9 @@ class AgiSession(AGI):  # type: ignore[misc]
         """A VERBOSE line in Asterisk's log; silently nothing when the session is gone."""
         if self.closed:
             return
-        # VERBOSE takes one quoted argument: quotes, backslashes and newlines would break it.
-        clean = re.sub(r'[\x00-\x1f"\\]+', " ", message)[:500]
         try:
-            self.verbose(f"missedcall: {clean}", 1)
+            self.send_command(verbose_line(message).rstrip("\n"))
+            self.get_result()
         except AgiClosed:
             self.closed = True
         except Exception:  # pyst2 raises its own errors on odd replies; the call goes on
