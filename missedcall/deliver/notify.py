@@ -29,7 +29,7 @@ from email.message import EmailMessage
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
-from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
+from missedcall.deliver import flood, lastknown, mail, recipients, spool, threads, transport
 from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -78,6 +78,8 @@ def skip_reason(call: CallRecord, settings: Settings, own: QueueSettings | None 
         if own is not None and own.sources.get("min_wait") == "queue":
             return f"waited {waited} s, less than queue {call.queue}'s minimum wait of {min_wait} s"
         return f"waited {waited} s, less than MISSEDCALL_MIN_WAIT={min_wait}"
+    if call.voicemail and threads.voicemail_mode(settings) == "suppress":
+        return "the caller left a voicemail (MISSEDCALL_VOICEMAIL=suppress)"
     return ""
 
 
@@ -147,6 +149,8 @@ def plan(
         zone=zone(settings),
         host=socket.gethostname(),
     )
+    thread, subject = threads.alert_thread(call, settings, store, subject=subject, label=label, language=language,
+                                           templates=templates, zone=zone(settings), now=now or utcnow())  # fmt: skip
     message = mail.build_message(
         subject=subject,
         body=body,
@@ -154,6 +158,7 @@ def plan(
         recipients=addresses,
         callid=call.callid,
         now=now or utcnow(),
+        thread=thread,
     )
     if not addresses:
         return Plan([], message, f"queue {call.queue} has no recipients and MISSEDCALL_FALLBACK_TO is empty")
@@ -334,6 +339,9 @@ def _record(
     written (a lock timeout under load, the database gone that instant) gets a spool file
     saying so instead, so that retry records it rather than mailing it again."""
     fields: dict[str, object] = {"status": status, "last_error": error[:512]}
+    if call.message_id:  # set by plan(): what a follow-up or a repeat miss replies to
+        fields["message_id"] = call.message_id
+        fields["thread_of"] = call.thread_of
     if next_attempt_at is not None:
         fields["next_attempt_at"] = next_attempt_at
         call.next_attempt_at = next_attempt_at

@@ -13,6 +13,8 @@ Three steps, each safe to run in several processes at once and after any crash:
    (Store.begin_attempt), which is also the lock between concurrent retries.
 3. **Send due flood digests** (missedcall.deliver.flood): one message per address
    listing every call held for it, once its window is over.
+4. **Send due follow-ups** (missedcall.deliver.followup): one mail in the thread of
+   each resolved miss, with the same back-off and attempt limit.
 
 ``--failed`` first puts failed calls and digests back in the queue (after the
 relay was fixed): a call whose own mail never went is retried from scratch, one
@@ -36,8 +38,8 @@ from datetime import datetime, timedelta
 
 from missedcall import log, text
 from missedcall.config import Settings
-from missedcall.deliver import digest, flood, mail, notify, spool, transport
-from missedcall.record import held
+from missedcall.deliver import digest, flood, followup, mail, notify, spool, transport
+from missedcall.record import followups, held
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.schema import SCHEMA_VERSION
@@ -65,6 +67,7 @@ class Report:
     digests: int = 0
     digest_calls: int = 0
     digest_failures: int = 0
+    followups: dict[str, int] = field(default_factory=dict)  # follow-up threads by result (followup.send_due)
     parked: list[str] = field(default_factory=list)  # ids of items set aside by an unexpected error
     handled: int = 0  # items that went through without one
     errors: list[str] = field(default_factory=list)
@@ -79,7 +82,7 @@ class Report:
     def did_something(self) -> bool:
         return bool(
             self.imported or self.known or self.bad or self.requeued or self.outcomes or self.digests
-            or self.digest_failures or self.parked
+            or self.digest_failures or self.parked or self.followups
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -98,6 +101,8 @@ class Report:
                 f"digests: {self.digests} sent listing {self.digest_calls} call(s)"
                 + (f", {self.digest_failures} failed" if self.digest_failures else "")
             )
+        if self.followups:
+            parts.append("follow-ups: " + ", ".join(f"{n} {s}" for s, n in sorted(self.followups.items())))
         if self.parked:
             shown = ", ".join(self.parked[:5]) + (", …" if len(self.parked) > 5 else "")
             parts.append(f"{len(self.parked)} item(s) parked after an unexpected error: {shown} (see doctor)")
@@ -130,6 +135,7 @@ def run(
             report.handled += 1
             report.tally(status)
     send_digests(store, settings, report, now=now, timeout=timeout)
+    send_followups(store, settings, report, now=now, timeout=timeout)
     if report.did_something():
         log.info(report.summary())
     return report
@@ -237,7 +243,22 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
 
 def requeue_failed(store: Store, now: datetime) -> int:
     """Put failed calls and digests back in the queue; returns how many rows changed."""
-    return held.requeue_failed(store, now) + store.requeue_unsent(now)
+    return held.requeue_failed(store, now) + store.requeue_unsent(now) + followups.requeue_failed(store, now)
+
+
+def send_followups(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
+    """The follow-ups of resolved misses; whatever goes wrong there never stops the alerts' work."""
+    try:
+        done = followup.send_due(store, settings, now=now, timeout=timeout)
+    except Exception as exc:
+        if isinstance(exc, StorageError) and not _answers(store):
+            raise
+        report.errors.append(f"follow-ups: {_describe(exc)}")
+        log.error(f"retry: follow-ups: {_describe(exc)}; the next run tries again")
+        return
+    report.followups = done.counts
+    report.handled += sum(done.counts.values())
+    report.parked += [f"follow-up of call {key}" for key in done.parked]
 
 
 def send_digests(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
@@ -344,6 +365,12 @@ def _poisoned(store: Store, settings: Settings, failed: int) -> list[str]:
     for email, n, error in held.failed_digests(store):
         if PARKED in error:
             found.append(f"digest to {email} ({n} call(s)) parked ({error[:160]})")
+    try:
+        parked_followups = [(k, e) for k, e in followups.failed(store) if e.startswith(followup.PARKED)]
+    except StorageError:
+        parked_followups = []  # tables older than schema 5: nothing of ours to report
+    for key, error in parked_followups:
+        found.append(f"follow-up of call {key} parked ({error[:160]})")
     for queue, email in store.recipient_rows():
         problem = mail.address_problem(email)
         if problem:
