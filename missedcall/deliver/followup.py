@@ -41,18 +41,20 @@ PARKED = "parked: "
 
 _TEXT = {
     "en": {
-        "called-back": "Called back by {who} {after} after the miss",
+        "called-back": "Called back{by} {after} after the miss",
+        "called-back-by": " by {who}",
         "talked": ", talked {talk}",
-        "got-through": "Called again at {time} and was answered by {who}",
-        "somebody": "an agent",
+        "got-through": "Called again at {time} and was answered{by}",
+        "got-through-by": (" by {who}", ""),
         "closes": "This closes {count} from this number.",
         "span": ("{s} s", "{m} min", "{h} h {m:02d} min"),
     },
     "ru": {
-        "called-back": "Перезвонили с {who} через {after} после пропущенного звонка",
+        "called-back": "Перезвонили{by} через {after} после пропущенного звонка",
+        "called-back-by": " с {who}",
         "talked": ", разговор {talk}",
-        "got-through": "Абонент позвонил снова в {time}, ответил {who}",
-        "somebody": "оператор",
+        "got-through": "Абонент позвонил снова в {time}{by}",
+        "got-through-by": (", ответил {who}", ", звонок принят"),
         "closes": "Закрыто: {count} с этого номера.",
         "span": ("{s} с", "{m} мин", "{h} ч {m:02d} мин"),
     },
@@ -91,16 +93,18 @@ def talk_time(seconds: int) -> str:
 def outcome_text(call: CallRecord, *, language: str, zone: tzinfo | None) -> str:
     """The sentence that closes the miss, from its resolution columns (written by the resolver: untrusted)."""
     words = _TEXT[language]
-    who = mail.clean(call.resolved_by, 128) or words["somebody"]
+    who = mail.clean(call.resolved_by, 128)
     missed = call.ended_at or call.entered_at
     resolved = call.resolved_at or missed
     if call.resolution == "got-through":
         moment = (resolved or utcnow()).astimezone(zone)
         local_missed = (missed or resolved or utcnow()).astimezone(zone)
         shown = f"{moment:%H:%M}" if moment.date() == local_missed.date() else f"{moment:%Y-%m-%d %H:%M}"
-        return words["got-through"].format(time=shown, who=who) + "."
+        known, unknown = words["got-through-by"]
+        return words["got-through"].format(time=shown, by=known.format(who=who) if who else unknown) + "."
     after = (resolved - missed).total_seconds() if resolved and missed else 0
-    sentence = words["called-back"].format(who=who, after=span(after, language))
+    by = words["called-back-by"].format(who=who) if who else ""
+    sentence = words["called-back"].format(by=by, after=span(after, language))
     if call.talk_seconds:
         sentence += words["talked"].format(talk=talk_time(call.talk_seconds))
     return sentence + "."
@@ -199,6 +203,9 @@ def _send_thread(store: Store, settings: Settings, key: str, members: list[CallR
             if address.lower() not in {a.lower() for a in addresses} and not mail.address_problem(address):
                 addresses.append(address)
     state = followups.get(store, key) or followups.start(store, key, addresses)
+    # The row is text anyone with database access may edit: only addresses fit for a header are mailed.
+    state.waiting = tuple(a for a in state.waiting if not mail.address_problem(a))
+    state.granted = tuple(a for a in state.granted if not mail.address_problem(a))
     if not addresses and not state.waiting and not state.granted:
         state.last_error = "nobody was mailed about this miss"
         followups.finish(store, state, callids, "failed", now)
