@@ -83,7 +83,10 @@ class RawPeer(AgiPeer):
 
 
 EXPECTED_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Auto-Response-Suppress",
-                    "X-Missedcall-Callid", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}  # fmt: skip
+                    "X-Missedcall-Callid", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+                    "Thread-Topic", "Thread-Index"}  # fmt: skip
+#: What a repeat miss adds: it replies in the thread of the caller's open miss (docs/followups.md).
+REPLY_HEADERS = {"In-Reply-To", "References"}
 
 
 def assert_clean_mail(mail: StoredMail, recipients: set[str]) -> None:
@@ -91,7 +94,7 @@ def assert_clean_mail(mail: StoredMail, recipients: set[str]) -> None:
     message: EmailMessage = mail.message
     assert set(mail.recipients) == recipients, mail.recipients
     assert {a for _, a in getaddresses([str(message["To"])])} == recipients
-    assert set(message.keys()) <= EXPECTED_HEADERS, message.keys()
+    assert set(message.keys()) <= EXPECTED_HEADERS | REPLY_HEADERS, message.keys()
     assert len(message.get_all("To", [])) == 1 and len(message.get_all("Subject", [])) == 1
     assert message["From"] == "pbx@example.com"
     assert message.defects == [] and not any(p.defects for p in message.walk())

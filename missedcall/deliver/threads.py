@@ -14,19 +14,35 @@ from datetime import datetime, timedelta, tzinfo
 
 from missedcall import log, text
 from missedcall.config import ConfigError, Settings
-from missedcall.deliver import mail, threadsettings
+from missedcall.deliver import mail
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord
 from missedcall.record.storage import Store
 
+DEFAULT_HOURS = 24
+
 
 def voicemail_mode(settings: Settings) -> str:
     """MISSEDCALL_VOICEMAIL, read where a call is judged; a bad value mentions (doctor FAILs on it)."""
+    from missedcall.deliver import threadsettings  # only for a call with a voicemail
+
     try:
         return threadsettings.voicemail_mode(settings)
     except ConfigError as exc:
         log.warning(f"{exc}; mentioning the voicemail")
         return "mention"
+
+
+def resolve_hours(settings: Settings) -> int:
+    """MISSEDCALL_RESOLVE_HOURS; the default costs the hook no import, a bad value is the default."""
+    if not settings.raw.get("MISSEDCALL_RESOLVE_HOURS", "").strip():
+        return DEFAULT_HOURS
+    from missedcall.deliver import threadsettings
+
+    try:
+        return threadsettings.resolve_hours(settings)
+    except ConfigError:
+        return DEFAULT_HOURS  # doctor FAILs on it
 
 
 def alert_thread(
@@ -73,12 +89,9 @@ def _open_thread(
 ) -> tuple[CallRecord | None, list[CallRecord]]:
     """The first open, mailed miss of this caller within the horizon, and the repeats already in its thread."""
     key = call.caller_key or text.caller_key(call.caller_num)
-    if not key:
-        return None, []  # anonymous or internal: never threaded
-    try:
-        hours = threadsettings.resolve_hours(settings)
-    except ConfigError:
-        hours = 24
+    if not key or call.source == "test":
+        return None, []  # anonymous or internal: never threaded; `missedcall-admin test` never joins a real thread
+    hours = resolve_hours(settings)
     try:
         found = store.open_misses(key, ended - timedelta(hours=hours), ended, exclude=call.callid)
     except StorageError as exc:  # threading is a nicety: the alert goes out on its own
