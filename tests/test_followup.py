@@ -296,6 +296,12 @@ def test_one_bad_thread_is_parked_and_the_others_go(
         # Parked, never retried in a loop.
         assert retry.run(store, settings, now=T0 + timedelta(hours=3)).followups == {}
     assert len(followups_in(box.mails())) == 2
+    # Once the row is mended, `retry --failed` sends it (it was never sent, so it is no duplicate).
+    with box.store() as store:
+        store.update_call("1795860000.2", resolved_at=T0 + timedelta(minutes=3))
+        report = retry.run(store, settings, now=T0 + timedelta(hours=4), failed=True)
+    assert report.followups == {"sent": 1} and state(box, "1795860000.2") == "sent"
+    assert len(followups_in(box.mails())) == 3
 
 
 def test_addresses_in_a_hand_edited_row_are_checked_again(

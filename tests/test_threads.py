@@ -5,6 +5,7 @@ stand-in received; the rows come from real SQLite and MariaDB."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -288,3 +289,14 @@ def test_the_hook_reads_vmstatus_in_the_same_round_trip(tmp_path: Path, sqlite_u
     assert "The caller left a voicemail." in by_callid(box, "1795763000.1").get_content()
     fetches = [c for c in result.commands if c.startswith("GET FULL VARIABLE")]
     assert len(fetches) == 1 and "${VMSTATUS}" in fetches[0]
+
+
+def test_doctor_fails_on_a_bad_threading_key(tmp_path: Path, sqlite_url: str) -> None:
+    box = make_pbx(tmp_path, sqlite_url, MISSEDCALL_VOICEMAIL="shout")
+    done = box.admin("doctor", "--json", "--state", str(tmp_path / "no-install.state"))
+    assert done.returncode == 1, done.stderr
+    config_line = next(c for c in json.loads(done.stdout) if c["check"] == "config")
+    assert config_line["status"] == "FAIL" and config_line["detail"].startswith("MISSEDCALL_VOICEMAIL: 'shout'")
+    box.configure(MISSEDCALL_VOICEMAIL="suppress")
+    fixed = box.admin("doctor", "--json", "--state", str(tmp_path / "no-install.state"))
+    assert next(c for c in json.loads(fixed.stdout) if c["check"] == "config")["status"] != "FAIL"

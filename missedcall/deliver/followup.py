@@ -197,11 +197,7 @@ def _send_thread(store: Store, settings: Settings, key: str, members: list[CallR
     members.sort(key=lambda m: (m.ended_at or m.entered_at or now, m.id or 0))
     root = next((m for m in members if m.callid == key), None) or store.get_call(key) or members[0]
     callids = [m.callid for m in members]
-    addresses: list[str] = []
-    for call in [root, *members]:
-        for address in call.recipients:
-            if address.lower() not in {a.lower() for a in addresses} and not mail.address_problem(address):
-                addresses.append(address)
+    addresses = _addresses([root, *members])
     state = followups.get(store, key) or followups.start(store, key, addresses)
     # The row is text anyone with database access may edit: only addresses fit for a header are mailed.
     state.waiting = tuple(a for a in state.waiting if not mail.address_problem(a))
@@ -252,13 +248,22 @@ def _send_thread(store: Store, settings: Settings, key: str, members: list[CallR
     return "sent"
 
 
+def _addresses(calls: Sequence[CallRecord]) -> list[str]:
+    """Everyone the thread's alerts went to, each once, only addresses fit for a header."""
+    found: list[str] = []
+    for call in calls:
+        for address in call.recipients:
+            if address.lower() not in {a.lower() for a in found} and not mail.address_problem(address):
+                found.append(address)
+    return found
+
+
 def _park(store: Store, key: str, members: list[CallRecord], reason: str) -> None:
     log.error(f"follow-up of call {text.printable(key, limit=64)}: {reason}; set aside (doctor shows it)")
     try:
-        state = followups.get(store, key) or followups.State(key)
+        # Whoever has not had it stays on the row, so that `retry --failed` sends it to them later.
+        state = followups.get(store, key) or followups.start(store, key, _addresses(members))
         state.last_error = reason
-        if followups.get(store, key) is None:
-            followups.start(store, key, ())
         followups.finish(store, state, [m.callid for m in members], "failed", utcnow())
     except StorageError as why:
         log.error(f"follow-up of call {key}: could not park it: {why}")
