@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from missedcall import config
-from missedcall.deliver import followup, mail, notify, retry
+from missedcall.deliver import followup, notify, retry, threads
 from missedcall.record import followups
 from missedcall.record.model import CallRecord
 from tests.agibox import Pbx, make_pbx
@@ -87,7 +87,7 @@ def test_a_callback_is_followed_up_in_the_alerts_thread(
     assert follow["Message-ID"] == "<missedcall-followup.1795800000.1@example.com>"
     assert follow["Thread-Topic"] == original["Subject"] == original["Thread-Topic"]
     assert len(index(original)) == 22 and len(index(follow)) == 27
-    assert index(follow)[:22] == index(original) and index(original)[6:] == mail.thread_guid("1795800000.1")
+    assert index(follow)[:22] == index(original) and index(original)[6:] == threads.thread_guid("1795800000.1")
     assert follow["Auto-Submitted"] == "auto-generated"
     body = follow.get_content()
     assert body.startswith("Called back by 102 (Ivan Petrov) 14 min after the miss, talked 3:20.\n")

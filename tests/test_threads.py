@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from missedcall import config
-from missedcall.deliver import mail, notify, retry, spool, threadsettings
+from missedcall.deliver import notify, retry, spool, threads, threadsettings
 from missedcall.record.model import CallRecord
 from tests.agibox import Pbx, abandon_peer, make_pbx
 
@@ -57,38 +57,38 @@ def settings_of(box: Pbx, monkeypatch: pytest.MonkeyPatch, **keys: str) -> confi
 
 def test_thread_index_layout() -> None:
     started = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
-    first = base64.b64decode(mail.thread_index("1795659185.13", started))
+    first = base64.b64decode(threads.thread_index("1795659185.13", started))
     assert len(first) == 22 and first[0] == 1
-    assert first[6:] == mail.thread_guid("1795659185.13")
+    assert first[6:] == threads.thread_guid("1795659185.13")
     # The 40 bits after the reserved byte are the FILETIME's high bits (100 ns units since 1601).
     filetime = int((started.timestamp() + 11_644_473_600) * 10**7)
     assert int.from_bytes(first[1:6], "big") == filetime >> 24
-    reply = base64.b64decode(mail.thread_index("1795659185.13", started, reply_at=started + timedelta(minutes=14)))
+    reply = base64.b64decode(threads.thread_index("1795659185.13", started, reply_at=started + timedelta(minutes=14)))
     assert len(reply) == 27 and reply[:22] == first
     code = int.from_bytes(reply[22:26], "big")
     assert code >> 31 == 0  # a difference under 1.8 years
     delta = (code & 0x7FFFFFFF) << 18
     assert abs(delta - ((filetime + 14 * 60 * 10**7) - ((filetime >> 24) << 24))) < 1 << 18
-    assert mail.thread_guid("a") != mail.thread_guid("b") and len(mail.thread_guid("")) == 16
+    assert threads.thread_guid("a") != threads.thread_guid("b") and len(threads.thread_guid("")) == 16
 
 
 def test_message_id_is_the_callids_own_and_a_valid_msg_id() -> None:
-    assert mail.message_id("1795659185.13", "pbx@example.com") == "<missedcall.1795659185.13@example.com>"
-    assert mail.message_id("..x..y.", "pbx@example.com", "missedcall-followup") == (
+    assert threads.message_id("1795659185.13", "pbx@example.com") == "<missedcall.1795659185.13@example.com>"
+    assert threads.message_id("..x..y.", "pbx@example.com", "missedcall-followup") == (
         "<missedcall-followup.x.y@example.com>"
     )
     message = EmailMessage()
-    message["Message-ID"] = mail.message_id("a..b", "pbx@example.com")
+    message["Message-ID"] = threads.message_id("a..b", "pbx@example.com")
     assert not message["Message-ID"].defects
 
 
 def test_ordinals_and_subject_prefixes() -> None:
-    assert [mail.ordinal(n, "en") for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+    assert [threads.ordinal(n, "en") for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th",
     ]  # fmt: skip
-    assert mail.ordinal(2, "ru") == "2-й"
-    assert mail.topic("Re: RE: re:Missed call") == "Missed call"
-    assert mail.reply_subject("Re: x") == "Re: x" and mail.reply_subject("x") == "Re: x"
+    assert threads.ordinal(2, "ru") == "2-й"
+    assert threads.topic("Re: RE: re:Missed call") == "Missed call"
+    assert threads.reply_subject("Re: x") == "Re: x" and threads.reply_subject("x") == "Re: x"
 
 
 def test_settings_parse_and_refuse() -> None:
@@ -123,7 +123,7 @@ def test_alert_carries_the_stored_message_id_and_a_thread_index(
     assert message["In-Reply-To"] is None and message["References"] is None
     assert message["Thread-Topic"] == message["Subject"]
     index = thread_index(message)
-    assert len(index) == 22 and index[6:] == mail.thread_guid("1795700000.1")
+    assert len(index) == 22 and index[6:] == threads.thread_guid("1795700000.1")
 
 
 def test_a_resend_after_a_relay_failure_keeps_the_message_id(
@@ -152,6 +152,20 @@ def test_the_spool_keeps_the_message_id(tmp_path: Path, sqlite_url: str, monkeyp
     with box.store() as store:
         retry.run(store, settings)
     assert box.calls()[0].message_id == "<missedcall.1795700002.1@example.com>"
+
+
+def test_an_adopted_mail_keeps_its_message_id(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook mailed while the database was down; the sweeper then claims the call: it is adopted, not resent,
+    and its row gets the Message-ID the mail carried."""
+    box = make_pbx(tmp_path, sqlite_url, MISSEDCALL_FALLBACK_TO="fallback@example.com")
+    settings = box.in_this_process(monkeypatch)
+    outcome = notify.offline(settings, miss("1795700003.1"), deadline=time.monotonic() + 5, reason="test: down")
+    assert outcome.status == "sent"
+    swept = miss("1795700003.1")
+    swept.source = "queue_log"
+    assert mailed(box, swept, settings).status == "sent"
+    assert len(box.mails()) == 1
+    assert box.calls()[0].message_id == box.mails()[0]["Message-ID"] == "<missedcall.1795700003.1@example.com>"
 
 
 # ============================================================================ repeat callers

@@ -138,20 +138,23 @@ def build(root: CallRecord, members: Sequence[CallRecord], settings: Settings, *
     }
     body = Template(mail.load_template(language, "followup_body.txt", settings.template_dir)).safe_substitute(values)
     references = tuple(
-        m.message_id or mail.message_id(m.callid, settings.mail_from) for m in _thread_order(root, members)
+        m.message_id or threads.message_id(m.callid, settings.mail_from) for m in _thread_order(root, members)
     )[-10:]
     started = root.ended_at or root.entered_at or now
-    thread = mail.Thread(
-        mail.message_id(root.callid, settings.mail_from, "missedcall-followup"),
-        mail.thread_index(
+    thread = threads.Thread(
+        threads.message_id(root.callid, settings.mail_from, "missedcall-followup"),
+        threads.thread_index(
             root.callid, started, reply_at=closed.resolved_at or now, reply_key=f"followup:{root.callid}"
         ),
-        mail.topic(first),
+        threads.topic(first),
         in_reply_to=references[-1],
         references=references,
     )
-    return mail.build_message(subject=mail.reply_subject(mail.topic(first)), body=body, sender=settings.mail_from,
-                              recipients=to, callid=root.callid, now=now, thread=thread)  # fmt: skip
+    message = mail.build_message(subject=threads.reply_subject(threads.topic(first)), body=body,
+                                 sender=settings.mail_from, recipients=to, callid=root.callid, now=now,
+                                 message_id=thread.message_id)  # fmt: skip
+    threads.set_thread(message, thread)
+    return message
 
 
 def _thread_order(root: CallRecord, members: Sequence[CallRecord]) -> list[CallRecord]:

@@ -158,8 +158,9 @@ def plan(
         recipients=addresses,
         callid=call.callid,
         now=now or utcnow(),
-        thread=thread,
+        message_id=thread.message_id,
     )
+    threads.set_thread(message, thread)
     if not addresses:
         return Plan([], message, f"queue {call.queue} has no recipients and MISSEDCALL_FALLBACK_TO is empty")
     return Plan(addresses, message)
@@ -306,6 +307,7 @@ def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord
     call.attempts = max(call.attempts, copy.attempts)
     call.recipients = copy.recipients
     call.notified_at = copy.notified_at or utcnow()
+    call.message_id = copy.message_id or call.message_id  # what a follow-up will reply to
     try:
         store.update_call(
             call.callid,
@@ -314,6 +316,7 @@ def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord
             attempts=call.attempts,
             recipients=list(call.recipients),
             notified_at=call.notified_at,
+            message_id=call.message_id,
         )
     except StorageError as exc:
         log.error(f"call {call.callid}: could not record status {status}: {exc}")

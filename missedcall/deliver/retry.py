@@ -235,6 +235,7 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
                 recipients=list(call.recipients),
                 notified_at=call.notified_at or now,
                 attempts=max(existing.attempts, call.attempts),
+                message_id=call.message_id or existing.message_id,
             )
             report.adopted += 1
     spool.remove(path)
