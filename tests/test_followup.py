@@ -331,3 +331,26 @@ def test_outcome_sentences() -> None:
     assert [followup.span(s, "en") for s in (-5, 59, 60, 3599, 3600, 7500)] == [
         "0 s", "59 s", "1 min", "59 min", "1 h 00 min", "2 h 05 min",
     ]  # fmt: skip
+
+
+def test_an_unreadable_template_waits_like_a_relay_failure(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = make_pbx(tmp_path, sqlite_url)
+    settings = box.in_this_process(monkeypatch)
+    alert(box, miss("1795870000.1"), settings)
+    resolve(box, "1795870000.1", after=timedelta(minutes=3))
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "followup_body.txt").write_bytes(b"\xff\xfe not UTF-8 $outcome\n")
+    box.configure(MISSEDCALL_TEMPLATE_DIR=str(folder))
+    settings = box.in_this_process(monkeypatch)
+    assert send(box, settings, T0 + timedelta(minutes=4)).counts == {"pending": 1}
+    with box.store() as store:
+        kept = followups.get(store, "1795870000.1")
+    assert kept is not None and "cannot read template" in kept.last_error
+    (folder / "followup_body.txt").write_text("Closed: $outcome\n$notes", encoding="utf-8")
+    assert send(box, settings, T0 + timedelta(minutes=6)).counts == {"sent": 1}
+    assert box.mails()[-1].get_content() == (
+        "Closed: Called back by 102 (Ivan Petrov) 3 min after the miss, talked 3:20.\n"
+    )

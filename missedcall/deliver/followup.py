@@ -230,13 +230,15 @@ def _send_thread(store: Store, settings: Settings, key: str, members: list[CallR
         return "held"
     followups.save(store, state)  # the addresses counted are kept, so a retry does not count them again
     own = queues.effective(store, root.queue, language=settings.language, min_wait=settings.min_wait)
-    message = build(root, members, settings, to=list(state.granted), label=own.label, language=own.language, now=now)
     try:
+        # A template folder that cannot be read is an admin's to fix, like a relay: retried with back-off.
+        message = build(root, members, settings, to=list(state.granted), label=own.label, language=own.language,
+                        now=now)  # fmt: skip
         transport.send(message, list(state.granted), settings, timeout=timeout)
-    except transport.TransportError as exc:
+    except (transport.TransportError, mail.TemplateError) as exc:
         state.last_error = str(exc)
         log.warning(f"follow-up of call {key}: not sent ({exc}); attempt {state.attempts}")
-        if not exc.temporary or state.attempts >= notify.MAX_ATTEMPTS:
+        if not getattr(exc, "temporary", True) or state.attempts >= notify.MAX_ATTEMPTS:
             followups.finish(store, state, callids, "failed", now)
             return "failed"
         followups.save(store, state)
