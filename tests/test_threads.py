@@ -314,3 +314,24 @@ def test_doctor_fails_on_a_bad_threading_key(tmp_path: Path, sqlite_url: str) ->
     box.configure(MISSEDCALL_VOICEMAIL="suppress")
     fixed = box.admin("doctor", "--json", "--state", str(tmp_path / "no-install.state"))
     assert next(c for c in json.loads(fixed.stdout) if c["check"] == "config")["status"] != "FAIL"
+
+
+def test_the_hook_loads_no_follow_up_code(tmp_path: Path, sqlite_url: str) -> None:
+    """Threading costs the hook one small module and one query; the follow-up and the settings parser stay out."""
+    box = make_pbx(tmp_path, sqlite_url)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os, sys\n"
+        "atexit.register(lambda: open(os.environ['MODULES_FILE'], 'w').write('\\n'.join(sorted(sys.modules))))\n"
+    )
+    modules_file = tmp_path / "modules"
+    for n, caller in enumerate(("5557000", "5557000")):
+        peer = abandon_peer(f"1795764000.{n}", caller=caller)
+        assert box.run(peer, ["600"], PYTHONPATH=str(site), MODULES_FILE=str(modules_file)).returncode == 0
+    assert by_callid(box, "1795764000.1")["In-Reply-To"] == by_callid(box, "1795764000.0")["Message-ID"]
+    loaded = set(modules_file.read_text().split())
+    assert "missedcall.deliver.threads" in loaded
+    off_path = {"missedcall.deliver.followup", "missedcall.deliver.threadsettings", "missedcall.record.followups",
+                "missedcall.deliver.plural", "missedcall.deliver.retry"}  # fmt: skip
+    assert sorted(loaded & off_path) == []
