@@ -8,6 +8,7 @@ Store.update_call, as it does."""
 from __future__ import annotations
 
 import base64
+import threading
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
@@ -354,3 +355,29 @@ def test_an_unreadable_template_waits_like_a_relay_failure(
     assert box.mails()[-1].get_content() == (
         "Closed: Called back by 102 (Ivan Petrov) 3 min after the miss, talked 3:20.\n"
     )
+
+
+def test_two_retries_at_once_send_it_once(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    box = make_pbx(tmp_path, db_url)
+    settings = box.in_this_process(monkeypatch)
+    for n in range(6):
+        alert(box, miss(f"1795880000.{n}", caller=f"555800{n}"), settings)
+        resolve(box, f"1795880000.{n}", after=timedelta(minutes=2))
+    results: list[followup.Outcome] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(send(box, settings, T0 + timedelta(minutes=3)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(120)
+    assert not errors, errors
+    assert sum(r.counts.get("sent", 0) for r in results) == 6, results
+    sent = [m["X-Missedcall-Callid"] for m in followups_in(box.mails())]
+    assert sorted(sent) == [f"1795880000.{n}" for n in range(6)]

@@ -210,13 +210,14 @@ def _send_thread(store: Store, settings: Settings, key: str, members: list[CallR
         followups.finish(store, state, callids, "failed", now)
         return "failed"
     if not state.waiting and not state.granted:
-        followups.finish(store, state, callids, "sent", now)  # sent before; the row never heard
-        return "sent"
+        # Everyone has it: another retry sent it a moment ago, or a crash came between the send and this write.
+        followups.finish(store, state, callids, "sent", now)
+        return "already sent"
     if state.attempts >= notify.MAX_ATTEMPTS:
         state.last_error = state.last_error or f"gave up after {state.attempts} attempts"
         followups.finish(store, state, callids, "failed", now)
         return "failed"
-    if not followups.begin_attempt(store, state, now + notify.backoff(state.attempts + 1)):
+    if not followups.begin_attempt(store, state, now + notify.backoff(state.attempts + 1), now):
         return "busy"  # another retry is on it
     opens = None
     if state.waiting:

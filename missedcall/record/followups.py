@@ -74,12 +74,15 @@ def start(store: Store, key: str, addresses: Sequence[str]) -> State:
     return state
 
 
-def begin_attempt(store: Store, state: State, next_attempt_at: datetime) -> bool:
-    """Count one more attempt before it is made; False when another process counted this one first."""
+def begin_attempt(store: Store, state: State, next_attempt_at: datetime, now: datetime) -> bool:
+    """Count one more attempt before it is made; False when another process counted this one first.
+
+    The row must still be due: the process that counts an attempt also moves ``next_attempt_at`` ahead,
+    so another retry that read the same row a moment earlier finds it taken, not due again."""
     cursor = store.execute(
         "UPDATE missedcall_followups SET attempts = attempts + 1, next_attempt_at = ?"
-        " WHERE callid = ? AND attempts = ?",
-        (next_attempt_at, state.key, state.attempts),
+        " WHERE callid = ? AND attempts = ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+        (next_attempt_at, state.key, state.attempts, now),
     )
     if cursor.rowcount != 1:
         return False
