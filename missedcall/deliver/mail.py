@@ -188,7 +188,7 @@ def render(
     }
     subject = clean(Template(templates.subject).safe_substitute(values), _SUBJECT_MAX)
     body = Template(templates.body).safe_substitute(values)
-    if call.voicemail and "voicemail" not in templates.body:
+    if call.voicemail and "$voicemail" not in templates.body and "${voicemail}" not in templates.body:
         # A template from before $voicemail existed still says so, on top where a phone shows it.
         body = f"{values['voicemail']}\n\n{body}"
     return subject, body
