@@ -1,6 +1,6 @@
 """``missedcall-admin retry`` (cron, every minute): finish what the detectors could not.
 
-Three steps, each safe to run in several processes at once and after any crash:
+Four steps, each safe to run in several processes at once and after any crash:
 
 1. **Import the spool.** Calls the AGI spooled while the database was down
    become rows. ``claim_call`` is the idempotency key: a call already recorded
