@@ -30,6 +30,7 @@ import pytest
 
 from missedcall import config
 from missedcall.deliver import notify, retry
+from missedcall.deliver.health import health as delivery_health
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.storage import Store
@@ -318,7 +319,7 @@ def test_backoff_then_failed_then_shown_by_log_and_doctor(
             assert store.get_call(call.callid).attempts == row.attempts + 1  # type: ignore[union-attr]
         assert row.attempts == notify.MAX_ATTEMPTS and "exited with 75" in row.last_error
         assert waits == list(notify.BACKOFF)
-        status, detail, fix = retry.health(store, settings)
+        status, detail, fix = delivery_health(store, settings)
         assert status == "WARN" and "1 call(s) failed" in detail and "retry --failed" in fix
     assert box.stored() == []
     shown = box.admin("log", "--status", "failed", "--json")

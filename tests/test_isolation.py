@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from missedcall.deliver import retry, spool
+from missedcall.deliver.health import health as delivery_health
 from missedcall.record import held
 from missedcall.record.model import CallRecord, utcnow
 from tests.agibox import Pbx, callids_mailed, make_pbx
@@ -37,7 +38,7 @@ def _box(tmp_path: Path, db_url: str) -> Pbx:
 def _health(box: Pbx, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, str]:
     settings = box.in_this_process(monkeypatch)
     with box.store() as store:
-        return retry.health(store, settings)
+        return delivery_health(store, settings)
 
 
 def test_a_poisoned_spool_file_is_set_aside_and_the_others_are_mailed(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from missedcall.deliver import notify, retry
+from missedcall.deliver import notify
+from missedcall.deliver.health import health as delivery_health
 from missedcall.record import held
 from missedcall.record.model import CallRecord, utcnow
 from tests.agibox import abandon_peer, callids_mailed, make_pbx
@@ -62,7 +63,7 @@ def test_a_bad_address_in_the_table_is_skipped_and_the_others_mailed(
     assert call.status == "sent" and call.recipients == ("first@example.com", "last@example.com")
     settings = box.in_this_process(monkeypatch)
     with box.store() as store:
-        status, detail, _ = retry.health(store, settings)
+        status, detail, _ = delivery_health(store, settings)
     assert status == "FAIL" and "of queue 600 is skipped" in detail, detail
 
 
@@ -91,5 +92,5 @@ def test_a_bad_address_with_held_calls_loses_only_its_digest(
     assert rows["1796200002.2"].status == "failed" and "encoded word" in rows["1796200002.2"].last_error
     settings = box.in_this_process(monkeypatch)
     with box.store() as store:
-        status, detail, _ = retry.health(store, settings)
+        status, detail, _ = delivery_health(store, settings)
     assert status == "FAIL" and "digest to =?utf-8?q?a=0Ab?=@example.com" in detail, detail

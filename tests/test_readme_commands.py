@@ -182,7 +182,7 @@ def test_skipped_examples_are_named_in_the_document() -> None:
 def _normalised(text: str) -> list[str]:
     lines = []
     for line in text.strip("\n").splitlines():
-        line = re.sub(r"^(Date|Message-ID): .*", r"\1: *", line)
+        line = re.sub(r"^(Date|Message-ID|Thread-Index): .*", r"\1: *", line)
         line = re.sub(r"^(From: [^@]+)@.*", r"\1@*", line)
         line = re.sub(r"test-\d+", "test-*", line)
         line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "*", line)

@@ -19,7 +19,7 @@ import pytest
 from missedcall.dburl import parse_db_url
 from missedcall.deliver import lastknown, spool
 from missedcall.record.model import CallRecord, utcnow
-from missedcall.record.schema import SCHEMA_VERSION
+from missedcall.record.schema import ADDED_INDEXES, SCHEMA_VERSION
 from missedcall.record.storage import Store
 from tests.agibox import abandon_peer, callids_mailed, make_pbx
 from tests.mailbox import text_part
@@ -38,7 +38,7 @@ def _make_version_1(store: Store) -> None:
     store.execute("DROP TABLE IF EXISTS missedcall_queues")
     store.execute("ALTER TABLE missedcall_calls DROP COLUMN next_attempt_at")
     store.execute("ALTER TABLE missedcall_calls DROP COLUMN did")
-    for index in ("missedcall_calls_caller_key", "missedcall_calls_resolution"):
+    for index, _table, _columns in ADDED_INDEXES:
         store.execute(f"DROP INDEX {index}" if store.kind == "sqlite" else f"DROP INDEX {index} ON missedcall_calls")
     for column in SCHEMA_5_COLUMNS:
         store.execute(f"ALTER TABLE missedcall_calls DROP COLUMN {column}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, user_may
 from missedcall.config import is_address, shown
 from missedcall.deliver import targets
+from missedcall.deliver.health import health as delivery_health
 from missedcall.record.db import StorageError
 from missedcall.record.schema import SCHEMA_VERSION
 from missedcall.record.storage import Store
@@ -114,11 +115,10 @@ def check_recipients(doc: Doctor) -> Check:
 
 
 def check_delivery(doc: Doctor) -> Check:
-    """Failed calls, calls overdue for retry, and the spool (missedcall.deliver.retry.health)."""
+    """Failed calls, calls overdue for retry, and the spool (missedcall.deliver.health)."""
     name = "delivery"
     if doc.settings is None or doc.store is None:
         return Check(WARN, name, "not checked: no database")
-    from missedcall.deliver import retry
 
     spool_dir = doc.settings.spool_dir
     user = doc.for_user()
@@ -129,5 +129,5 @@ def check_delivery(doc: Doctor) -> Check:
             f"spool {spool_dir} is missing or not writable by {user.name}: calls are lost while the database is down",
             f"install -d -m 0750 -o {user.name} -g {user.name} {spool_dir}",
         )
-    status, detail, fix = retry.health(doc.store, doc.settings)
+    status, detail, fix = delivery_health(doc.store, doc.settings)
     return Check(status, name, detail, fix)

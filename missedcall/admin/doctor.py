@@ -141,6 +141,11 @@ class Doctor:
                 return Check(FAIL, name, str(exc), fix)
             return Check(FAIL, name, str(exc), f"edit {path} (every key is described in the README)")
         self.secrets |= {s for s in (self.settings.db.password, self.settings.smtp_password) if s}
+        from missedcall.deliver import threadsettings
+
+        problems = threadsettings.check(self.settings)  # keys load_settings keeps raw (follow-ups, voicemail)
+        if problems:
+            return Check(FAIL, name, problems[0], f"edit {path} (every key is described in the README)")
         if not os.path.exists(path):
             return Check(WARN, name, f"{path} does not exist; built-in defaults apply", "sudo ./install.sh writes one")
         st = os.stat(path)

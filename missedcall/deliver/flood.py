@@ -119,6 +119,43 @@ def hold_until(store: Store, call: CallRecord, addresses: Sequence[str], due_at:
             held.hold(store, call.callid, address, now, due_at, kind="hours")
 
 
+def admit(store: Store, addresses: Sequence[str], *, limit: int, window_minutes: int,
+          now: datetime | None = None) -> tuple[Split, datetime | None]:  # fmt: skip
+    """Count one mail that is not a missed call (a follow-up) against the addresses' windows, holding nothing.
+
+    Returns (the addresses it may go to now, counted; those whose window is full), and when the first
+    of those windows closes: a follow-up waits for it rather than joining a digest.
+    """
+    now = now or utcnow()
+    by_key: dict[str, str] = {}
+    for address in addresses:
+        by_key.setdefault(address.lower(), address)
+    if not by_key:
+        return Split([], []), None
+    held.ensure_windows(store, sorted(by_key))
+    for attempt in range(4):
+        try:
+            decided: dict[str, Decision] = {}
+            with store.transaction():
+                windows = held.lock_windows(store, sorted(by_key))
+                for key in sorted(by_key):
+                    window = windows.get(key, held.Window(held.EPOCH, 0))
+                    decided[key] = decide(window.start, window.sent, now, limit=limit, window_minutes=window_minutes)
+                    if decided[key].single:
+                        held.set_window(store, key, decided[key].window_start, decided[key].sent)
+            break
+        except ConflictError:
+            if attempt == 3:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    waits = [d.due_at for d in decided.values() if not d.single]
+    split = Split(
+        [a for a in by_key.values() if decided[a.lower()].single],
+        [a for a in by_key.values() if not decided[a.lower()].single],
+    )
+    return split, min(waits) if waits else None
+
+
 held_addresses = held.held_addresses
 waiting = held.waiting
 due_addresses = held.due_addresses

@@ -58,9 +58,13 @@ PLACEHOLDERS = (
     "caller", "caller_num", "caller_name", "queue", "queue_label", "queue_display", "reason",
     "reason_text", "wait", "wait_seconds", "position", "entered_at", "ended_at", "path", "did",
     "callid", "linkedid", "host", "caller_intl", "caller_tel", "caller_link", "caller_short", "queue_title",
-    "waited",
+    "waited", "voicemail",
 )  # fmt: skip
 _NAME_SHORT = 40
+#: The sentence ``$voicemail`` stands for when the caller left one (empty otherwise).
+VOICEMAIL_TEXT = {"en": "The caller left a voicemail.", "ru": "Абонент оставил голосовое сообщение."}
+#: Template files beside subject.txt / body.txt / body.html that MISSEDCALL_TEMPLATE_DIR may also replace.
+EXTRA_TEMPLATES = ("repeat_subject.txt", "followup_body.txt")
 _SUBJECT_MAX = 200
 _FIELD_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -125,34 +129,35 @@ def header_text(text: str) -> str:
 
 def load_templates(language: str, template_dir: str = "") -> Templates:
     """The bundled templates of ``language``, each replaced by the override folder's file if present."""
-    # A plain path, not importlib.resources: the AGI pays for every import.
-    bundled = Path(__file__).resolve().parent / "templates" / language
-    subject = (bundled / "subject.txt").read_text(encoding="utf-8")
-    body = (bundled / "body.txt").read_text(encoding="utf-8")
-    html = (bundled / "body.html").read_text(encoding="utf-8")
+    html = load_template(language, "body.html", template_dir)
+    own = Path(template_dir) if template_dir else None
+    if own is not None and (own / "body.txt").is_file() and not (own / "body.html").is_file():
+        html = ""  # a text of the admin's own is what they want read: the bundled HTML would contradict it
+    return Templates(
+        subject=load_template(language, "subject.txt", template_dir),
+        body=load_template(language, "body.txt", template_dir),
+        html=html,
+    )
+
+
+def load_template(language: str, name: str, template_dir: str = "") -> str:
+    """One template file: the override folder's when it has one, else the bundled one of ``language``."""
+    if name not in ("subject.txt", "body.txt", "body.html", *EXTRA_TEMPLATES):
+        raise TemplateError(f"no template named {name}")  # only these names are ever opened
     if template_dir:
         folder = Path(template_dir)
         if not folder.is_dir():
             shown = printable(template_dir, limit=100, replace="?")
             raise TemplateError(f"MISSEDCALL_TEMPLATE_DIR {shown} is not a folder")
-        # Only these two names are ever opened, so nothing in a setting can reach other files.
-        for name in ("subject.txt", "body.txt", "body.html"):
-            path = folder / name
-            if path.is_file():
-                try:
-                    with path.open(encoding="utf-8") as handle:
-                        text = handle.read(256 * 1024)  # a template is small; never read a huge file whole
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise TemplateError(f"cannot read template {path}: {exc}") from None
-                if name == "subject.txt":
-                    subject = text
-                elif name == "body.txt":
-                    body = text
-                    # A text of the admin's own is what they want read: the bundled HTML would contradict it.
-                    html = "" if not (folder / "body.html").is_file() else html
-                else:
-                    html = text
-    return Templates(subject=subject, body=body, html=html)
+        path = folder / name
+        if path.is_file():
+            try:
+                with path.open(encoding="utf-8") as handle:
+                    return handle.read(256 * 1024)  # a template is small; never read a huge file whole
+            except (OSError, UnicodeDecodeError) as exc:
+                raise TemplateError(f"cannot read template {path}: {exc}") from None
+    # A plain path, not importlib.resources: the AGI pays for every import.
+    return (Path(__file__).resolve().parent / "templates" / language / name).read_text(encoding="utf-8")
 
 
 def format_wait(seconds: int | None, language: str) -> str:
@@ -225,6 +230,7 @@ def values(call: CallRecord, *, label: str, language: str, zone: tzinfo | None, 
         "callid": clean(call.callid, 64),
         "linkedid": clean(call.linkedid, 64) or words["none"],
         "host": clean(host, 255),
+        "voicemail": VOICEMAIL_TEXT[language] if call.voicemail else "",
     }
 
 
@@ -243,8 +249,14 @@ def render(
     """(subject, body) for ``call``; unknown ``$names`` in a template stay as they are."""
     filled = values(call, label=label, language=language, zone=zone, host=host, region=region)
     subject = clean(Template(templates.subject).safe_substitute(filled), _SUBJECT_MAX)
-    body = Template(templates.body).safe_substitute(filled)
-    return subject, body
+    return subject, _with_voicemail(call, templates.body, Template(templates.body).safe_substitute(filled), filled)
+
+
+def _with_voicemail(call: CallRecord, template: str, body: str, filled: dict[str, str]) -> str:
+    if call.voicemail and "$voicemail" not in template and "${voicemail}" not in template:
+        # A template from before $voicemail existed still says so, on top where a phone shows it.
+        return f"{filled['voicemail']}\n\n{body}"
+    return body
 
 
 def compose(
@@ -254,7 +266,11 @@ def compose(
     """(subject, text body, HTML body or "") for ``call``."""
     filled = values(call, label=label, language=language, zone=zone, host=host, region=region)
     subject = clean(Template(templates.subject).safe_substitute(filled), _SUBJECT_MAX)
-    return subject, Template(templates.body).safe_substitute(filled), htmlpart.render(templates.html, filled)
+    text = _with_voicemail(call, templates.body, Template(templates.body).safe_substitute(filled), filled)
+    html = templates.html
+    if html and call.voicemail and "$voicemail" not in html and "${voicemail}" not in html:
+        html = "<p><b>$voicemail</b></p>\n" + html  # the placeholder, so htmlpart escapes it like the rest
+    return subject, text, htmlpart.render(html, filled)
 
 
 def address_problem(address: str) -> str:
@@ -282,14 +298,15 @@ def address_problem(address: str) -> str:
 
 
 def set_headers(message: EmailMessage, *, sender: str, to: list[str], subject: str, now: datetime,
-                kind: str) -> None:  # fmt: skip
-    """The header block every mail of ours carries, single or digest (``kind`` names the Message-ID)."""
+                kind: str, message_id: str = "") -> None:  # fmt: skip
+    """The header block every mail of ours carries, single or digest (``kind`` names a random Message-ID;
+    ``message_id``, when given, is used instead)."""
     message["From"] = sender
     if to:
         message["To"] = ", ".join(to)
     message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
     message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
-    message["Message-ID"] = make_msgid(kind, domain=sender.rsplit("@", 1)[-1])
+    message["Message-ID"] = message_id or make_msgid(kind, domain=sender.rsplit("@", 1)[-1])
     # RFC 3834: no vacation responder answers, no loop with a ticket system. Exchange ignores
     # Auto-Submitted for its out-of-office replies and reads its own header instead.
     message["Auto-Submitted"] = "auto-generated"
@@ -302,12 +319,15 @@ def set_body(message: EmailMessage, body: str) -> None:
 
 
 def build_message(
-    *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime, html: str = ""
+    *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime, html: str = "",
+    message_id: str = "",
 ) -> EmailMessage:
     """The message itself; ``recipients`` are already validated bare addresses. With ``html``, the text and
-    the HTML are the two parts of a multipart/alternative (text first: the last part is the preferred one)."""
+    the HTML are the two parts of a multipart/alternative (text first: the last part is the preferred one).
+    ``message_id``: the call's own (missedcall.deliver.threads), else a random one."""
     message = EmailMessage(policy=POLICY)
-    set_headers(message, sender=sender, to=recipients, subject=subject, now=now, kind="missedcall")
+    set_headers(message, sender=sender, to=recipients, subject=subject, now=now, kind="missedcall",
+                message_id=message_id)  # fmt: skip
     message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._-]", "_", callid)[:64]
     set_body(message, body)
     if html:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
-from missedcall.deliver import flood, hoursgate, lastknown, mail, recipients, spool, targets, transport
+from missedcall.deliver import flood, hoursgate, lastknown, mail, recipients, spool, targets, threads, transport
 from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -83,6 +83,8 @@ def skip_reason(call: CallRecord, settings: Settings, own: QueueSettings | None 
         if own is not None and own.sources.get("min_wait") == "queue":
             return f"waited {waited} s, less than queue {call.queue}'s minimum wait of {min_wait} s"
         return f"waited {waited} s, less than MISSEDCALL_MIN_WAIT={min_wait}"
+    if call.voicemail and threads.voicemail_mode(settings) == "suppress":
+        return "the caller left a voicemail (MISSEDCALL_VOICEMAIL=suppress)"
     return ""
 
 
@@ -153,6 +155,8 @@ def plan(
         host=socket.gethostname(),
         region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
+    thread, subject = threads.alert_thread(call, settings, store, subject=subject, label=label, language=language,
+                                           templates=templates, zone=zone(settings), now=now or utcnow())  # fmt: skip
     message = mail.build_message(
         subject=subject,
         body=body,
@@ -161,7 +165,9 @@ def plan(
         callid=call.callid,
         now=now or utcnow(),
         html=html,
+        message_id=thread.message_id,
     )
+    threads.set_thread(message, thread)
     if not addresses:
         return Plan([], message, f"queue {call.queue} has no recipients and MISSEDCALL_FALLBACK_TO is empty")
     return Plan(addresses, message, closed=hoursgate.closed_now(call, settings, store, per_queue, zone(settings)))
@@ -348,6 +354,7 @@ def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord
     call.attempts = max(call.attempts, copy.attempts)
     call.recipients = copy.recipients
     call.notified_at = copy.notified_at or utcnow()
+    call.message_id = copy.message_id or call.message_id  # what a follow-up will reply to
     try:
         store.update_call(
             call.callid,
@@ -356,6 +363,7 @@ def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord
             attempts=call.attempts,
             recipients=list(call.recipients),
             notified_at=call.notified_at,
+            message_id=call.message_id,
         )
     except StorageError as exc:
         log.error(f"call {call.callid}: could not record status {status}: {exc}")
@@ -385,6 +393,9 @@ def _record(
     written (a lock timeout under load, the database gone that instant) gets a spool file
     saying so instead, so that retry records it rather than mailing it again."""
     fields: dict[str, object] = {"status": status, "last_error": error[:512]}
+    if call.message_id:  # set by plan(): what a follow-up or a repeat miss replies to
+        fields["message_id"] = call.message_id
+        fields["thread_of"] = call.thread_of
     if next_attempt_at is not None:
         fields["next_attempt_at"] = next_attempt_at
         call.next_attempt_at = next_attempt_at

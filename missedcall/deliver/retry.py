@@ -1,6 +1,6 @@
 """``missedcall-admin retry`` (cron, every minute): finish what the detectors could not.
 
-Three steps, each safe to run in several processes at once and after any crash:
+Four steps, each safe to run in several processes at once and after any crash:
 
 1. **Import the spool.** Calls the AGI spooled while the database was down
    become rows. ``claim_call`` is the idempotency key: a call already recorded
@@ -13,6 +13,8 @@ Three steps, each safe to run in several processes at once and after any crash:
    (Store.begin_attempt), which is also the lock between concurrent retries.
 3. **Send due flood digests** (missedcall.deliver.flood): one message per address
    listing every call held for it, once its window is over.
+4. **Send due follow-ups** (missedcall.deliver.followup): one mail in the thread of
+   each resolved miss, with the same back-off and attempt limit.
 
 ``--failed`` first puts failed calls and digests back in the queue (after the
 relay was fixed): a call whose own mail never went is retried from scratch, one
@@ -36,8 +38,8 @@ from datetime import datetime, timedelta
 
 from missedcall import log, text
 from missedcall.config import Settings
-from missedcall.deliver import digest, flood, notify, spool, targets, transport
-from missedcall.record import deliveries, held
+from missedcall.deliver import digest, flood, followup, notify, spool, targets, transport
+from missedcall.record import deliveries, followups, held
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.schema import SCHEMA_VERSION
@@ -65,6 +67,7 @@ class Report:
     digests: int = 0
     digest_calls: int = 0
     digest_failures: int = 0
+    followups: dict[str, int] = field(default_factory=dict)  # follow-up threads by result (followup.send_due)
     parked: list[str] = field(default_factory=list)  # ids of items set aside by an unexpected error
     handled: int = 0  # items that went through without one
     errors: list[str] = field(default_factory=list)
@@ -81,7 +84,7 @@ class Report:
     def did_something(self) -> bool:
         return bool(
             self.imported or self.known or self.bad or self.requeued or self.outcomes or self.digests
-            or self.digest_failures or self.parked or self.resolved or self.resolve_error
+            or self.digest_failures or self.parked or self.resolved or self.resolve_error or self.followups
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -104,6 +107,8 @@ class Report:
             parts.append(f"{self.resolved} missed call(s) resolved by a callback or a later call")
         if self.resolve_error:
             parts.append(f"resolver failed: {self.resolve_error}")
+        if self.followups:
+            parts.append("follow-ups: " + ", ".join(f"{n} {s}" for s, n in sorted(self.followups.items())))
         if self.parked:
             shown = ", ".join(self.parked[:5]) + (", …" if len(self.parked) > 5 else "")
             parts.append(f"{len(self.parked)} item(s) parked after an unexpected error: {shown} (see doctor)")
@@ -139,6 +144,8 @@ def run(
     from missedcall.resolve import run as resolver
 
     report.resolved, report.resolve_error = resolver.run_isolated(store, settings, now=now)
+    # After the resolver: a miss resolved in this run gets its follow-up in this run.
+    send_followups(store, settings, report, now=now, timeout=timeout)
     if report.did_something():
         log.info(report.summary())
     return report
@@ -240,6 +247,7 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
                 recipients=list(call.recipients),
                 notified_at=call.notified_at or now,
                 attempts=max(existing.attempts, call.attempts),
+                message_id=call.message_id or existing.message_id,
             )
             report.adopted += 1
     spool.remove(path)
@@ -256,7 +264,27 @@ def _chat_after_offline(store: Store, call: CallRecord, now: datetime) -> None:
 
 def requeue_failed(store: Store, now: datetime) -> int:
     """Put failed calls and digests back in the queue; returns how many rows changed."""
-    return held.requeue_failed(store, now) + store.requeue_unsent(now) + deliveries.requeue_failed(store, now)
+    return (
+        held.requeue_failed(store, now)
+        + store.requeue_unsent(now)
+        + deliveries.requeue_failed(store, now)
+        + followups.requeue_failed(store, now)
+    )
+
+
+def send_followups(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
+    """The follow-ups of resolved misses; whatever goes wrong there never stops the alerts' work."""
+    try:
+        done = followup.send_due(store, settings, now=now, timeout=timeout)
+    except Exception as exc:
+        if isinstance(exc, StorageError) and not _answers(store):
+            raise
+        report.errors.append(f"follow-ups: {_describe(exc)}")
+        log.error(f"retry: follow-ups: {_describe(exc)}; the next run tries again")
+        return
+    report.followups = done.counts
+    report.handled += sum(done.counts.values())
+    report.parked += [f"follow-up of call {key}" for key in done.parked]
 
 
 def send_digests(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
@@ -326,64 +354,3 @@ def _digest_out(store: Store, settings: Settings, email: str, calls: list[CallRe
         region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
     transport.send(message, [email], settings, timeout=timeout)
-
-
-def health(store: Store, settings: Settings, *, now: datetime | None = None) -> tuple[str, str, str]:
-    """(OK|WARN|FAIL, detail, fix) about delivery, for doctor: failed calls, stuck pending ones, the spool."""
-    now = now or utcnow()
-    problems: list[str] = []
-    status = "OK"
-    try:
-        counts = store.status_counts()
-    except StorageError as exc:
-        return "WARN", f"cannot count calls: {exc}", "missedcall-admin init"
-    if counts.get("failed"):
-        status = "WARN"
-        last = store.calls(status="failed", limit=1)
-        why = f" (latest: {last[0].last_error[:120]})" if last and last[0].last_error else ""
-        problems.append(f"{counts['failed']} call(s) failed{why}")
-    stale = store.overdue(now - timedelta(minutes=10))
-    if stale:
-        status = "WARN"
-        problems.append(f"{stale} pending call(s) overdue by 10+ minutes (is retry running from cron?)")
-    spooled, oldest = spool.count(settings.spool_dir)
-    if spooled:
-        age = int(now.timestamp() - (oldest or now.timestamp()))
-        if age > 10 * 60:
-            status = "WARN"
-        problems.append(f"{spooled} call(s) in the spool {settings.spool_dir}, oldest {age // 60} min")
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no calls yet"
-    poisoned = _poisoned(store, settings, counts.get("failed", 0))
-    if poisoned:
-        fix = (
-            "read the reason, fix or delete the item (a bad-… spool file can be deleted once read,"
-            " a bad recipient replaced with missedcall-admin recipients remove/add);"
-            " then: missedcall-admin retry --failed"
-        )
-        return "FAIL", "; ".join([*poisoned, *problems]), fix
-    if status == "OK":
-        return "OK", f"calls: {summary}" + (f"; {problems[0]}" if problems else ""), ""
-    fix = "missedcall-admin log --status failed; fix the cause (see last_error), then: missedcall-admin retry --failed"
-    return status, "; ".join(problems), fix
-
-
-def _poisoned(store: Store, settings: Settings, failed: int) -> list[str]:
-    """Items a run parked after an unexpected error, each named with its reason."""
-    found: list[str] = []
-    if failed:
-        for call in store.calls(status="failed", limit=200):
-            if PARKED in call.last_error:
-                found.append(f"call {call.callid} parked ({call.last_error[:160]})")
-    for email, n, error in held.failed_digests(store):
-        if PARKED in error:
-            found.append(f"digest to {email} ({n} call(s)) parked ({error[:160]})")
-    for queue, email in store.recipient_rows():
-        problem = targets.problem(email)
-        if problem:
-            shown = text.printable(email, limit=254, replace="?")
-            found.append(f"recipient {shown!r} of queue {queue} is skipped: it {problem}")
-    bad = spool.bad_files(settings.spool_dir)
-    if bad:
-        shown = ", ".join(bad[:5]) + (", …" if len(bad) > 5 else "")
-        found.append(f"{len(bad)} spool file(s) set aside in {settings.spool_dir}: {shown}")
-    return found

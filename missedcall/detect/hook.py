@@ -96,9 +96,10 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         return
 
     # One round trip for everything the verdict or the record may need.
-    asked = ["${ABANDONED}", "${QUEUEPOSITION}", "${CHANNEL(linkedid)}", "${QUEUEJOINTIME}"]
+    # VMSTATUS: app_voicemail's outcome, SUCCESS when the caller left a message after the queue.
+    asked = ["${ABANDONED}", "${QUEUEPOSITION}", "${CHANNEL(linkedid)}", "${QUEUEJOINTIME}", "${VMSTATUS}"]
     values = session.fetch(asked) or [""] * len(asked)
-    abandoned, position, linkedid, jointime = values
+    abandoned, position, linkedid, jointime, vmstatus = values
 
     settings: Settings | None = None
     try:
@@ -137,6 +138,7 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
         caller_name=header_value(env, "agi_calleridname"),
         entered_fallback=joined,
     )
+    call.voicemail = vmstatus.strip() == "SUCCESS"
     if settings is None:
         _salvage(session, call, spool_dir, broken)
         return

@@ -13,7 +13,8 @@ from __future__ import annotations
 # 4: missedcall_queues: per-queue label, language, minimum wait and on/off (missedcall/record/queues.py).
 # 5: how each miss ended (resolution, resolved_at/_by, talk_seconds, caller_key), the first mail's
 #    Message-ID and the thread a repeat miss joins (message_id, thread_of), the follow-up's state,
-#    whether the caller left a voicemail; missedcall_queues.hours (business hours).
+#    whether the caller left a voicemail; missedcall_queues.hours (business hours); missedcall_followups
+#    (a follow-up's attempts and the addresses still waiting for it).
 SCHEMA_VERSION = 5
 DDL_MYSQL = (
     """CREATE TABLE IF NOT EXISTS missedcall_state (
@@ -93,6 +94,17 @@ DDL_MYSQL = (
         enabled TINYINT NULL,
         updated_at DATETIME NOT NULL
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # 5: one row per follow-up on its way (missedcall/record/followups.py), keyed by the thread's first
+    # callid: its attempts and back-off, and the addresses that still wait for it.
+    """CREATE TABLE IF NOT EXISTS missedcall_followups (
+        callid VARCHAR(64) NOT NULL PRIMARY KEY,
+        attempts INT NOT NULL DEFAULT 0,
+        next_attempt_at DATETIME NULL,
+        last_error VARCHAR(512) NOT NULL DEFAULT '',
+        waiting TEXT NULL,
+        granted TEXT NULL,
+        sent_at DATETIME NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
 )
 
 DDL_SQLITE = (
@@ -167,6 +179,15 @@ DDL_SQLITE = (
         enabled INTEGER NULL,
         updated_at TEXT NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS missedcall_followups (
+        callid TEXT NOT NULL PRIMARY KEY,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        waiting TEXT NULL,
+        granted TEXT NULL,
+        sent_at TEXT NULL
+    )""",
 )
 #: Columns added after version 1, as (table, column, MariaDB type, SQLite type): ``init`` adds
 #: whichever a table lacks, so it is idempotent and safe when several processes run it at once.
@@ -197,7 +218,9 @@ ADDED_COLUMNS = (
 ADDED_INDEXES = (
     ("missedcall_calls_caller_key", "missedcall_calls", "caller_key, ended_at"),
     ("missedcall_calls_resolution", "missedcall_calls", "resolution, ended_at"),
+    ("missedcall_calls_followup", "missedcall_calls", "followup"),
 )
+
 
 def ddl(kind: str) -> tuple[str, ...]:
     """The CREATE statements for ``kind`` ("sqlite" or "mysql")."""

@@ -253,6 +253,16 @@ class Store(Database):
             found += self._select_calls(f"WHERE callid IN ({marks}) ORDER BY COALESCE(ended_at, entered_at), id", part)
         return found
 
+    def open_misses(self, caller_key: str, since: datetime, until: datetime, *, exclude: str,
+                    limit: int = 20) -> list[CallRecord]:  # fmt: skip
+        """The caller's still open misses that ended in [since, until], oldest first, ``exclude`` left out:
+        the thread a repeat miss joins. One query on the (caller_key, ended_at) index; the hook runs it."""
+        return self._select_calls(
+            "WHERE caller_key = ? AND ended_at >= ? AND ended_at <= ? AND resolution = '' AND callid <> ?"
+            f" ORDER BY ended_at, id LIMIT {int(limit)}",
+            (caller_key, since, until, exclude),
+        )
+
     def requeue_unsent(self, now: datetime) -> int:
         """Failed calls whose own mail never went start again from scratch; returns how many."""
         cursor = self.execute(

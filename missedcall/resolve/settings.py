@@ -16,6 +16,10 @@ from datetime import timezone, tzinfo
 from missedcall.config import KEYS, ConfigError, Settings, shown
 from missedcall.dburl import DbTarget, DbUrlError, parse_db_url, redact_url, target_from_amp_conf
 
+# One parser per key: the thread code (on the hook's path) owns these two; re-exported for the resolver.
+from missedcall.deliver.threadsettings import followup_enabled as followup_enabled
+from missedcall.deliver.threadsettings import resolve_hours as resolve_hours
+
 CDR_KEY = "MISSEDCALL_CDR_URL"
 DEFAULT_CSV = "/var/log/asterisk/cdr-csv/Master.csv"
 #: A table name goes into SQL text: only what MariaDB takes unquoted, and no more.
@@ -58,16 +62,6 @@ def _raw(settings: Settings | Mapping[str, str], key: str) -> str:
     return str(values.get(key, "")).strip()
 
 
-def followup_enabled(settings: Settings | Mapping[str, str]) -> bool:
-    """MISSEDCALL_FOLLOWUP: on (default) or off."""
-    text = (_raw(settings, "MISSEDCALL_FOLLOWUP") or KEYS["MISSEDCALL_FOLLOWUP"][0]).lower()
-    if text in ("on", "yes", "true", "1"):
-        return True
-    if text in ("off", "no", "false", "0"):
-        return False
-    raise ConfigError(f"MISSEDCALL_FOLLOWUP must be on or off, not {shown(text, 40)!r}")
-
-
 def region(settings: Settings | Mapping[str, str]) -> str:
     """MISSEDCALL_REGION: a two-letter ISO country code in upper case, or "" (compare the last 10 digits)."""
     text = _raw(settings, "MISSEDCALL_REGION").upper()
@@ -80,14 +74,6 @@ def region(settings: Settings | Mapping[str, str]) -> str:
     if text not in SUPPORTED_REGIONS:
         raise ConfigError(f"MISSEDCALL_REGION: {text} is not a country code phonenumbers knows")
     return text
-
-
-def resolve_hours(settings: Settings | Mapping[str, str]) -> int:
-    """MISSEDCALL_RESOLVE_HOURS: 1..720 (default 24)."""
-    text = _raw(settings, "MISSEDCALL_RESOLVE_HOURS") or KEYS["MISSEDCALL_RESOLVE_HOURS"][0]
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 720):
-        raise ConfigError(f"MISSEDCALL_RESOLVE_HOURS must be whole hours from 1 to 720, not {shown(text, 40)!r}")
-    return int(text)
 
 
 def report_hour(settings: Settings | Mapping[str, str]) -> tuple[int, int] | None:

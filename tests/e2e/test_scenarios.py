@@ -68,7 +68,7 @@ REASON_EN = {
 ALLOWED_HEADERS = {
     "return-path", "x-original-to", "delivered-to", "received", "from", "to", "subject", "date",
     "message-id", "auto-submitted", "x-auto-response-suppress", "x-missedcall-callid", "mime-version", "content-type",
-    "content-transfer-encoding",
+    "content-transfer-encoding", "thread-topic", "thread-index", "in-reply-to", "references",
 }  # fmt: skip
 
 
