@@ -352,6 +352,40 @@ def test_followup_replies_to_the_first_telegram_message_and_posts_a_resolved_eve
     assert event["event"] == "missed_call.resolved" and event["call"]["callid"] == done.callid
 
 
+@pytest.mark.parametrize("with_mail", [True, False])
+def test_a_resolved_miss_is_told_in_its_chats_once_by_retrys_follow_up(
+    tmp_path: Path, db_url: str, chat: ChatServer, tls_certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch, with_mail: bool,
+) -> None:  # fmt: skip
+    """The resolver marks the miss; retry's follow-up pass replies in Telegram, posts the webhook event and
+    mails the thread; a second pass tells nobody again. A queue with chat targets only is told too."""
+    from missedcall.deliver import followup
+
+    recipients = (("600", "ops600@example.com", "Ops"),) if with_mail else ()
+    box = _box(tmp_path, db_url, chat, tls_certificate, recipients=recipients)
+    _add(box, "600", "telegram:-99")
+    _add(box, "600", f"webhook:{chat.url('/ok/hook/R')}")
+    settings = box.in_this_process(monkeypatch)
+    done = _notify(box, settings, _call())
+    assert done.status == "sent"
+    with box.store() as store:
+        store.update_call(done.callid, resolution="called-back", resolved_at=T0 + timedelta(minutes=14),
+                          resolved_by="102 (Ivan Petrov)", talk_seconds=200, followup="pending")  # fmt: skip
+        first = followup.send_due(store, settings, now=T0 + timedelta(minutes=15), timeout=5)
+        again = followup.send_due(store, settings, now=T0 + timedelta(minutes=20), timeout=5)
+        final = store.get_call(done.callid)
+    assert first.counts == {"sent": 1} and again.counts == {}
+    assert final is not None and final.followup == "sent"
+    replies = chat.telegram_texts("-99")
+    assert len(replies) == 2 and "Called back by 102 (Ivan Petrov) 14 min after the miss" in replies[1]
+    events = [p.json() for p in chat.posts("/ok/hook/")]
+    assert [e.get("event") for e in events][1:] == ["missed_call.resolved"]
+    mails = box.mails()
+    assert len(mails) == (2 if with_mail else 0)
+    if with_mail:
+        assert mails[1]["In-Reply-To"] == mails[0]["Message-ID"]
+
+
 def hook_key(chat: ChatServer) -> str:
     return targets.parse(f"webhook:{chat.url('/ok/hook/F')}").key
 

@@ -29,7 +29,7 @@ from string import Template
 
 from missedcall import log, text
 from missedcall.config import ConfigError, Settings
-from missedcall.deliver import flood, mail, notify, plural, threads, threadsettings, transport
+from missedcall.deliver import flood, mail, notify, plural, targets, threads, threadsettings, transport
 from missedcall.record import followups, queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -201,11 +201,16 @@ def _send_thread(store: Store, settings: Settings, key: str, members: list[CallR
     root = next((m for m in members if m.callid == key), None) or store.get_call(key) or members[0]
     callids = [m.callid for m in members]
     addresses = _addresses([root, *members])
-    state = followups.get(store, key) or followups.start(store, key, addresses)
+    existing = followups.get(store, key)
+    state = existing or followups.start(store, key, addresses)
+    told = _tell_chats(store, settings, [root, *members], timeout=timeout) if existing is None else 0
     # The row is text anyone with database access may edit: only addresses fit for a header are mailed.
     state.waiting = tuple(a for a in state.waiting if not mail.address_problem(a))
     state.granted = tuple(a for a in state.granted if not mail.address_problem(a))
     if not addresses and not state.waiting and not state.granted:
+        if told:  # the alert went to chats only, and they have heard how it ended
+            followups.finish(store, state, callids, "sent", now)
+            return "sent"
         state.last_error = "nobody was mailed about this miss"
         followups.finish(store, state, callids, "failed", now)
         return "failed"
@@ -252,6 +257,31 @@ def _send_thread(store: Store, settings: Settings, key: str, members: list[CallR
         return "held"
     followups.finish(store, state, callids, "sent", now)
     return "sent"
+
+
+def _tell_chats(store: Store, settings: Settings, calls: Sequence[CallRecord], *, timeout: float) -> int:
+    """The chat targets of the thread's alerts hear how it ended (Telegram replies to its first message, a
+    webhook gets ``missed_call.resolved``), once, when the thread's follow-up starts: best effort, each
+    target on its own, a failure logged, never holding back the mail. Returns how many targets heard it."""
+    chatty = [c for c in calls if any(targets.is_chat(k) for k in c.recipients)]
+    if not chatty:
+        return 0  # the chat code is never imported for mail-only threads
+    from missedcall.deliver import chatroute
+
+    told = 0
+    for call in {c.callid: c for c in chatty}.values():
+        line = outcome_text(call, language=settings.language, zone=notify.zone(settings))
+        try:
+            outcomes = chatroute.followup(store, settings, call, line, timeout=timeout)
+        except Exception as exc:  # one call's chats cost only themselves
+            log.warning(f"follow-up of call {call.callid} to chat targets: {exc.__class__.__name__}: {exc}")
+            continue
+        for target, why in outcomes.items():
+            if why:
+                log.warning(f"follow-up of call {call.callid} to {target}: {why}")
+            else:
+                told += 1
+    return told
 
 
 def _addresses(calls: Sequence[CallRecord]) -> list[str]:
