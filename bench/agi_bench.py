@@ -149,8 +149,8 @@ def _driver(kinds: list[str], runs: int, first: int, workdir: Path) -> dict[str,
 def _in_child(kinds: list[str], runs: int, first: int, workdir: Path) -> dict[str, object]:
     # A driver process of its own: RUSAGE_CHILDREN then sees only these children.
     out = subprocess.run(
-        [sys.executable, __file__, "--driver", ",".join(kinds), "-n", str(runs), "--first", str(first),
-         "--workdir", str(workdir)],  # fmt: skip
+        [sys.executable, __file__, "--driver", ",".join(kinds), "-n", str(runs), *("--first", str(first)),
+         *("--workdir", str(workdir))],
         check=True,
         capture_output=True,
         text=True,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-from missedcall import freepbx
+from missedcall import freepbx, settingscache
 from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db_url, target_from_amp_conf
+from missedcall.slots import Frozen
 
 DEFAULT_CONFIG = "/etc/missedcall/missedcall.env"
 MAX_FILE = 1 << 20  # configuration files are read up to this many characters
@@ -136,36 +136,59 @@ def is_address(text: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class Settings:
-    db: DbTarget
-    transport: str = "sendmail"
-    sendmail: str = "/usr/sbin/sendmail"
-    smtp_host: str = "localhost"
-    smtp_port: int = 25
-    smtp_user: str = ""
-    smtp_password: str = field(default="", repr=False)
-    smtp_security: str = "none"
-    smtp_cafile: str = ""
-    smtp_timeout: float = 10.0
-    mail_from: str = ""
-    fallback_to: tuple[str, ...] = ()
-    language: str = "en"
-    template_dir: str = ""
-    reasons: frozenset[str] = frozenset(REASONS)
-    min_wait: int = 0
-    queue_log: str = "/var/log/asterisk/queue_log"
-    flood_limit: int = 20
-    flood_window: int = 5
-    spool_dir: str = "/var/spool/missedcall"
-    timezone: str = ""
-    config_path: str = ""
-    freepbx_conf: str = "/etc/freepbx.conf"
-    is_freepbx: bool = False
-    unknown_keys: tuple[str, ...] = ()  # MISSEDCALL_* keys that mean nothing (a typo?): doctor WARNs
-    #: Every MISSEDCALL_* value as read (file, then environment): the features off the hook's path
-    #: parse their own keys from it. Holds secrets: never printed.
-    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+class Settings(Frozen):
+    """Every setting, validated. ``smtp_password`` and ``raw`` never show in ``repr()``."""
+
+    __slots__ = (  # noqa: RUF023
+        "db", "transport", "sendmail", "smtp_host", "smtp_port", "smtp_user", "smtp_password", "smtp_security",
+        "smtp_cafile", "smtp_timeout", "mail_from", "fallback_to", "language", "template_dir", "reasons",
+        "min_wait", "queue_log", "flood_limit", "flood_window", "spool_dir", "timezone", "config_path",
+        "freepbx_conf", "is_freepbx", "unknown_keys", "raw",
+    )  # fmt: skip
+    _hidden = ("smtp_password", "raw")
+    _uncompared = ("raw",)
+
+    def __init__(
+        self,
+        db: DbTarget,
+        transport: str = "sendmail",
+        sendmail: str = "/usr/sbin/sendmail",
+        smtp_host: str = "localhost",
+        smtp_port: int = 25,
+        smtp_user: str = "",
+        smtp_password: str = "",
+        smtp_security: str = "none",
+        smtp_cafile: str = "",
+        smtp_timeout: float = 10.0,
+        mail_from: str = "",
+        fallback_to: tuple[str, ...] = (),
+        language: str = "en",
+        template_dir: str = "",
+        reasons: frozenset[str] = frozenset(REASONS),
+        min_wait: int = 0,
+        queue_log: str = "/var/log/asterisk/queue_log",
+        flood_limit: int = 20,
+        flood_window: int = 5,
+        spool_dir: str = "/var/spool/missedcall",
+        timezone: str = "",
+        config_path: str = "",
+        freepbx_conf: str = "/etc/freepbx.conf",
+        is_freepbx: bool = False,
+        unknown_keys: tuple[str, ...] = (),  # MISSEDCALL_* keys that mean nothing (a typo?): doctor WARNs
+        raw: Mapping[str, str] | None = None,
+    ) -> None:
+        self._set(
+            db=db, transport=transport, sendmail=sendmail, smtp_host=smtp_host, smtp_port=smtp_port,
+            smtp_user=smtp_user, smtp_password=smtp_password, smtp_security=smtp_security,
+            smtp_cafile=smtp_cafile, smtp_timeout=smtp_timeout, mail_from=mail_from, fallback_to=fallback_to,
+            language=language, template_dir=template_dir, reasons=reasons, min_wait=min_wait,
+            queue_log=queue_log, flood_limit=flood_limit, flood_window=flood_window, spool_dir=spool_dir,
+            timezone=timezone, config_path=config_path, freepbx_conf=freepbx_conf, is_freepbx=is_freepbx,
+            unknown_keys=unknown_keys,
+            # Every MISSEDCALL_* value as read (file, then environment): the features off the hook's path
+            # parse their own keys from it. Holds secrets: never printed.
+            raw={} if raw is None else raw,
+        )  # fmt: skip
 
 
 def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
@@ -176,6 +199,12 @@ def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
     """
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
+            source = os.fstat(handle.fileno())
+            # The values python-dotenv read last time, while the file is unchanged (missedcall.settingscache).
+            # Not for ``strict``: the admin's commands want every bad line reported, and they refresh the cache.
+            cached = None if strict else settingscache.load(path, source)
+            if cached is not None:
+                return cached
             text = handle.read(MAX_FILE + 1)  # bounded: a path to /dev/zero must not eat the memory
     except FileNotFoundError:
         return {}
@@ -204,6 +233,8 @@ def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
             continue
         if binding.key is not None and binding.value is not None:
             values[binding.key] = binding.value
+    if stat.S_ISREG(source.st_mode):  # never for a pipe or a device: they have no stable identity
+        settingscache.save(path, source, values)
     return values
 
 
@@ -347,6 +378,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = Fa
     if mail_from and not is_plain_address(mail_from):
         raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} is not a plain e-mail address")
     if not mail_from:
+        import socket  # only here: the AGI runs with MISSEDCALL_FROM set and never pays for it
+
         mail_from = f"asterisk@{socket.getfqdn() or 'localhost'}"
         if not is_plain_address(mail_from):
             mail_from = "asterisk@localhost"

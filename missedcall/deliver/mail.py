@@ -9,7 +9,6 @@ add a header or a recipient.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -17,6 +16,7 @@ from pathlib import Path
 from string import Template
 
 from missedcall.record.model import CallRecord
+from missedcall.slots import Frozen
 from missedcall.text import printable
 
 #: The reasons in words, per language (the vocabulary of docs/design.md).
@@ -63,10 +63,11 @@ class TemplateError(ValueError):
     """A template folder that cannot be used."""
 
 
-@dataclass(frozen=True)
-class Templates:
-    subject: str
-    body: str
+class Templates(Frozen):
+    __slots__ = ("subject", "body")  # noqa: RUF023
+
+    def __init__(self, subject: str, body: str) -> None:
+        self._set(subject=subject, body=body)
 
 
 def clean(text: str, limit: int = _FIELD_MAX) -> str:

@@ -13,15 +13,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from email.message import EmailMessage
-from email.policy import default as default_policy
-from typing import TYPE_CHECKING
 
-from missedcall.config import Settings
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
     import smtplib
+    from collections.abc import Callable
+    from email.message import EmailMessage
+
+    from missedcall.config import Settings
 
 #: Seconds a busy (runnable or in disk I/O, not blocked) mail program may run past its timeout:
 #: the same cap as the run-queue credit of the AGI's own budget (missedcall.budget).
@@ -52,6 +51,8 @@ def send_sendmail(message: EmailMessage, recipients: list[str], settings: Settin
     # Recipients go in argv after "--" (never -t): only our validated list can receive it,
     # whatever the headers say. -oi: a line with a lone "." must not end the message.
     argv = [settings.sendmail, "-oi", "-f", settings.mail_from, "--", *recipients]
+    from email.policy import default as default_policy  # loaded with the message already
+
     data = message.as_bytes(policy=default_policy.clone(linesep="\n"))
     try:
         # A session of its own, so that on timeout its helpers (postdrop, a relay client) die

@@ -1,10 +1,12 @@
-"""The AGI session with Asterisk, on pyst2, hardened against what Asterisk 22 really sends.
+"""The AGI session with Asterisk, hardened against what Asterisk 22 really sends.
 
 pyst2 encodes commands well but trusts the stream: its header reader splits a
 caller name with a newline into a bogus key, its reply parser raises on a
 continuation line, it blocks forever on a silent Asterisk, and it writes debug
-lines to stderr, which Asterisk copies into its log. ``AgiSession`` keeps
-pyst2's command side and replaces the reading side:
+lines to stderr, which Asterisk copies into its log. ``AgiSession`` writes
+commands exactly as pyst2's ``send_command`` and ``_quote`` do (two lines of it:
+importing pyst2 and ``six`` for them cost every hang-up more than all the rest of
+this module) and replaces the reading side:
 
 * headers: a line that is not ``agi_xxx: value`` continues the previous value;
 * replies: read with a deadline; lines that are not a status line are skipped;
@@ -18,19 +20,48 @@ Only dead-channel-safe commands are sent (GET FULL VARIABLE, VERBOSE).
 from __future__ import annotations
 
 import os
-import re
 import select
 import signal
 import time
-from collections.abc import Sequence
-
-from asterisk.agi import AGI
 
 from missedcall import budget
 
-_HEADER = re.compile(r"^(agi_[a-z0-9_]+): ?(.*)$")
-_STATUS = re.compile(r"^(\d{3})[ -]")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_DIGITS = frozenset("0123456789")
 _MAX_LINE = 128 * 1024
+
+
+def _header(line: str) -> tuple[str, str] | None:
+    """``agi_[a-z0-9_]+: ?value`` as (key, value); None for any other line. No regex: start-up is the cost."""
+    colon = line.find(":")
+    if colon <= 4 or not line.startswith("agi_") or not _KEY_CHARS.issuperset(line[4:colon]):
+        return None
+    value = line[colon + 1 :]
+    return line[:colon], value[1:] if value.startswith(" ") else value
+
+
+def _is_status(line: str) -> bool:
+    """A reply's status line: three ASCII digits, then a space or a hyphen."""
+    return len(line) >= 4 and _DIGITS.issuperset(line[:3]) and line[3] in " -"
+
+
+def _one_line(message: str) -> str:
+    """VERBOSE takes one quoted argument: each run of controls, quotes and backslashes becomes one space."""
+    out: list[str] = []
+    in_run = False
+    for ch in message:
+        if ch < " " or ch == '"' or ch == "\\":
+            if not in_run:
+                out.append(" ")
+            in_run = True
+        else:
+            out.append(ch)
+            in_run = False
+    return "".join(out)
 
 
 class AgiClosed(Exception):
@@ -102,14 +133,14 @@ def parse_headers(lines: Sequence[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     last: str | None = None
     for line in lines:
-        match = _HEADER.match(line)
-        if match:
-            key = match.group(1)
+        pair = _header(line)
+        if pair is not None:
+            key = pair[0]
             if key in env:
                 last = None  # a repeated key: the caller forged one of them; keep the first
                 continue
             last = key
-            env[last] = match.group(2)
+            env[last] = pair[1]
         elif last is not None:
             env[last] += "\n" + line
     return env
@@ -121,8 +152,8 @@ def header_value(env: dict[str, str], key: str) -> str:
     return "" if value == "unknown" else value
 
 
-class AgiSession(AGI):  # type: ignore[misc]
-    """A pyst2 AGI whose reading side survives a hostile or silent Asterisk."""
+class AgiSession:
+    """An AGI session (pyst2's command encoding) whose reading side survives a hostile or silent Asterisk."""
 
     def __init__(self, fd_in: int, fd_out: int, deadline: float, *, header_timeout: float = 1.0) -> None:
         # pyst2's __init__ prints to stderr and reads headers naively: set up its state ourselves.
@@ -157,15 +188,26 @@ class AgiSession(AGI):  # type: ignore[misc]
             self.stdin.deadline = budget
         self.env = parse_headers(self.header_lines)
 
+    def _handle_sighup(self, signum: int, frame: object) -> None:
+        self._got_sighup = True
+
     def test_hangup(self) -> None:
         # A hung-up channel still answers the commands we use (docs/design.md); keep going.
         return None
 
+    @staticmethod
+    def _quote(text: object) -> str:
+        """pyst2's quoting: the text in double quotes, as it is (callers remove what would break it)."""
+        return f'"{text}"'
+
     def send_command(self, command: str, *args: object) -> None:
         if self.closed:
             raise AgiClosed("session closed")
+        # pyst2's send_command: "COMMAND arg arg", stripped, one newline.
+        line = f"{command.strip()} {' '.join(map(str, args))}".strip()
         try:
-            super().send_command(command, *args)
+            self.stdout.write(line + "\n")
+            self.stdout.flush()
         except (BrokenPipeError, OSError, ValueError) as exc:
             self.closed = True
             raise AgiClosed(f"cannot write to Asterisk: {exc}") from None
@@ -178,10 +220,12 @@ class AgiSession(AGI):  # type: ignore[misc]
             except AgiClosed:
                 self.closed = True
                 raise
-            if _STATUS.match(line):
+            if _is_status(line):
                 break
         code = int(line[:3])
         rest = line[4:]
+        import re  # only here: the hook itself never parses a result (say() does not look at it)
+
         match = re.match(r"result=(-?\w*)(?:\s*\((.*)\))?", rest)
         result = (match.group(1), match.group(2) or "") if match else ("", "")
         return {"result": result, "code": (str(code), rest)}
@@ -205,7 +249,7 @@ class AgiSession(AGI):  # type: ignore[misc]
                 line = self.stdin.readline(timeout=1.0)
                 if not collected:
                     start = line.find(opening)
-                    if start < 0 or not _STATUS.match(line):
+                    if start < 0 or not _is_status(line):
                         continue  # a stray line from before: skip to our reply
                     collected.append(line[start + len(opening) :])
                 else:
@@ -227,10 +271,25 @@ class AgiSession(AGI):  # type: ignore[misc]
         if self.closed:
             return
         # VERBOSE takes one quoted argument: quotes, backslashes and newlines would break it.
-        clean = re.sub(r'[\x00-\x1f"\\]+', " ", message)[:500]
+        clean = _one_line(message)[:500]
         try:
-            self.verbose(f"missedcall: {clean}", 1)
+            self.send_command("VERBOSE", self._quote(f"missedcall: {clean}"), 1)
+            while not _is_status(self.stdin.readline(timeout=1.0)):
+                pass  # stray lines before the reply; its result says nothing we act on
         except AgiClosed:
             self.closed = True
-        except Exception:  # pyst2 raises its own errors on odd replies; the call goes on
+
+    def verbose(self, message: str, level: int = 1) -> None:
+        """pyst2's ``verbose``: one VERBOSE line (unlike :meth:`say`, the text is not cleaned)."""
+        self.execute("VERBOSE", self._quote(message), level)
+
+    def execute(self, command: str, *args: object) -> dict[str, tuple[str, str]]:
+        """pyst2's ``execute``: send, then read the status line."""
+        self.send_command(command, *args)
+        try:
+            return self.get_result()
+        except AgiClosed:
+            raise
+        except Exception as exc:  # an odd reply: talk no more
             self.closed = True
+            raise AgiClosed(f"unreadable reply: {exc}") from None

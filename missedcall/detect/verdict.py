@@ -9,16 +9,16 @@ argument count.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from missedcall.detect.queuelog import EXIT_EVENTS, QueueLogEvent
+from missedcall.slots import Frozen
 from missedcall.text import small_int
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from missedcall.record.model import CallRecord
 
 # queue_log event -> the reason we report
@@ -36,19 +36,30 @@ ARGUMENT_REASONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Verdict:
-    missed: bool
-    queue: str
-    reason: str = ""
-    path: tuple[str, ...] = ()
-    wait_seconds: int | None = None
-    position: int | None = None
-    entered_at: int | None = None  # epoch seconds
-    ended_at: int | None = None
-    caller_num: str = ""
-    did: str = ""
-    source: str = "queue_log"  # what the verdict rests on: "queue_log" or "channel"
+class Verdict(Frozen):
+    __slots__ = (  # noqa: RUF023
+        "missed", "queue", "reason", "path", "wait_seconds", "position", "entered_at", "ended_at", "caller_num",
+        "did", "source",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        missed: bool,
+        queue: str,
+        reason: str = "",
+        path: tuple[str, ...] = (),
+        wait_seconds: int | None = None,
+        position: int | None = None,
+        entered_at: int | None = None,  # epoch seconds
+        ended_at: int | None = None,
+        caller_num: str = "",
+        did: str = "",
+        source: str = "queue_log",  # what the verdict rests on: "queue_log" or "channel"
+    ) -> None:
+        self._set(
+            missed=missed, queue=queue, reason=reason, path=path, wait_seconds=wait_seconds, position=position,
+            entered_at=entered_at, ended_at=ended_at, caller_num=caller_num, did=did, source=source,
+        )  # fmt: skip
 
 
 def _int(text: str) -> int | None:
@@ -138,12 +149,18 @@ def judge_channel(queue: str, *, reason_arg: str, abandoned: str, position: str 
     )
 
 
-_ID = re.compile(r"[^A-Za-z0-9._-]")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 def clean_id(text: str) -> str:
-    """Callids and queue names as they may appear in a row or a header: no separators, bounded."""
-    return _ID.sub("_", text.strip())[:64]
+    """Callids and queue names as they may appear in a row or a header: no separators, bounded.
+
+    Each character outside ``[A-Za-z0-9._-]`` becomes "_" (no regex: the AGI calls this first thing).
+    """
+    text = text.strip()[:64]  # one character for one: cutting first changes nothing
+    if _ID_CHARS.issuperset(text):
+        return text
+    return "".join(ch if ch in _ID_CHARS else "_" for ch in text)
 
 
 def _when(epoch: int | None) -> datetime | None:

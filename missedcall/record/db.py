@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
 
-from missedcall.dburl import DbTarget
 from missedcall.record import schema
 from missedcall.record.model import db_value
 
-_D = TypeVar("_D", bound="Database")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Any, TypeVar
+
+    from missedcall.dburl import DbTarget
+
+    _D = TypeVar("_D", bound="Database")
 
 
 class StorageError(RuntimeError):

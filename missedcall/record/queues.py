@@ -10,12 +10,14 @@ each value with where it comes from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from missedcall.record.db import StorageError
 from missedcall.record.model import utcnow
 from missedcall.record.storage import Store
+from missedcall.slots import Frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 LANGUAGES = ("en", "ru")
 COLUMNS = ("label", "language", "min_wait", "enabled")
@@ -23,16 +25,16 @@ LABEL_MAX = 128
 MIN_WAIT_MAX = 86_400
 
 
-@dataclass(frozen=True)
-class QueueSettings:
+class QueueSettings(Frozen):
     """What applies to one queue, and where each value comes from ("queue", "freepbx" or "global")."""
 
-    queue: str
-    label: str
-    language: str
-    min_wait: int
-    enabled: bool
-    sources: dict[str, str]
+    __slots__ = ("queue", "label", "language", "min_wait", "enabled", "sources")  # noqa: RUF023
+    _uncompared = ("sources",)  # a dict: unhashable
+
+    def __init__(
+        self, queue: str, label: str, language: str, min_wait: int, enabled: bool, sources: dict[str, str]
+    ) -> None:
+        self._set(queue=queue, label=label, language=language, min_wait=min_wait, enabled=enabled, sources=sources)
 
 
 def _row(store: Store, queue: str) -> dict[str, Any] | None:
