@@ -142,8 +142,8 @@ def _driver(kinds: list[str], runs: int, first: int, workdir: Path) -> dict[str,
         order = kinds if i % 2 == 0 else kinds[::-1]
         for kind in order:
             durations[kind].append(_one(kind, first + i, workdir))
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"durations": durations, "peak_rss_kib": peak_kib}
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"durations": durations, "peak_rss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}
 
 
 def _in_child(kinds: list[str], runs: int, first: int, workdir: Path) -> dict[str, object]:
@@ -252,13 +252,18 @@ def main() -> int:
             subprocess.run([*admin, "init"], check=True, capture_output=True, timeout=60)
             _one("hook", 0, workdir)  # warm the page cache and the .pyc files; not counted
             timed = _in_child(["baseline", "hook"], args.n, 1, workdir)
-            rss_base = _in_child(["baseline"], 5, 0, workdir)["peak_rss_kib"]
-            rss_hook = _in_child(["hook"], 5, args.n + 1, workdir)["peak_rss_kib"]
+            # Peak RSS and CPU seconds per run, each variant alone (CPU time suffers less than wall time
+            # from other people's work on a shared box).
+            alone = max(5, args.n // 2)
+            only_base = _in_child(["baseline"], alone, 0, workdir)
+            only_hook = _in_child(["hook"], alone, args.n + 1, workdir)
+            rss_base, rss_hook = only_base["peak_rss_kib"], only_hook["peak_rss_kib"]
+            cpu_base, cpu_hook = only_base["cpu"] / alone, only_hook["cpu"] / alone  # type: ignore[operator]
             imports: list[str] = []
             if args.importtime:
                 imports, modules = importtime(workdir, args.n + 10, args.top)
             mails = len(list((workdir / "mail").glob("*.eml")))
-            expected = 1 + args.n + 5 + (1 if args.importtime else 0)
+            expected = 1 + args.n + alone + (1 if args.importtime else 0)
 
     base = timed["durations"]["baseline"]  # type: ignore[index]
     hook = timed["durations"]["hook"]  # type: ignore[index]
@@ -267,6 +272,8 @@ def main() -> int:
     print(_summary("agi-bin/missed.py", hook) + f"   peak RSS {rss_hook / 1024:5.1f} MiB")  # type: ignore[operator]
     print(f"wall-time ratio, hook / baseline: medians {statistics.median(hook) / statistics.median(base):.2f}"
           f"   mins {min(hook) / min(base):.2f}")  # fmt: skip
+    print(f"CPU seconds per run (user+sys, {alone} runs each alone; the hook's include sendmail's sh):"
+          f" baseline {cpu_base * 1000:.1f} ms, hook {cpu_hook * 1000:.1f} ms, ratio {cpu_hook / cpu_base:.2f}")
     if args.importtime:
         print("hook imports (-X importtime), largest cumulative first:")
         print("\n".join(imports))
