@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+from venvcheck import editable_reason  # noqa: E402 - bench/venvcheck.py, next to this file
+
 from tests.paths import AGI_FIXTURES, REPO_ROOT  # noqa: E402 - needs the sys.path entry above
 
 FIXTURE = AGI_FIXTURES / "1600-h.json"
@@ -62,31 +64,6 @@ if dump:
     with open(dump, "w", encoding="utf-8") as handle:
         handle.write("\\n".join(sorted(sys.modules)))
 """
-
-
-def editable_reason(python: str) -> str:
-    """Why ``python``'s missedcall is an editable install ("" when it is not)."""
-    probe = (
-        "import json, sys, glob, site, os\n"
-        "finders = [type(f).__name__ + ' ' + str(getattr(f, '__module__', '')) for f in sys.meta_path]\n"
-        "dirs = site.getsitepackages() + [site.getusersitepackages()]\n"
-        "pths = [p for d in dirs for p in glob.glob(os.path.join(d, '*.pth'))]\n"
-        "editable = [p for p in pths if '__editable__' in os.path.basename(p) and 'missedcall' in p]\n"
-        "editable += [p for p in pths if 'missedcall' in os.path.basename(p)]\n"
-        "import missedcall\n"
-        "print(json.dumps({'finders': finders, 'pths': editable, 'file': missedcall.__file__}))\n"
-    )
-    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60, cwd="/")
-    if out.returncode != 0:
-        return f"missedcall is not importable by {python}: {out.stderr.strip().splitlines()[-1:]}"
-    found = json.loads(out.stdout)
-    if any("__editable__" in f for f in found["finders"]):
-        return "an __editable__ finder is in sys.meta_path"
-    if found["pths"]:
-        return f"{found['pths'][0]} points into a source tree"
-    if Path(found["file"]).resolve().is_relative_to(ROOT):
-        return f"missedcall is imported from this repository ({found['file']})"
-    return ""
 
 
 def _recorded_headers() -> dict[str, str]:
