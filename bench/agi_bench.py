@@ -50,6 +50,11 @@ HOOK = REPO_ROOT / "agi-bin" / "missed.py"
 #: argv: hook path, where to write the hook's sys.modules ("" for nowhere), then the AGI arguments.
 KEEP_STDERR = """\
 import os, sys
+
+def _exit(code):  # hook.run() leaves with os._exit: come back here to write the list
+    raise SystemExit(code)
+
+os._exit = _exit
 _dup2 = os.dup2
 os.dup2 = lambda fd, fd2, *rest: fd2 if fd2 == 2 else _dup2(fd, fd2, *rest)
 hook, dump = sys.argv[1], sys.argv[2]
@@ -103,10 +108,10 @@ def _one(kind: str, index: int, workdir: Path, argv_prefix: list[str] | None = N
         # Started through the peer too, so both variants pay the same pipes and polling.
         from tests.agipeer import AgiPeer
 
-        result = AgiPeer([], {}).run([sys.executable, "-c", "pass"], env=env, timeout=30)
+        result = AgiPeer([], {}).run([sys.executable, "-c", "pass"], env=env, timeout=30, cwd=workdir)
     else:
         argv = (argv_prefix or [sys.executable]) + [str(HOOK), "600"]
-        result = _peer(index).run(argv, env=env, timeout=30)
+        result = _peer(index).run(argv, env=env, timeout=30, cwd=workdir)
     if not result.ok:
         raise SystemExit(f"{kind} run {index} failed: {result}")
     return result.duration
@@ -141,7 +146,7 @@ def importtime(workdir: Path, index: int, top: int) -> tuple[list[str], list[str
     dump = workdir / "modules.txt"
     prefix = [sys.executable, "-X", "importtime", "-c", KEEP_STDERR]
     argv = [*prefix, str(HOOK), str(dump), "600"]
-    result = _peer(index).run(argv, env=_env(workdir), timeout=30)
+    result = _peer(index).run(argv, env=_env(workdir), timeout=30, cwd=workdir)
     if not result.ok:
         raise SystemExit(f"importtime run failed: {result}")
     rows = []

@@ -25,7 +25,12 @@ from tests.paths import MISSED_PY
 
 #: Runs the hook as Asterisk would and then writes the names in sys.modules to argv[1].
 DUMP_MODULES = """\
-import sys
+import os, sys
+
+def _exit(code):  # hook.run() leaves with os._exit: come back here to write the list
+    raise SystemExit(code)
+
+os._exit = _exit
 hook, dump = sys.argv[1], sys.argv[2]
 sys.argv = [hook, *sys.argv[3:]]
 with open(hook, encoding="utf-8") as handle:
