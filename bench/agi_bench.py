@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from venvcheck import editable_reason  # noqa: E402 - bench/venvcheck.py, next to this file
 
 from tests.paths import AGI_FIXTURES, REPO_ROOT  # noqa: E402 - needs the sys.path entry above
 
@@ -197,6 +196,8 @@ def main() -> int:
     if args.driver:
         print(json.dumps(_driver(args.driver.split(","), args.n, args.first, args.workdir)))
         return 0
+
+    from venvcheck import editable_reason  # bench/venvcheck.py: on sys.path when this runs as a script
 
     why = editable_reason(sys.executable)
     if why:

@@ -43,8 +43,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from venvcheck import editable_reason  # bench/venvcheck.py, next to this file
-
 ADMIN = Path(sys.executable).with_name("missedcall-admin")
 AGENTS = ("Agent One", "Agent Two", "Agent Three")
 
@@ -190,6 +188,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of each variant (default 3)")
     parser.add_argument("--allow-editable", action="store_true", help="measure an editable install anyway")
     args = parser.parse_args()
+    from venvcheck import editable_reason  # bench/venvcheck.py: on sys.path when this runs as a script
+
     why = editable_reason(sys.executable)
     if why and not args.allow_editable:
         print(f"sweep_bench: refusing an editable install ({why}); make a venv as install.sh does:", file=sys.stderr)
