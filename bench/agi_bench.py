@@ -237,7 +237,7 @@ def main() -> int:
             # (missedcall.settingscache: a file younger than 2 s is never cached).
             time.sleep(2.2)
             admin = [sys.executable, "-m", "missedcall.admin.cli", "--config", str(workdir / "missedcall.env")]
-            subprocess.run([*admin, "init"], check=True, capture_output=True, timeout=60)
+            subprocess.run([*admin, "init"], check=True, capture_output=True, timeout=60, cwd=workdir)
             cached = (workdir / ".missedcall.env.parsed").exists()
             _one("hook", 0, workdir)  # warm the page cache and the .pyc files; not counted
             timed = _in_child(["baseline", "hook"], args.n, 1, workdir)
