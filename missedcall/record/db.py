@@ -43,6 +43,11 @@ class BusyError(StorageError):
     """The server is there but has no room right now (too many connections): worth another try."""
 
 
+def _loopback(host: str) -> bool:
+    """A host name or address that is this machine (a connection that never leaves it)."""
+    return host in ("localhost", "::1") or (host.startswith("127.") and host.replace(".", "").isdigit())
+
+
 def _is_integrity_error(exc: Exception) -> bool:
     return exc.__class__.__name__ == "IntegrityError"
 
@@ -126,8 +131,17 @@ class Database:
         else:
             kwargs["host"] = target.host
             kwargs["port"] = target.port
+        if target.unix_socket or _loopback(target.host):
+            # PyMySQL 1.2 tries TLS whenever the server offers it ("preferred", unverified): on the same
+            # box it protects nothing and costs each hang-up a CA bundle load and a handshake (15-20 ms).
+            # A remote server keeps PyMySQL's default.
+            kwargs["ssl_disabled"] = True
         try:
-            conn = pymysql.connect(**kwargs)
+            try:
+                conn = pymysql.connect(**kwargs)
+            except TypeError:  # a PyMySQL without ssl_disabled (1.0): it does not try TLS unasked either
+                kwargs.pop("ssl_disabled", None)
+                conn = pymysql.connect(**kwargs)
         except pymysql.MySQLError as exc:
             # 1040 too many connections, 1203/1226 max_user_connections: a moment later may work.
             kind = BusyError if getattr(exc, "args", (None,))[0] in (1040, 1203, 1226) else StorageError
