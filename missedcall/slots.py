@@ -5,10 +5,17 @@
 the hook's path subclasses :class:`Value` (or :class:`Frozen`), lists its fields in
 ``__slots__`` and writes its ``__init__``; comparison and repr come from here. Fields
 named in ``_hidden`` never appear in a repr (passwords); those in ``_uncompared``
-take no part in equality (like ``field(compare=False)``).
+take no part in equality (like ``field(compare=False)``). :func:`replace` stands in for
+``dataclasses.replace``; copy, deepcopy and pickle work on both kinds.
 """
 
 from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    V = TypeVar("V", bound="Value")
 
 
 class Value:
@@ -32,6 +39,31 @@ class Value:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name not in self._hidden)
         return f"{self.__class__.__name__}({shown})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # copy, deepcopy and pickle: rebuilt field by field (a Frozen refuses setattr).
+        return (_rebuild, (self.__class__, {name: getattr(self, name) for name in self.__slots__}))
+
+    def __replace__(self, **changes: object) -> Value:
+        """A copy with some fields changed, through ``__init__`` (``copy.replace`` on Python 3.13+)."""
+        unknown = set(changes) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"{self.__class__.__name__} has no field {sorted(unknown)[0]!r}")
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return self.__class__(**values)
+
+
+def replace(value: V, **changes: object) -> V:
+    """``dataclasses.replace`` for these classes: a copy of ``value`` with ``changes``, through its ``__init__``."""
+    return value.__replace__(**changes)  # type: ignore[return-value]
+
+
+def _rebuild(cls: type[V], fields: dict[str, object]) -> V:
+    value = cls.__new__(cls)
+    for name, field in fields.items():
+        object.__setattr__(value, name, field)
+    return value
 
 
 class Frozen(Value):
