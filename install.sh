@@ -558,7 +558,7 @@ install_cron() {
     step "cron: $(r "$CRON_FILE")"
     make_dir "$(dirname "$(r "$CRON_FILE")")" 0755 root:root
     helper missedcall.admin.installer cron --prefix "$PREFIX" --user "$ASTERISK_USER" --data-dir "$DATA_DIR" \
-        --config "$CONFIG_FILE" | write_file "$(r "$CRON_FILE")" 0644 root:root
+        --config "$CONFIG_FILE" --read-config "$(r "$CONFIG_FILE")" | write_file "$(r "$CRON_FILE")" 0644 root:root
 }
 
 find_asterisk() {

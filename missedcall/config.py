@@ -38,7 +38,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "MISSEDCALL_SMTP_SECURITY": ("none", "starttls, ssl or none"),
     "MISSEDCALL_SMTP_CAFILE": ("", "CA bundle to verify the relay's certificate (empty: system CAs)"),
     "MISSEDCALL_SMTP_TIMEOUT": ("10", "seconds before an SMTP relay is given up (the AGI caps it lower)"),
-    "MISSEDCALL_FROM": ("", "From address (empty: asterisk@<this host's FQDN>)"),
+    "MISSEDCALL_FROM": (
+        "", "From address (empty: FreePBX's Email \"From:\" Address, else missedcall@<this host's FQDN>)"
+    ),
     "MISSEDCALL_FALLBACK_TO": ("", "comma-separated addresses for queues with no recipients of their own"),
     "MISSEDCALL_LANGUAGE": ("en", "en or ru"),
     "MISSEDCALL_TEMPLATE_DIR": ("", "folder whose subject.txt / body.txt replace the bundled templates"),
@@ -238,6 +240,14 @@ def _check_timezone(name: str) -> None:
         ) from None
 
 
+def host_from() -> str:
+    """missedcall@<this host's FQDN>, or missedcall@localhost when that is no address."""
+    import socket  # only here: the AGI runs with MISSEDCALL_FROM set (or FreePBX's copy) and never pays for it
+
+    address = f"missedcall@{socket.getfqdn()}"
+    return address if is_plain_address(address) else "missedcall@localhost"
+
+
 def salvage_paths(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """(spool folder, queue_log) read as leniently as possible, for the hook when the settings do not load.
 
@@ -311,11 +321,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = Fa
     if mail_from and not is_plain_address(mail_from):
         raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} is not a plain e-mail address")
     if not mail_from:
-        import socket  # only here: the AGI runs with MISSEDCALL_FROM set and never pays for it
-
-        mail_from = f"asterisk@{socket.getfqdn() or 'localhost'}"
-        if not is_plain_address(mail_from):
-            mail_from = "asterisk@localhost"
+        # FreePBX's own From, as `missedcall-admin init` copied it: a short read, no query per call.
+        copied = freepbx.read_from_copy(config_path) if is_freepbx else ""
+        mail_from = copied if is_plain_address(copied) else host_from()
 
     template_dir = values.get("MISSEDCALL_TEMPLATE_DIR", "").strip()
     if template_dir and not os.path.isabs(template_dir):

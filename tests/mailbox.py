@@ -38,6 +38,18 @@ class StoredMail:
         return cast("str | None", self.envelope["sender"])
 
 
+def text_part(message: EmailMessage) -> str:
+    """The plain-text part of a notification (it is multipart/alternative when an HTML part goes with it)."""
+    part = message.get_body(("plain",))
+    assert part is not None, "no text/plain part"
+    return cast(str, part.get_content())
+
+
+def html_part(message: EmailMessage) -> str | None:
+    part = message.get_body(("html",))
+    return None if part is None else cast(str, part.get_content())
+
+
 def read_mail(directory: str | Path) -> list[StoredMail]:
     """Every stored message, oldest first (file names start with a zero-padded time_ns)."""
     found: list[StoredMail] = []

@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = INSTALL_FIXTURES
 GOSUB = "Gosub(macro-hangupcall,s,1())"
 NAMES = (
-    "config", "database", "recipients", "mail", "agi", "dialplan file",
-    "dialplan live", "queue_log", "cron", "delivery",
+    "config", "database", "recipients", "mail", "from", "agi", "dialplan file",
+    "dialplan live", "queue_log", "cron", "delivery", "callbacks",
 )  # fmt: skip
 LINE = re.compile(r"^(OK|WARN|FAIL) +([a-z_ ]+): (.*)$")
 LIVE = """\
@@ -133,8 +133,10 @@ def build_setup(base: Path, *, db_url: str | None = None, freepbx_conf: Path | N
             "MISSEDCALL_QUEUE_LOG": str(queue_log),
             "MISSEDCALL_SPOOL_DIR": str(base / "spool"),
             "MISSEDCALL_FROM": "asterisk@pbx.example.com",
+            "MISSEDCALL_CDR_URL": f"csv:{base}/Master.csv",
         },
     )
+    (base / "Master.csv").write_text("")
     if db_url is None and freepbx_conf is not None:
         del setup.config["MISSEDCALL_DB_URL"]  # FreePBX's own credentials, as on a real box
     setup.write_config()

@@ -528,11 +528,12 @@ def test_real_install_on_a_freepbx17_box_then_the_admin_commands_then_purge(
 ) -> None:
     """Without --root: real root checks, user asterisk, tables in FreePBX's database, doctor at the end."""
     from tests.paths import SENDMAIL_BIN
-    from tests.support.freepbx import write_freepbx_conf
+    from tests.support.freepbx import set_freepbx_setting, write_freepbx_conf
     from tests.support.mariadb import MariaDBDatabase
 
     assert isinstance(freepbx_database, MariaDBDatabase)
     conf = write_freepbx_conf(tmp_path / "freepbx.conf", freepbx_database, host="127.0.0.1")
+    set_freepbx_setting(freepbx_database, "AMPUSERMANEMAILFROM", "pbx-notify@example.com")
     maildir = tmp_path / "maildir"
     maildir.mkdir()
     fake_asterisk = tmp_path / "asterisk"
@@ -573,6 +574,10 @@ chmod 0640 {env_file}
     assert (upper_etc / "asterisk" / "extensions_override_freepbx.conf").read_bytes() == b"; override\n" + block(GOSUB)
     assert (upper_etc / "missedcall" / "missedcall.env").read_text().startswith("MISSEDCALL_SENDMAIL=")  # kept
     assert (upper_etc / "cron.d" / "missedcall").exists()
+    # FreePBX's own From address, copied by init where the hook reads it (MISSEDCALL_FROM still wins here).
+    assert "From: pbx-notify@example.com (FreePBX's" in out
+    copied = upper_etc / "missedcall" / "freepbx-from"
+    assert copied.read_text() == "pbx-notify@example.com\n" and copied.stat().st_mode & 0o777 == 0o644
     assert os.readlink(namespace / "upper_usr_local" / "bin" / "missedcall-admin") == (
         "/opt/missedcall/venv/bin/missedcall-admin"
     )

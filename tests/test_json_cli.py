@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from missedcall.record.model import utcnow
-from tests.agibox import Pbx, abandon_peer, make_pbx
+from tests.agibox import Pbx, abandon_lines, abandon_peer, make_pbx
 
 
 @pytest.fixture
@@ -43,3 +43,25 @@ def test_retry_json_counts_what_it_did(box: Pbx) -> None:
     assert report["outcomes"] == {"sent": 1}
     assert report["handled"] == 1 and report["parked"] == [] and report["bad"] == 0
     assert report["summary"].startswith("retry: ")
+
+
+def test_sweep_json_counts_one_pass(box: Pbx) -> None:
+    now = int(utcnow().timestamp())
+    box.write_queue_log([*abandon_lines(f"{now - 600}.1", "600", at=now - 600), "garbage without bars"])
+    dry = box.admin("sweep", "--from-start", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    [report] = json.loads(dry.stdout)  # the verdict lines of --dry-run stay out of the JSON
+    assert report["ran"] and report["dry_run"] and report["missed"] == 1 and report["garbage"] == 1
+    done = box.admin("sweep", "--from-start", "--json")
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)
+    assert report["recorded"] == {"sent": 1} and report["lines"] == 3
+    assert report["summary"].startswith("sweep: read 3 line(s)")
+    again = json.loads(box.admin("sweep", "--json").stdout)[0]
+    assert again["ran"] and again["lines"] == 0 and again["recorded"] == {}
+
+
+@pytest.mark.parametrize("other", ["--follow", "-v"])
+def test_sweep_json_is_one_quiet_pass(box: Pbx, other: str) -> None:
+    done = box.admin("sweep", "--json", other)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "--json" in done.stderr

@@ -74,7 +74,7 @@ def test_english_message_fields() -> None:
     msg = build(call())
     assert msg["From"] == "asterisk@pbx.example.com"
     assert msg["To"] == "ops@example.com, boss@example.com"
-    assert msg["Subject"] == "Missed call from Иван Петров <79161234567> in queue 601 (Sales)"
+    assert msg["Subject"] == "Missed: Sales (601) — Иван Петров +7 916 123-45-67, waited 1 min 15 s"
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["X-Auto-Response-Suppress"] == "All"  # Exchange's out-of-office replies
     assert msg["X-Missedcall-Callid"] == "1795659185.13"
@@ -91,7 +91,7 @@ def test_english_message_fields() -> None:
 
 def test_russian_message_is_readable() -> None:
     msg = build(call(reason="TIMEOUT"), language="ru")
-    assert msg["Subject"] == "Пропущенный звонок от Иван Петров <79161234567> в очереди 601 (Sales)"
+    assert msg["Subject"] == "Пропущен: Sales (601) — Иван Петров +7 916 123-45-67, ждал 1 мин 15 с"
     body = msg.get_content()
     assert "истекло максимальное время ожидания в очереди" in body
     assert "1 мин 15 с" in body
@@ -126,7 +126,7 @@ def test_hostile_caller_names_cannot_add_headers_or_recipients(name: str, langua
 
 def test_unknown_caller_and_missing_numbers() -> None:
     msg = build(call(caller_num="", caller_name="", wait_seconds=None, position=None, extra={}))
-    assert msg["Subject"] == "Missed call from unknown caller in queue 601 (Sales)"
+    assert msg["Subject"] == "Missed: Sales (601) — unknown caller, waited unknown"
     body = msg.get_content()
     assert "Waited:    unknown (position — in the queue)" in body
 

@@ -116,3 +116,14 @@ def test_incremental_reading_picks_up_appended_rows_and_rotation(tmp_path: Path)
     path.write_text(lines[4], encoding="utf-8")
     rows, offset, inode = cdrcsv.read_new(str(path), offset, inode)
     assert [r.uniqueid for r in rows] == ["1796023200.8"]
+
+
+def test_the_agent_is_named_from_cnam_or_from_a_clid_that_still_shows_the_extension() -> None:
+    from missedcall.resolve.match import agent_label
+
+    assert agent_label(row(1, "74951234567", "89161234567", cnam="Ivan Petrov"), "102") == "102 (Ivan Petrov)"
+    # Master.csv has no cnam: the clid names the agent only while its number is still the extension
+    assert agent_label(row(1, "102", "89161234567", clid='"Ivan Petrov" <102>'), "102") == "102 (Ivan Petrov)"
+    assert agent_label(row(1, "7495", "89161234567", clid='"Office" <74951234567>'), "102") == "102"
+    assert agent_label(row(1, "102", "8916", cnam="102"), "102") == "102"
+    assert agent_label(row(1, "102", "8916", cnam="\x1b[31m" + "Я" * 500), "102") == "102 ([31m" + "Я" * 55 + ")"

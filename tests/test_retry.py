@@ -22,8 +22,13 @@ from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.schema import SCHEMA_VERSION
 from missedcall.record.storage import Store
 from tests.agibox import abandon_peer, callids_mailed, make_pbx
+from tests.mailbox import text_part
 
 # ============================================================================ schema 2 and 3
+
+
+SCHEMA_5_COLUMNS = ("resolution", "resolved_at", "resolved_by", "talk_seconds", "caller_key", "message_id",
+                    "thread_of", "followup", "voicemail")  # fmt: skip
 
 
 def _make_version_1(store: Store) -> None:
@@ -33,6 +38,10 @@ def _make_version_1(store: Store) -> None:
     store.execute("DROP TABLE IF EXISTS missedcall_queues")
     store.execute("ALTER TABLE missedcall_calls DROP COLUMN next_attempt_at")
     store.execute("ALTER TABLE missedcall_calls DROP COLUMN did")
+    for index in ("missedcall_calls_caller_key", "missedcall_calls_resolution"):
+        store.execute(f"DROP INDEX {index}" if store.kind == "sqlite" else f"DROP INDEX {index} ON missedcall_calls")
+    for column in SCHEMA_5_COLUMNS:
+        store.execute(f"ALTER TABLE missedcall_calls DROP COLUMN {column}")
     store.set_state("schema_version", "1")
     store.execute(
         "INSERT INTO missedcall_calls (callid, queue, reason, source, status, attempts) VALUES (?, ?, ?, ?, ?, ?)",
@@ -41,16 +50,17 @@ def _make_version_1(store: Store) -> None:
 
 
 def test_migration_from_version_1_is_idempotent(db_url: str) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     with Store.open(parse_db_url(db_url)) as store:
         store.init()
         _make_version_1(store)
         assert not store.has_column("missedcall_calls", "next_attempt_at")
-        assert store.init() == (1, 4)
+        assert store.init() == (1, 5)
         assert store.has_column("missedcall_calls", "next_attempt_at") and store.has_column("missedcall_calls", "did")
         assert store.table_exists("missedcall_flood") and store.table_exists("missedcall_held")
         assert store.table_exists("missedcall_queues")
-        assert store.init() == (4, 4)
+        assert all(store.has_column("missedcall_calls", c) for c in SCHEMA_5_COLUMNS)
+        assert store.init() == (5, 5)
         old = store.get_call("1797000000.1")
         assert old is not None and (old.status, old.attempts, old.next_attempt_at) == ("pending", 1, None)
         # A pending call from before the migration (no next_attempt_at) is due at once.
@@ -79,8 +89,8 @@ def test_migration_run_by_several_processes_at_once(db_url: str) -> None:
         thread.join()
     assert not errors, errors
     with Store.open(parse_db_url(db_url)) as store:
-        assert store.schema_version() == 4 and store.has_column("missedcall_calls", "did")
-        assert store.table_exists("missedcall_queues")
+        assert store.schema_version() == 5 and store.has_column("missedcall_calls", "did")
+        assert store.table_exists("missedcall_queues") and store.has_column("missedcall_calls", "caller_key")
 
 
 def test_the_hook_migrates_an_old_database_itself(tmp_path: Path, db_url: str) -> None:
@@ -91,8 +101,9 @@ def test_the_hook_migrates_an_old_database_itself(tmp_path: Path, db_url: str) -
     run = box.run(abandon_peer("1797000001.1"), ["600"])
     assert run.ok and run.stderr == "", run
     with box.store() as store:
-        assert store.schema_version() == 4
-        assert store.get_call("1797000001.1").status == "sent"  # type: ignore[union-attr]
+        assert store.schema_version() == 5
+        call = store.get_call("1797000001.1")
+        assert call is not None and call.status == "sent" and call.caller_key  # the key is filled from now on
     assert len(box.stored()) == 1
 
 
@@ -118,7 +129,7 @@ def test_a_mail_sent_later_by_retry_says_what_the_first_would_have(tmp_path: Pat
     done = box.admin("retry")
     assert done.returncode == 0, done.stderr
     [mail] = box.mails()
-    body = mail.get_content()
+    body = text_part(mail)
     assert "74951234567" in body and "79161234567" in body and "9 s" in body, body
     assert box.calls()[0].status == "sent"
     listed = json.loads(box.admin("log", "--json").stdout)

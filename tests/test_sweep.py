@@ -33,7 +33,7 @@ from missedcall.detect.tail import Tail
 from missedcall.record.model import CallRecord
 from tests.agibox import Pbx, make_pbx
 from tests.agipeer import AgiPeer, make_headers
-from tests.mailbox import wait_for_mail
+from tests.mailbox import text_part, wait_for_mail
 from tests.paths import AGI_FIXTURES, QUEUE_LOG_FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +185,7 @@ def test_timeout_with_nothing_after_is_mailed_only_after_the_grace_period(box: B
     code, out, _ = box.sweep("--grace", "3", "-v")
     [mail] = box.stored()
     assert sorted(mail.recipients) == ["boss@example.com", "ops600@example.com"]
-    assert "maximum wait time" in mail.message.get_content()
+    assert "maximum wait time" in text_part(mail.message)
     call = box.by_callid()[callid]
     assert (call.queue, call.reason, call.source, call.status, call.wait_seconds) == (
         "600", "TIMEOUT", "queue_log", "sent", 8,
@@ -209,7 +209,7 @@ def test_timeout_then_second_queue_abandon_is_one_mail_for_the_second_queue(box:
     box.sweep("--from-start")
     [mail] = box.stored()
     assert sorted(mail.recipients) == ["boss@example.com", "ops601@example.com"]
-    body = mail.message.get_content()
+    body = text_part(mail.message)
     assert "600 > 601" in body and "5559000" in body and "the caller hung up while waiting" in body
     call = box.by_callid()[callid]
     assert (call.queue, call.reason, call.path, call.wait_seconds, call.source, call.extra) == (
@@ -245,7 +245,7 @@ def test_exitempty_and_exitwithkey(box: Box, event: str, data: tuple[str, ...], 
     [mail] = box.stored()
     call = box.by_callid()[callid]
     assert (call.reason, call.wait_seconds, call.position) == (reason, 7, 1)
-    assert words in mail.message.get_content().lower()
+    assert words in text_part(mail.message).lower()
 
 
 def test_min_wait_records_without_mailing(box: Box) -> None:

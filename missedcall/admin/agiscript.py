@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib import resources
 
+from missedcall import __version__
 from missedcall.text import printable
 
 PROG = "missedcall-agi"
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print missedcall's AGI hook script (missed.py) with its first line naming this Python, "
         "or install it into Asterisk's agi-bin.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--install", metavar="DIR", help="write DIR/missed.py (mode 0755) instead of printing it")
     parser.add_argument("--force", action="store_true", help="with --install: replace a missed.py that differs")
     return parser

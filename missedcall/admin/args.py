@@ -53,6 +53,22 @@ def email_arg(text: str) -> str:
     return text
 
 
+def target_arg(text: str) -> str:
+    """An e-mail address or a chat target (missedcall.deliver.targets); errors never show a URL's secret part."""
+    if text == "-":
+        return text  # read from stdin by the command, so a webhook URL stays out of argv and shell history
+    from missedcall.deliver import targets
+
+    if not targets.is_chat(text.strip()) and not text.strip().lower().startswith("mailto:"):
+        return email_arg(text)
+
+    try:
+        targets.parse(text_arg(text))
+        return text.strip()
+    except targets.TargetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def name_arg(text: str) -> str:
     cleaned = mail.clean(text_arg(text), 128)
     return cleaned

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, user_may
 from missedcall.config import is_address, shown
+from missedcall.deliver import targets
 from missedcall.record.db import StorageError
 from missedcall.record.schema import SCHEMA_VERSION
 from missedcall.record.storage import Store
@@ -74,7 +75,10 @@ def check_recipients(doc: Doctor) -> Check:
         queues = doc.store.freepbx_queues()
     except StorageError as exc:
         return Check(FAIL, name, str(exc), "missedcall-admin init")
-    bad = [row for row in rows if not is_address(row.email)]
+    bad = [
+        row for row in rows
+        if (targets.problem(row.email) if targets.is_chat(row.email) else not is_address(row.email))
+    ]
     if bad:
         row = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

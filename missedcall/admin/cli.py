@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from missedcall import __version__, config
-from missedcall.admin import cmd_import, cmd_queues
-from missedcall.admin.args import bounded_int, email_arg, name_arg, parse_since, queue_arg, stored_email_arg
+from missedcall.admin import cmd_hours, cmd_import, cmd_queues, cmd_report, cmd_resolve
+from missedcall.admin.args import bounded_int, name_arg, parse_since, queue_arg, stored_email_arg, target_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_retry, cmd_sweep, cmd_test
 from missedcall.admin.common import PROG, UserError, printable, text_arg
@@ -22,6 +22,7 @@ from missedcall.record.model import CALL_STATUSES
 
 __all__ = ["PROG", "UserError", "build_parser", "main"]
 
+QUEUE_HELP = "the queue's number (or name)"
 CONFIG_HELP = (
     "configuration file (default: $MISSEDCALL_CONFIG or /etc/missedcall/missedcall.env); before or after the verb"
 )
@@ -54,14 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     one = actions.add_parser("list", help="list recipients")
     one.add_argument("--queue", type=queue_arg, help="only this queue")
     one.add_argument("--json", action="store_true", help="JSON output")
-    one = actions.add_parser("add", help="add EMAIL as a recipient of QUEUE ('*' = every queue)")
-    one.add_argument("queue", metavar="QUEUE", type=queue_arg)
-    one.add_argument("email", metavar="EMAIL", type=email_arg)
+    one = actions.add_parser(
+        "add",
+        help="add EMAIL (or a chat TARGET) as a recipient of QUEUE ('*' = every queue)",
+        description="EMAIL is an address or a target: mailto:ADDRESS, telegram:CHAT_ID, slack:URL, mattermost:URL,"
+        " teams:WORKFLOW_URL or webhook:URL (docs/chat.md); '-' reads it from stdin, keeping a webhook URL (a secret)"
+        " out of argv. URLs are stored, and shown cut to host and first segment.",
+    )
+    one.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + "; '*' = a copy of every queue's mail")
+    one.add_argument("email", metavar="EMAIL", type=target_arg, help="an e-mail address or a chat target")
     one.add_argument("--name", type=name_arg, default="", help="a label for the person")
-    one = actions.add_parser("remove", help="remove EMAIL from QUEUE")
-    one.add_argument("queue", metavar="QUEUE", type=queue_arg)
+    one = actions.add_parser("remove", help="remove EMAIL (or a chat target, as given to add or as listed) from QUEUE")
+    one.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + " ('*' for a '*' row)")
     # Not email_arg: a row that an older version let in (and doctor now names) must be removable.
-    one.add_argument("email", metavar="EMAIL", type=stored_email_arg)
+    one.add_argument("email", metavar="EMAIL", type=stored_email_arg, help="the address exactly as 'list' shows it")
     one = actions.add_parser(
         "import",
         help="add rows from a CSV file: queue,email[,name] ('-' = stdin); all rows or none",
@@ -69,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         " Excel's semicolon CSV works), UTF-8 or Windows-1251; '#' lines and a 'queue,...' header are skipped."
         " One bad row refuses the whole file, naming its line.",
     )
-    one.add_argument("csv", metavar="CSV")
+    one.add_argument("csv", metavar="CSV", help="the CSV file, or '-' for standard input")
     one = actions.add_parser("export", help="print all recipients as CSV")
     one.set_defaults(queue=None)
     sub.set_defaults(func=cmd_recipients)
@@ -89,12 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     queue_actions = cmd_queues.add_arguments(sub, _Parser)
     sub.set_defaults(func=cmd_queues.cmd_queues)
 
+    sub = verbs.add_parser(
+        "hours", help="business hours per queue: list them, or 'hours set QUEUE SCHEDULE' / 'hours clear QUEUE'"
+    )
+    hours_actions = cmd_hours.add_arguments(sub, _Parser)
+    sub.set_defaults(func=cmd_hours.cmd_hours)
+
     sub = verbs.add_parser("test", help="send (or, with --dry-run, print) a sample notification for QUEUE")
-    sub.add_argument("queue", metavar="QUEUE", type=queue_arg)
+    sub.add_argument("queue", metavar="QUEUE", type=queue_arg, help=QUEUE_HELP + ": its recipients, label, language")
     sub.add_argument("--caller", type=text_arg, default="5551234", help="caller number to show (default 5551234)")
     sub.add_argument("--caller-name", type=text_arg, default="Test Caller", help="caller name to show")
     sub.add_argument("--reason", default="ABANDON", choices=config.REASONS, help="reason to show (default ABANDON)")
     sub.add_argument("--wait", type=bounded_int(0, 86400), default=42, help="seconds waited to show (default 42)")
+    sub.add_argument(
+        "--target",
+        type=text_arg,
+        help="send only to this target: an address, telegram:ID, slack:URL ..., a key as 'recipients list' shows"
+        " it, or '-' to read it from stdin (docs/chat.md)",
+    )
     sub.add_argument("--dry-run", action="store_true", help="print the mail instead of sending it")
     sub.add_argument("--raw", action="store_true", help="with --dry-run: print the exact bytes (MIME-encoded)")
     sub.set_defaults(func=cmd_test)
@@ -104,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--until", type=parse_since, help="before then: 30m, 24h, 7d ago or YYYY-MM-DD (that day not included)"
     )
-    sub.add_argument("--queue", type=queue_arg)
-    sub.add_argument("--status", choices=CALL_STATUSES)
+    sub.add_argument("--queue", type=queue_arg, help="only calls that ended in this queue")
+    sub.add_argument("--status", choices=CALL_STATUSES, help="only calls with this status")
     sub.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, help="at most N calls (default 50)")
     shape = sub.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="JSON: one object per call, times in ISO 8601 (UTC)")
@@ -120,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help="the run's counts as JSON instead of the summary line")
     sub.set_defaults(func=cmd_retry)
+
+    sub = verbs.add_parser("resolve", help="find callbacks and later answered calls for open misses (retry does too)")
+    cmd_resolve.add_arguments(sub)
+    sub.set_defaults(func=cmd_resolve.cmd_resolve)
+
+    sub = verbs.add_parser("report", help="how missed calls ended: per call, per queue, repeat callers; or --mail it")
+    cmd_report.add_arguments(sub)
+    sub.set_defaults(func=cmd_report.cmd_report)
 
     from missedcall.detect import sweep
 
@@ -137,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --config after the verb too (`missedcall-admin log --config FILE`): SUPPRESS keeps a value given
     # before the verb when none is given after it.
     for verb in verbs.choices.values():
-        nested = {"recipients": [actions], "queues": [queue_actions]}.get(verb.prog.split()[-1], [])
+        groups = {"recipients": [actions], "queues": [queue_actions], "hours": [hours_actions]}
+        nested = groups.get(verb.prog.split()[-1], [])
         nested = [group.choices.values() for group in nested]
         for one in [verb, *(p for group in nested for p in group)]:
             one.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)

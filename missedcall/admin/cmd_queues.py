@@ -33,7 +33,7 @@ def add_arguments(sub: argparse.ArgumentParser, parser_class: type[argparse.Argu
         description="Per-queue values beat FreePBX's queue description and the global settings."
         " Example: queues set 600 --label Support --language ru --min-wait 5 --off",
     )
-    one.add_argument("queue", metavar="QUEUE", type=queue_arg)
+    one.add_argument("queue", metavar="QUEUE", type=queue_arg, help="the queue's number (or name)")
     one.add_argument("--label", type=name_arg, help="the name mails show for the queue (instead of FreePBX's)")
     one.add_argument("--language", choices=queues.LANGUAGES, help="the language of this queue's mails")
     one.add_argument(
@@ -106,7 +106,7 @@ def _as_json(q: queues.QueueSettings, recipients: int) -> dict[str, Any]:
 
 def _set(args: argparse.Namespace, settings: Any) -> int:
     changes: dict[str, Any] = {}
-    for column in queues.COLUMNS if "all" in args.clear else args.clear:
+    for column in CLEARABLE[:-1] if "all" in args.clear else args.clear:  # hours are `hours clear`'s
         changes[column] = None
     given = {"label": args.label, "language": args.language, "min_wait": args.min_wait}
     for column, value in given.items():

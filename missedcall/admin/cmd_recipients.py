@@ -18,7 +18,7 @@ from missedcall.admin.common import (
     read_bounded,
     recipient_json,
 )
-from missedcall.deliver import mail, recipients
+from missedcall.deliver import mail, recipients, targets
 from missedcall.record.db import StorageError
 from missedcall.record.storage import Store
 
@@ -44,22 +44,25 @@ def cmd_recipients(args: argparse.Namespace) -> int:
 def _recipients(args: argparse.Namespace, store: Store) -> int:
     action = args.action
     if action == "add":
-        added = store.add_recipient(args.queue, args.email, args.name or "")
-        print(f"{'added' if added else 'already there:'} {args.email} for queue {args.queue}")
-        return 0
+        return _add(store, args.queue, args.email, args.name or "")
     if action == "remove":
-        if not store.remove_recipient(args.queue, args.email):
-            raise UserError(f"{args.email} is not a recipient of queue {args.queue}")
-        print(f"removed {args.email} from queue {args.queue}")
+        key = _stored_key(args.email)
+        if not store.remove_recipient(args.queue, key):
+            raise UserError(f"{targets.show(key)} is not a recipient of queue {args.queue}")
+        print(f"removed {targets.show(key)} from queue {args.queue}")
         return 0
     if action == "import":
         return _import_csv(args.csv, store)
     rows = store.recipients(args.queue)
     if action == "export":
+        # A backup that import takes back: URL targets in full (their keys alone could not be sent to).
+        from missedcall.record import deliveries
+
+        full = deliveries.urls(store, [r.email for r in rows if targets.is_chat(r.email)])
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["queue", "email", "name"])
         for row in rows:
-            writer.writerow([row.queue, row.email, row.name])
+            writer.writerow([row.queue, full.get(row.email, row.email), row.name])
         return 0
     if args.json:
         print_json([recipient_json(r) for r in rows])
@@ -68,6 +71,37 @@ def _recipients(args: argparse.Namespace, store: Store) -> int:
     else:
         print_table(["QUEUE", "EMAIL", "NAME"], [[r.queue, r.email, printable(r.name)] for r in rows])
     return 0
+
+
+def _add(store: Store, queue: str, given: str, name: str) -> int:
+    if given == "-":
+        given = sys.stdin.readline(8192).strip()
+    try:
+        target = targets.parse(given)
+    except targets.TargetError as exc:
+        raise UserError(str(exc)) from None
+    if target.is_chat:
+        from missedcall.record import deliveries
+
+        if not store.has_column("missedcall_recipients", "target"):
+            store.init()  # tables from before chat targets (same schema number): add the column and table now
+        added = deliveries.add(store, queue, target.key, target.stored_target, name)
+    else:
+        added = store.add_recipient(queue, target.key, name)
+    print(f"{'added' if added else 'already there:'} {target.key} for queue {queue}")
+    if target.scheme == "telegram" and not load_settings().raw.get("MISSEDCALL_TELEGRAM_TOKEN"):
+        print("note: set MISSEDCALL_TELEGRAM_TOKEN in the config file (docs/chat.md)", file=sys.stderr)
+    return 0
+
+
+def _stored_key(given: str) -> str:
+    """The stored key of what ``remove`` was given: a target as given to add, or a key as listed."""
+    if targets.is_chat(given) and "://" in given:
+        try:
+            return targets.parse(given).key
+        except targets.TargetError:
+            return given
+    return given.removeprefix("mailto:")
 
 
 def _import_csv(path: str, store: Store) -> int:
@@ -82,6 +116,7 @@ def _import_csv(path: str, store: Store) -> int:
             raise UserError(f"{path}: not a UTF-8 (or Windows-1251) CSV file") from None
     handle = io.StringIO(text, newline="")
     wanted: list[tuple[str, str, str]] = []
+    chats: list[tuple[str, targets.Target, str]] = []
     with handle:
         try:
             for number, row in enumerate(csv.reader(handle, delimiter=delimiter_of(text)), start=1):
@@ -94,13 +129,24 @@ def _import_csv(path: str, store: Store) -> int:
                 queue, email = row[0].strip(), row[1].strip()
                 if not recipients.valid_queue(queue):
                     raise UserError(f"{path}:{number}: {printable(queue)!r} is not a queue")
-                if not config.is_address(email):
+                if targets.is_chat(email):
+                    try:
+                        chat = targets.parse(email)
+                    except targets.TargetError as exc:
+                        raise UserError(f"{path}:{number}: {exc}") from None
+                    chats.append((queue, chat, mail.clean(row[2], 128) if len(row) > 2 else ""))
+                    continue
+                if not config.is_address(email.removeprefix("mailto:")):
                     raise UserError(f"{path}:{number}: {printable(email, 60)!r} is not a plain e-mail address")
-                wanted.append((queue, email, mail.clean(row[2], 128) if len(row) > 2 else ""))
+                wanted.append((queue, email.removeprefix("mailto:"), mail.clean(row[2], 128) if len(row) > 2 else ""))
         except (UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"{path}: not a UTF-8 CSV file ({exc.__class__.__name__})") from None
     added = sum(1 for queue, email, name in wanted if store.add_recipient(queue, email, name))
-    print(f"imported {added} new recipient(s), {len(wanted) - added} already present")
+    if chats:
+        from missedcall.record import deliveries
+
+        added += sum(1 for q, t, name in chats if deliveries.add(store, q, t.key, t.stored_target, name))
+    print(f"imported {added} new recipient(s), {len(wanted) + len(chats) - added} already present")
     return 0
 
 

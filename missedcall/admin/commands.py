@@ -27,9 +27,14 @@ from missedcall.record.storage import Store
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = load_settings()
+    sender_line = ""
     with open_store(settings) as store:
         try:
             before, now = store.init()
+            if settings.is_freepbx:  # FreePBX's own From address, copied where the hook reads it
+                from missedcall.admin import sender
+
+                sender_line = sender.refresh(settings, store)
         except StorageError as exc:
             raise UserError(str(exc)) from None
     if before is None:
@@ -39,6 +44,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     else:
         state = f"migrated from version {before}"
     print(f"tables in {settings.db.describe()}: schema version {now} ({state})")
+    if sender_line:
+        print(sender_line)
     return 0
 
 
@@ -58,6 +65,10 @@ def cmd_test(args: argparse.Namespace) -> int:
         ended_at=now,
         source="test",
     )
+    if getattr(args, "target", None):
+        from missedcall.admin import cmd_target
+
+        return cmd_target.run(args, settings, call, now)
     store: Store | None = None
     try:
         store = Store.open(settings.db, timeout=5.0, create=not args.dry_run)
@@ -89,13 +100,19 @@ def cmd_test(args: argparse.Namespace) -> int:
         return 0
     if the_plan.message is None or not the_plan.recipients:
         raise UserError("nothing to send: " + the_plan.skip_reason)
-    from missedcall.deliver import transport
+    from missedcall.deliver import targets, transport
 
-    try:
-        transport.send(the_plan.message, the_plan.recipients, settings, timeout=settings.smtp_timeout)
-    except transport.TransportError as exc:
-        raise UserError(f"mail not sent: {exc}") from None
-    print(f"test notification for queue {args.queue} sent to {', '.join(the_plan.recipients)} via {settings.transport}")
+    mails = [a for a in the_plan.recipients if not targets.is_chat(a)]
+    if mails:
+        try:
+            transport.send(the_plan.message, mails, settings, timeout=settings.smtp_timeout)
+        except transport.TransportError as exc:
+            raise UserError(f"mail not sent: {exc}") from None
+        print(f"test notification for queue {args.queue} sent to {', '.join(mails)} via {settings.transport}")
+    if len(mails) < len(the_plan.recipients):
+        from missedcall.admin import cmd_target
+
+        return cmd_target.each_chat(args, settings, call, now, [a for a in the_plan.recipients if a not in mails])
     return 0
 
 
@@ -104,7 +121,8 @@ def render_for_terminal(message: Any, *, raw: bool) -> str:
     if raw:
         return message.as_bytes().decode("ascii", "replace")
     lines = [f"{name}: {value}" for name, value in message.items()]
-    return "\n".join(lines) + "\n\n" + message.get_content()
+    text = message.get_body(("plain",)) or message  # the HTML alternative is shown by --raw
+    return "\n".join(lines) + "\n\n" + text.get_content()
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -200,6 +218,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             interval=args.interval,
             verbose=args.verbose,
             record_only=args.record_only,
+            as_json=args.json,
         )
     except sweep.SweepError as exc:
         raise UserError(str(exc)) from None

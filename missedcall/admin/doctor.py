@@ -20,7 +20,16 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from missedcall import config
-from missedcall.admin import checks_db, checks_mail, checks_pbx, installer
+from missedcall.admin import (
+    checks_chat,
+    checks_db,
+    checks_hours,
+    checks_mail,
+    checks_pbx,
+    checks_resolve,
+    installer,
+    sender,
+)
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, User, find_user, group_name, has_uid, user_may
 from missedcall.config import shown
 from missedcall.freepbx import parse_amp_conf
@@ -54,13 +63,17 @@ class Doctor:
             self.check_config_keys,
             lambda: checks_db.check_database(self),
             lambda: checks_db.check_recipients(self),
+            lambda: checks_hours.check_hours(self),
             lambda: checks_mail.check_mail(self),
+            lambda: sender.check_from(self),
+            lambda: checks_chat.check_chat(self),
             lambda: checks_pbx.check_agi(self),
             lambda: checks_pbx.check_dialplan_file(self),
             lambda: checks_pbx.check_dialplan_live(self),
             lambda: checks_pbx.check_queue_log(self),
             lambda: checks_pbx.check_cron(self),
             lambda: checks_db.check_delivery(self),
+            lambda: checks_resolve.check_cdr(self),
         )
         results: list[Check] = []
         try:
@@ -156,19 +169,19 @@ def _raw_secrets(config_path: str) -> set[str]:
         found.add(values["MISSEDCALL_SMTP_PASSWORD"])
     # Whatever stands between the scheme and the last "@", even in a URL that does not parse
     # (a missing slash, a bracket): its password part is a secret.
-    userinfo = re.match(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?/*(.*)@", values.get("MISSEDCALL_DB_URL", ""), re.DOTALL)
-    password = userinfo[1].partition(":")[2] if userinfo else ""
-    if password:
-        found |= {password, unquote(password)}
+    for key in ("MISSEDCALL_DB_URL", "MISSEDCALL_CDR_URL"):
+        userinfo = re.match(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?/*(.*)@", values.get(key, ""), re.DOTALL)
+        password = userinfo[1].partition(":")[2] if userinfo else ""
+        if password:
+            found |= {password, unquote(password)}
     conf = values.get("MISSEDCALL_FREEPBX_CONF") or config.KEYS["MISSEDCALL_FREEPBX_CONF"][0]
     for path in (conf, "/etc/amportal.conf"):
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
-                secret = parse_amp_conf(handle.read(checks_pbx.MAX_READ)).get("AMPDBPASS", "")
+                amp = parse_amp_conf(handle.read(checks_pbx.MAX_READ))
         except OSError:
             continue
-        if secret:
-            found.add(secret)
+        found |= {amp.get("AMPDBPASS", ""), amp.get("CDRDBPASS", "")}
     return {s for s in found if s}
 
 

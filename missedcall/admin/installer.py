@@ -92,8 +92,11 @@ def read_state(path: str) -> dict[str, str] | None:
     return values
 
 
-def render_cron(prefix: str, user: str, data_dir: str, config_path: str = DEFAULT_CONFIG) -> str:
-    """/etc/cron.d/missedcall: sweep and retry every minute, as the Asterisk user, never two at once.
+def render_cron(
+    prefix: str, user: str, data_dir: str, config_path: str = DEFAULT_CONFIG, report_at: tuple[int, int] | None = None
+) -> str:
+    """/etc/cron.d/missedcall: sweep and retry every minute, as the Asterisk user, never two at once; with
+    ``report_at`` (hour, minute) also the daily mail of still-open misses (MISSEDCALL_REPORT_HOUR).
 
     Only stderr (the one-line errors) reaches syslog, tagged ``missedcall-<verb>``.
     """
@@ -109,7 +112,46 @@ def render_cron(prefix: str, user: str, data_dir: str, config_path: str = DEFAUL
     for verb in CRON_VERBS:
         lock = os.path.join(data_dir, f"cron-{verb}.lock")
         lines.append(f"* * * * * {user} flock -n {lock} {admin} {verb} 2>&1 >/dev/null | logger -t missedcall-{verb}")
+    if report_at is not None:
+        hour, minute = report_at
+        lines.append("# the daily report of misses nobody called back (MISSEDCALL_REPORT_HOUR, the system's time)")
+        lines.append(
+            f"{minute} {hour} * * * {user} {admin} report --mail --status open --since 24h 2>&1 >/dev/null"
+            " | logger -t missedcall-report"
+        )
     return "\n".join(lines) + "\n"
+
+
+def config_value(path: str, key: str) -> str | None:
+    """``key``'s value in a KEY=value file as install.sh writes it (stdlib only: install.sh runs this with the
+    system's Python), None when absent or unreadable; the last assignment wins."""
+    import re
+
+    found = None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        match = re.match(rf"\s*(?:export\s+)?{re.escape(key)}\s*=\s*(.*)$", line)
+        if not match:
+            continue
+        value = match.group(1).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        found = value
+    return found
+
+
+def report_at(config_path: str) -> tuple[int, int] | None:
+    """MISSEDCALL_REPORT_HOUR from the config file (default 09:00; empty: no daily report)."""
+    from missedcall.resolve.settings import report_hour
+
+    value = config_value(config_path, "MISSEDCALL_REPORT_HOUR")
+    return report_hour({} if value is None else {"MISSEDCALL_REPORT_HOUR": value})
 
 
 def source_hash(src: str) -> str:
@@ -156,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_argument("--user", required=True)
     sub.add_argument("--data-dir", required=True)
     sub.add_argument("--config", default=DEFAULT_CONFIG)
+    sub.add_argument("--read-config", help="where to read MISSEDCALL_REPORT_HOUR (install --root: the staged file)")
     sub = verbs.add_parser("source-hash", help="print the hash of a source folder")
     sub.add_argument("src")
     sub = verbs.add_parser("drop-tables", help="drop the missedcall tables of the configured database")
@@ -168,7 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             values = dict(pair.split("=", 1) for pair in args.pairs)
             sys.stdout.write(render_state(values))
         elif args.verb == "cron":
-            sys.stdout.write(render_cron(args.prefix, args.user, args.data_dir, args.config))
+            sys.stdout.write(
+                render_cron(
+                    args.prefix, args.user, args.data_dir, args.config, report_at(args.read_config or args.config)
+                )
+            )
         elif args.verb == "source-hash":
             print(source_hash(args.src))
         else:

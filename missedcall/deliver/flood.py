@@ -121,6 +121,14 @@ def _decide_all(
     return decided
 
 
+def hold_until(store: Store, call: CallRecord, addresses: Sequence[str], due_at: datetime, *,
+               now: datetime) -> None:  # fmt: skip
+    """Hold ``call`` for every address until ``due_at`` (business hours: the queue's next opening), uncounted."""
+    with store.transaction():
+        for address in addresses:
+            held.hold(store, call.callid, address, now, due_at, kind="hours")
+
+
 held_addresses = held.held_addresses
 waiting = held.waiting
 due_addresses = held.due_addresses
@@ -132,13 +140,16 @@ due_addresses = held.due_addresses
 class Batch(Value):
     """One address's due held calls, leased to this process by ``token``."""
 
-    __slots__ = ("email", "token", "callids", "attempts")  # noqa: RUF023
+    __slots__ = ("email", "token", "callids", "attempts", "kinds")  # noqa: RUF023
 
-    def __init__(self, email: str, token: str, callids: list[str], attempts: int) -> None:
+    def __init__(
+        self, email: str, token: str, callids: list[str], attempts: int, kinds: frozenset[str] = frozenset()
+    ) -> None:
         self.email = email
         self.token = token
         self.callids = callids
         self.attempts = attempts
+        self.kinds = kinds  # "" storm control, "hours" a closed queue's morning summary
 
 
 def lease(store: Store, email: str, now: datetime, until: datetime) -> Batch | None:
@@ -147,7 +158,13 @@ def lease(store: Store, email: str, now: datetime, until: datetime) -> Batch | N
     rows = held.lease(store, email, token, now, until)
     if not rows:
         return None
-    return Batch(email=email, token=token, callids=[c for c, _ in rows], attempts=max(n for _, n in rows))
+    return Batch(
+        email=email,
+        token=token,
+        callids=[c for c, _, _ in rows],
+        attempts=max(n for _, n, _ in rows),
+        kinds=frozenset(k for _, _, k in rows),
+    )
 
 
 def calls(store: Store, callids: Iterable[str]) -> list[CallRecord]:

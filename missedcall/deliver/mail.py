@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone, tzinfo
+from email.header import Header
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from string import Template
 
+from missedcall.deliver import htmlpart, phone
 from missedcall.record.model import CallRecord
 from missedcall.slots import Frozen
 from missedcall.text import printable
@@ -52,11 +55,37 @@ _WORDS = {
 PLACEHOLDERS = (
     "caller", "caller_num", "caller_name", "queue", "queue_label", "queue_display", "reason",
     "reason_text", "wait", "wait_seconds", "position", "entered_at", "ended_at", "path", "did",
-    "callid", "linkedid", "host",
+    "callid", "linkedid", "host", "caller_intl", "caller_tel", "caller_link", "caller_short", "queue_title",
 )  # fmt: skip
+_NAME_SHORT = 40
 _SUBJECT_MAX = 200
 _FIELD_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+class _SubjectPolicy(EmailPolicy):
+    """The default policy, but a non-ASCII Subject is folded by email.header.Header.
+
+    The default folder can put the space between two words at the fold between two
+    encoded words, where RFC 2047 tells every reader to drop it: "Иван Петров" would
+    read "ИванПетров". Header keeps every space inside an encoded word.
+    """
+
+    def _subject(self, name: str, value: str) -> str | None:
+        if name.lower() != "subject" or str(value).isascii():
+            return None
+        linesep = self.linesep
+        return f"{name}: " + Header(str(value), "utf-8", header_name=name).encode(linesep=linesep) + linesep
+
+    def fold(self, name: str, value: str) -> str:
+        return self._subject(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        folded = self._subject(name, value)
+        return folded.encode("ascii") if folded else super().fold_binary(name, value)
+
+
+POLICY = _SubjectPolicy()  # email.policy.default is EmailPolicy() too
 
 
 class TemplateError(ValueError):
@@ -64,10 +93,10 @@ class TemplateError(ValueError):
 
 
 class Templates(Frozen):
-    __slots__ = ("subject", "body")  # noqa: RUF023
+    __slots__ = ("subject", "body", "html")  # noqa: RUF023
 
-    def __init__(self, subject: str, body: str) -> None:
-        self._set(subject=subject, body=body)
+    def __init__(self, subject: str, body: str, html: str = "") -> None:  # html "": the text part alone
+        self._set(subject=subject, body=body, html=html)
 
 
 def clean(text: str, limit: int = _FIELD_MAX) -> str:
@@ -97,13 +126,14 @@ def load_templates(language: str, template_dir: str = "") -> Templates:
     bundled = Path(__file__).resolve().parent / "templates" / language
     subject = (bundled / "subject.txt").read_text(encoding="utf-8")
     body = (bundled / "body.txt").read_text(encoding="utf-8")
+    html = (bundled / "body.html").read_text(encoding="utf-8")
     if template_dir:
         folder = Path(template_dir)
         if not folder.is_dir():
             shown = printable(template_dir, limit=100, replace="?")
             raise TemplateError(f"MISSEDCALL_TEMPLATE_DIR {shown} is not a folder")
         # Only these two names are ever opened, so nothing in a setting can reach other files.
-        for name in ("subject.txt", "body.txt"):
+        for name in ("subject.txt", "body.txt", "body.html"):
             path = folder / name
             if path.is_file():
                 try:
@@ -113,9 +143,13 @@ def load_templates(language: str, template_dir: str = "") -> Templates:
                     raise TemplateError(f"cannot read template {path}: {exc}") from None
                 if name == "subject.txt":
                     subject = text
-                else:
+                elif name == "body.txt":
                     body = text
-    return Templates(subject=subject, body=body)
+                    # A text of the admin's own is what they want read: the bundled HTML would contradict it.
+                    html = "" if not (folder / "body.html").is_file() else html
+                else:
+                    html = text
+    return Templates(subject=subject, body=body, html=html)
 
 
 def format_wait(seconds: int | None, language: str) -> str:
@@ -154,20 +188,26 @@ def describe_caller(num: str, name: str, language: str) -> str:
     return name or num or _WORDS[language]["no_caller"]
 
 
-def render(
-    call: CallRecord, *, label: str, language: str, templates: Templates, zone: tzinfo | None, host: str
-) -> tuple[str, str]:
-    """(subject, body) for ``call``; unknown ``$names`` in a template stay as they are."""
+def values(call: CallRecord, *, label: str, language: str, zone: tzinfo | None, host: str,
+           region: str = "") -> dict[str, str]:  # fmt: skip
+    """Every placeholder's text for ``call`` (caller-controlled parts cleaned, not yet escaped for HTML)."""
     words = _WORDS[language]
     queue = clean(call.queue, 64)
     label = clean(label, 128)
-    values = {
+    shown, tel = phone.read(clean(call.caller_num, 128), region)
+    name = clean(call.caller_name, 300)
+    return {
         "caller": describe_caller(call.caller_num, call.caller_name, language),
         "caller_num": clean(call.caller_num, 128) or words["unknown"],
-        "caller_name": clean(call.caller_name, 300) or words["unknown"],
+        "caller_name": name or words["unknown"],
+        "caller_intl": shown or words["unknown"],
+        "caller_tel": tel,
+        "caller_link": shown or words["unknown"],  # a tel: link in body.html (missedcall.deliver.htmlpart)
+        "caller_short": short_caller(name, shown, language),
         "queue": queue,
         "queue_label": label,
         "queue_display": f"{queue} ({label})" if label and label != queue else queue,
+        "queue_title": f"{label} ({queue})" if label and label != queue else queue,
         "reason": call.reason,
         "reason_text": REASON_TEXT[language].get(call.reason, call.reason),
         "wait": format_wait(call.wait_seconds, language),
@@ -181,9 +221,35 @@ def render(
         "linkedid": clean(call.linkedid, 64) or words["none"],
         "host": clean(host, 255),
     }
-    subject = clean(Template(templates.subject).safe_substitute(values), _SUBJECT_MAX)
-    body = Template(templates.body).safe_substitute(values)
+
+
+def short_caller(name: str, shown_number: str, language: str) -> str:
+    """``Ivan Petrov +7 916 123-45-67``: the name clipped for a phone's subject line, then the number."""
+    name = clean(name, _NAME_SHORT)
+    if name and shown_number and name != shown_number:
+        return f"{name} {shown_number}"
+    return name or shown_number or _WORDS[language]["no_caller"]
+
+
+def render(
+    call: CallRecord, *, label: str, language: str, templates: Templates, zone: tzinfo | None, host: str,
+    region: str = "",
+) -> tuple[str, str]:  # fmt: skip
+    """(subject, body) for ``call``; unknown ``$names`` in a template stay as they are."""
+    filled = values(call, label=label, language=language, zone=zone, host=host, region=region)
+    subject = clean(Template(templates.subject).safe_substitute(filled), _SUBJECT_MAX)
+    body = Template(templates.body).safe_substitute(filled)
     return subject, body
+
+
+def compose(
+    call: CallRecord, *, label: str, language: str, templates: Templates, zone: tzinfo | None, host: str,
+    region: str = "",
+) -> tuple[str, str, str]:  # fmt: skip
+    """(subject, text body, HTML body or "") for ``call``."""
+    filled = values(call, label=label, language=language, zone=zone, host=host, region=region)
+    subject = clean(Template(templates.subject).safe_substitute(filled), _SUBJECT_MAX)
+    return subject, Template(templates.body).safe_substitute(filled), htmlpart.render(templates.html, filled)
 
 
 def address_problem(address: str) -> str:
@@ -231,11 +297,14 @@ def set_body(message: EmailMessage, body: str) -> None:
 
 
 def build_message(
-    *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime
+    *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime, html: str = ""
 ) -> EmailMessage:
-    """The message itself; ``recipients`` are already validated bare addresses."""
-    message = EmailMessage()
+    """The message itself; ``recipients`` are already validated bare addresses. With ``html``, the text and
+    the HTML are the two parts of a multipart/alternative (text first: the last part is the preferred one)."""
+    message = EmailMessage(policy=POLICY)
     set_headers(message, sender=sender, to=recipients, subject=subject, now=now, kind="missedcall")
     message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._-]", "_", callid)[:64]
     set_body(message, body)
+    if html:
+        message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     return message

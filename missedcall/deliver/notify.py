@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
-from missedcall.deliver import flood, lastknown, mail, recipients, spool, transport
+from missedcall.deliver import flood, hoursgate, lastknown, mail, recipients, spool, targets, transport
 from missedcall.record import queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -38,6 +38,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from email.message import EmailMessage
+
+if TYPE_CHECKING:
+    from missedcall.deliver.afterhours import Closed
 
 MAX_ATTEMPTS = 5
 #: Seconds before attempt N+1 when attempt N failed (index N-1; the last one repeats):
@@ -62,11 +65,14 @@ class Outcome(Frozen):
 class Plan(Frozen):
     """What would happen to a call: its recipients, the message, or why nothing is sent."""
 
-    __slots__ = ("recipients", "message", "skip_reason")  # noqa: RUF023
-    _uncompared = ("recipients", "message")  # unhashable; a plan is never compared
+    __slots__ = ("recipients", "message", "skip_reason", "closed")  # noqa: RUF023
+    _uncompared = ("recipients", "message", "closed")  # unhashable; a plan is never compared
 
-    def __init__(self, recipients: list[str], message: EmailMessage | None, skip_reason: str = "") -> None:
-        self._set(recipients=recipients, message=message, skip_reason=skip_reason)
+    def __init__(
+        self, recipients: list[str], message: EmailMessage | None, skip_reason: str = "", closed: Closed | None = None
+    ) -> None:
+        # closed: the queue was closed when the call ended (business hours)
+        self._set(recipients=recipients, message=message, skip_reason=skip_reason, closed=closed)
 
 
 def skip_reason(call: CallRecord, settings: Settings, own: QueueSettings | None = None) -> str:
@@ -136,32 +142,34 @@ def plan(
         own, star = lastknown.split(list(known_rows), call.queue)
     addresses = []
     for address in recipients.resolve(own, star, settings.fallback_to):
-        problem = mail.address_problem(address)
+        problem = targets.problem(address)
         if problem:
             shown = text.printable(address, limit=254, replace="?")
             log.warning(f"call {call.callid}: recipient {shown!r} skipped: it {problem} (missedcall-admin recipients)")
         else:
             addresses.append(address)
     templates = mail.load_templates(language, settings.template_dir)
-    subject, body = mail.render(
+    subject, body, html = mail.compose(
         call,
         label=label,
         language=language,
         templates=templates,
         zone=zone(settings),
         host=socket.gethostname(),
+        region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
     message = mail.build_message(
         subject=subject,
         body=body,
         sender=settings.mail_from,
-        recipients=addresses,
+        recipients=[a for a in addresses if not targets.is_chat(a)],
         callid=call.callid,
         now=now or utcnow(),
+        html=html,
     )
     if not addresses:
         return Plan([], message, f"queue {call.queue} has no recipients and MISSEDCALL_FALLBACK_TO is empty")
-    return Plan(addresses, message)
+    return Plan(addresses, message, closed=hoursgate.closed_now(call, settings, store, per_queue, zone(settings)))
 
 
 def notify(
@@ -202,6 +210,9 @@ def notify(
         # process after the last one (a crash): give up rather than risk a loop.
         return _record(store, call, status="failed", error=call.last_error or f"gave up after {call.attempts} attempts")
     everyone = the_plan.recipients
+    closed = the_plan.closed
+    if closed is not None and (closed.mode == "ignore" or (closed.mode == "digest" and closed.opens_at)):
+        return after_hours(store, call, closed, everyone, now=now)
     if deadline is not None and budget.left(deadline) - 0.25 < SEND_RESERVE:
         return _record(store, call, status="pending", error=DEFERRED, recipients=everyone, next_attempt_at=now)
     # The attempt is ours from here (another process that read the same row gets False).
@@ -222,10 +233,21 @@ def notify(
     if not single:
         status = "held" if flood.waiting(store, call.callid) else "sent"
         return _record(store, call, status=status, error="", recipients=everyone, notified=status == "sent")
-    if deadline is not None:
-        timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     message = the_plan.message
     assert message is not None
+    if any(targets.is_chat(k) for k in everyone) or (call.attempts > 1 and _per_target(store, call)):
+        from missedcall.deliver import chatroute
+
+        done = chatroute.deliver(
+            store, settings, call, message, single, held=bool(held), timeout=timeout, deadline=deadline, now=now,
+            max_attempts=MAX_ATTEMPTS, backoff=backoff(call.attempts),
+        )  # fmt: skip
+        return _record(
+            store, call, status=done.status, error=done.error, recipients=everyone, notified=done.notified,
+            next_attempt_at=done.next_attempt_at, spool_dir=settings.spool_dir if done.notified else "",
+        )  # fmt: skip
+    if deadline is not None:
+        timeout = max(0.1, min(timeout, budget.left(deadline) - 0.25))  # then record, report, exit
     if single != everyone:
         del message["To"]
         message["To"] = ", ".join(single)
@@ -245,6 +267,31 @@ def notify(
     return _record(
         store, call, status=status, error="", recipients=everyone, notified=True, spool_dir=settings.spool_dir
     )
+
+
+def _per_target(store: Store, call: CallRecord) -> bool:
+    """Was this call delivered target by target before (it had a chat target then)? Only asked on a retry."""
+    from missedcall.record import deliveries
+
+    try:
+        return bool(deliveries.states(store, call.callid))
+    except StorageError:  # tables from before chat targets (init adds them): nothing was recorded per target
+        return False
+
+
+def after_hours(store: Store, call: CallRecord, closed: Closed, everyone: list[str], *, now: datetime) -> CallRecord:
+    """Outside business hours: ``skipped`` (ignore), or held for every recipient until the queue opens, when
+    ``retry`` sends each one summary (digest); holding twice (a retry after a crash) holds nothing twice."""
+    if closed.mode == "ignore":
+        log.info(f"call {call.callid}: {closed.reason}; recorded, not mailed")
+        return _record(store, call, status="skipped", error=closed.reason)
+    if not store.begin_attempt(call, next_attempt_at=now + backoff(call.attempts + 1)):
+        return call
+    assert closed.opens_at is not None
+    flood.hold_until(store, call, everyone, closed.opens_at, now=now)
+    log.info(f"call {call.callid}: {closed.reason}; held for the summary of {len(everyone)} recipient(s)")
+    # The reason stays on the row (also once the summary went): `log` says why nobody was mailed at night.
+    return _record(store, call, status="held", error=closed.reason, recipients=everyone)
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:
@@ -275,8 +322,9 @@ def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: st
     call.attempts += 1
     call.recipients = tuple(the_plan.recipients)
     timeout = max(0.1, min(settings.smtp_timeout, left))
+    mails = [a for a in the_plan.recipients if not targets.is_chat(a)]  # chat targets need the database
     try:
-        transport.send(the_plan.message, the_plan.recipients, settings, timeout=timeout)
+        transport.send(the_plan.message, mails, settings, timeout=timeout)
     except transport.TransportError as exc:
         call.last_error = f"{call.last_error}; mail not sent: {exc}"[:512]
         return Outcome("pending", f"mail not sent: {exc}", _spool(settings, call))
@@ -318,6 +366,10 @@ def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord
         log.error(f"call {call.callid}: could not record status {status}: {exc}")
         return call
     log.info(f"call {call.callid}: mailed before but not recorded then; recorded as {status}")
+    if any(targets.is_chat(k) for k in call.recipients):  # chat targets need the database: they still wait
+        from missedcall.deliver import chatroute
+
+        chatroute.reopen_after_offline(store, call, utcnow())
     spool.remove(spooled.path)
     return call
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from missedcall.config import is_address
+from missedcall.deliver.targets import is_chat
 
 
 def resolve(own: Iterable[str], star: Iterable[str], fallback: Iterable[str]) -> list[str]:
@@ -19,7 +20,7 @@ def resolve(own: Iterable[str], star: Iterable[str], fallback: Iterable[str]) ->
     seen: set[str] = set()
     for address in [*chosen, *(a.strip() for a in star)]:
         key = address.lower()
-        if key not in seen and is_address(address):
+        if key not in seen and (is_chat(address) or is_address(address)):  # chat keys: targets.problem checks
             seen.add(key)
             result.append(address)
     return result

@@ -36,8 +36,8 @@ from datetime import datetime, timedelta
 
 from missedcall import log, text
 from missedcall.config import Settings
-from missedcall.deliver import digest, flood, mail, notify, spool, transport
-from missedcall.record import held
+from missedcall.deliver import digest, flood, notify, spool, targets, transport
+from missedcall.record import deliveries, held
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.schema import SCHEMA_VERSION
@@ -68,6 +68,8 @@ class Report:
     parked: list[str] = field(default_factory=list)  # ids of items set aside by an unexpected error
     handled: int = 0  # items that went through without one
     errors: list[str] = field(default_factory=list)
+    resolved: int = 0  # open misses the resolver found called back or got through
+    resolve_error: str = ""
 
     def all_failed(self) -> bool:
         """Every item this run touched was parked or set aside (the exit code says so)."""
@@ -79,7 +81,7 @@ class Report:
     def did_something(self) -> bool:
         return bool(
             self.imported or self.known or self.bad or self.requeued or self.outcomes or self.digests
-            or self.digest_failures or self.parked
+            or self.digest_failures or self.parked or self.resolved or self.resolve_error
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -98,6 +100,10 @@ class Report:
                 f"digests: {self.digests} sent listing {self.digest_calls} call(s)"
                 + (f", {self.digest_failures} failed" if self.digest_failures else "")
             )
+        if self.resolved:
+            parts.append(f"{self.resolved} missed call(s) resolved by a callback or a later call")
+        if self.resolve_error:
+            parts.append(f"resolver failed: {self.resolve_error}")
         if self.parked:
             shown = ", ".join(self.parked[:5]) + (", …" if len(self.parked) > 5 else "")
             parts.append(f"{len(self.parked)} item(s) parked after an unexpected error: {shown} (see doctor)")
@@ -130,6 +136,9 @@ def run(
             report.handled += 1
             report.tally(status)
     send_digests(store, settings, report, now=now, timeout=timeout)
+    from missedcall.resolve import run as resolver
+
+    report.resolved, report.resolve_error = resolver.run_isolated(store, settings, now=now)
     if report.did_something():
         log.info(report.summary())
     return report
@@ -217,6 +226,8 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
         report.imported += 1
         report.adopted += item.mailed
         log.info(f"retry: spooled call {call.callid} recorded as {call.status}")
+        if item.mailed:
+            _chat_after_offline(store, call, now)
     else:
         report.known += 1
         existing = store.get_call(call.callid)
@@ -235,9 +246,17 @@ def _import_one(store: Store, path: str, report: Report, *, now: datetime) -> bo
     return True
 
 
+def _chat_after_offline(store: Store, call: CallRecord, now: datetime) -> None:
+    """A call the AGI mailed offline still owes its chat targets (see chatroute.reopen_after_offline)."""
+    if any(targets.is_chat(k) for k in call.recipients):
+        from missedcall.deliver import chatroute
+
+        chatroute.reopen_after_offline(store, call, now)
+
+
 def requeue_failed(store: Store, now: datetime) -> int:
     """Put failed calls and digests back in the queue; returns how many rows changed."""
-    return held.requeue_failed(store, now) + store.requeue_unsent(now)
+    return held.requeue_failed(store, now) + store.requeue_unsent(now) + deliveries.requeue_failed(store, now)
 
 
 def send_digests(store: Store, settings: Settings, report: Report, *, now: datetime, timeout: float) -> None:
@@ -267,10 +286,33 @@ def _send_digest(
     store: Store, settings: Settings, report: Report, batch: flood.Batch, *, now: datetime, timeout: float
 ) -> None:
     email = batch.email
-    problem = mail.address_problem(email)
+    problem = targets.problem(email)
     if problem:
         raise ValueError(f"address {text.printable(email, limit=254, replace='?')!r} {problem}")
     calls = flood.calls(store, batch.callids)
+    try:
+        after_hours = bool(batch.kinds) and batch.kinds <= {"hours"}
+        _digest_out(store, settings, email, calls, now=now, timeout=timeout, after_hours=after_hours)
+    except transport.TransportError as exc:
+        give_up = batch.attempts >= notify.MAX_ATTEMPTS or (targets.is_chat(email) and not exc.temporary)
+        flood.digest_failed(store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts))
+        report.digest_failures += 1
+        log.warning(f"retry: digest of {len(calls)} call(s) to {email} not sent: {exc}")
+        return
+    flood.digest_sent(store, batch, now)
+    report.digests += 1
+    report.digest_calls += len(calls)
+    log.info(f"retry: digest of {len(calls)} held call(s) sent to {email}")
+
+
+def _digest_out(store: Store, settings: Settings, email: str, calls: list[CallRecord], *, now: datetime,
+                timeout: float, after_hours: bool = False) -> None:  # fmt: skip
+    """Send one digest to a mail address or a chat target; raises transport.TransportError."""
+    if targets.is_chat(email):
+        from missedcall.deliver import chatroute
+
+        chatroute.send_digest(store, settings, email, calls, now=now, timeout=timeout)
+        return
     message = digest.build(
         calls,
         to=email,
@@ -280,19 +322,10 @@ def _send_digest(
         window=settings.flood_window,
         zone=notify.zone(settings),
         now=now,
+        after_hours=after_hours,
+        region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
-    try:
-        transport.send(message, [email], settings, timeout=timeout)
-    except transport.TransportError as exc:
-        give_up = batch.attempts >= notify.MAX_ATTEMPTS
-        flood.digest_failed(store, batch, str(exc), give_up=give_up, retry_at=now + notify.backoff(batch.attempts))
-        report.digest_failures += 1
-        log.warning(f"retry: digest of {len(calls)} call(s) to {email} not sent: {exc}")
-        return
-    flood.digest_sent(store, batch, now)
-    report.digests += 1
-    report.digest_calls += len(calls)
-    log.info(f"retry: digest of {len(calls)} held call(s) sent to {email}")
+    transport.send(message, [email], settings, timeout=timeout)
 
 
 def health(store: Store, settings: Settings, *, now: datetime | None = None) -> tuple[str, str, str]:
@@ -345,7 +378,7 @@ def _poisoned(store: Store, settings: Settings, failed: int) -> list[str]:
         if PARKED in error:
             found.append(f"digest to {email} ({n} call(s)) parked ({error[:160]})")
     for queue, email in store.recipient_rows():
-        problem = mail.address_problem(email)
+        problem = targets.problem(email)
         if problem:
             shown = text.printable(email, limit=254, replace="?")
             found.append(f"recipient {shown!r} of queue {queue} is skipped: it {problem}")

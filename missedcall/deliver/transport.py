@@ -51,9 +51,8 @@ def send_sendmail(message: EmailMessage, recipients: list[str], settings: Settin
     # Recipients go in argv after "--" (never -t): only our validated list can receive it,
     # whatever the headers say. -oi: a line with a lone "." must not end the message.
     argv = [settings.sendmail, "-oi", "-f", settings.mail_from, "--", *recipients]
-    from email.policy import default as default_policy  # loaded with the message already
-
-    data = message.as_bytes(policy=default_policy.clone(linesep="\n"))
+    # The message's own policy: it folds the subject (missedcall.deliver.mail.POLICY).
+    data = message.as_bytes(policy=message.policy.clone(linesep="\n"))
     try:
         # A session of its own, so that on timeout its helpers (postdrop, a relay client) die
         # with it: the AGI must leave no process behind.

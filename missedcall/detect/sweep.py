@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval", type=interval, default=1.0, metavar="SECONDS", help="with --follow: how often to look (default 1)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print each call recorded and a summary")
+    parser.add_argument(
+        "--json", action="store_true", help="one pass's counts and summary as JSON (not with --follow or -v)"
+    )
 
 
 def lock_path(settings: Settings) -> str:
@@ -125,11 +128,17 @@ def run(
     verbose: bool = False,
     out: IO[str] | None = None,
     record_only: bool = False,
+    as_json: bool = False,
 ) -> int:
     """``missedcall-admin sweep``; raises SweepError for what the admin must fix."""
     out = out if out is not None else sys.stdout
     if record_only and (follow or dry_run):
         raise SweepError("--record-only is for one pass that records: not with --follow or --dry-run")
+    if as_json:
+        if follow or verbose:
+            raise SweepError("--json reports one pass: not with --follow or -v")
+        return _json_pass(settings, grace=grace, from_start=from_start, dry_run=dry_run, record_only=record_only,
+                          out=out)
     if follow:
         return _follow(
             settings, grace=grace, dry_run=dry_run, interval=interval, verbose=verbose, out=out, from_start=from_start
@@ -161,10 +170,47 @@ def _open(settings: Settings, *, dry_run: bool) -> Store | None:
     return store
 
 
+def _json_pass(
+    settings: Settings, *, grace: int, from_start: bool, dry_run: bool, record_only: bool, out: IO[str]
+) -> int:
+    """One pass as ``[{"ran": ..., counts..., "summary": ...}]``; the per-call lines are not printed."""
+    import io
+    import json
+    from dataclasses import asdict
+
+    report: dict[str, Any] = {"ran": False, "summary": "sweep: another sweep is running; nothing done"}
+    quiet = io.StringIO()  # --dry-run's verdict lines would break the JSON
+    with contextlib.nullcontext(True) if dry_run else exclusive(settings, wait=None) as mine:
+        if mine:
+            sweeper = _pass(
+                settings, grace=grace, from_start=from_start, dry_run=dry_run, verbose=False, out=quiet,
+                record_only=record_only,
+            )
+            in_grace, waiting = sweeper.book.counts()
+            report = {
+                "ran": True, "dry_run": dry_run, "record_only": record_only, **asdict(sweeper.stats),
+                "open_in_grace": in_grace, "open_waiting": waiting, "summary": sweeper.summary(),
+            }
+    out.write(json.dumps([report], ensure_ascii=False, indent=2) + "\n")
+    return 0
+
+
 def _once(
     settings: Settings, *, grace: int, from_start: bool, dry_run: bool, verbose: bool, out: IO[str],
     record_only: bool = False,
 ) -> int:
+    _pass(
+        settings, grace=grace, from_start=from_start, dry_run=dry_run, verbose=verbose, out=out,
+        record_only=record_only,
+    )
+    return 0
+
+
+def _pass(
+    settings: Settings, *, grace: int, from_start: bool, dry_run: bool, verbose: bool, out: IO[str],
+    record_only: bool = False,
+) -> Sweeper:
+    """One pass; the sweeper is returned closed, with its counts."""
     store = _open(settings, dry_run=dry_run)
     sweeper = Sweeper(
         settings, store, grace=grace, from_start=from_start, dry_run=dry_run, verbose=verbose, out=out,
@@ -180,7 +226,7 @@ def _once(
             store.close()
     if stats.all_failed():
         raise SweepError(f"every call of this pass failed ({stats.failed}); see the log for the first error")
-    return 0
+    return sweeper
 
 
 def _follow(

@@ -65,10 +65,11 @@ def set_window(store: Store, key: str, start: datetime, sent: int) -> None:
     store.execute("UPDATE missedcall_flood SET window_start = ?, sent = ? WHERE email = ?", (start, sent, key))
 
 
-def hold(store: Store, callid: str, email: str, now: datetime, due_at: datetime) -> None:
+def hold(store: Store, callid: str, email: str, now: datetime, due_at: datetime, kind: str = "") -> None:
+    """``kind``: "" for storm control, "hours" for a call that came while the queue was closed."""
     store.execute(
-        f"{_insert_ignore(store)} INTO missedcall_held (callid, email, held_at, due_at) VALUES (?, ?, ?, ?)",
-        (callid, email, now, due_at),
+        f"{_insert_ignore(store)} INTO missedcall_held (callid, email, held_at, due_at, kind) VALUES (?, ?, ?, ?, ?)",
+        (callid, email, now, due_at, kind),
     )
 
 
@@ -95,8 +96,8 @@ def due_addresses(store: Store, now: datetime) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def lease(store: Store, email: str, token: str, now: datetime, until: datetime) -> list[tuple[str, int]]:
-    """Lease this address's due held rows to ``token``; their (callid, attempts), [] when another took them."""
+def lease(store: Store, email: str, token: str, now: datetime, until: datetime) -> list[tuple[str, int, str]]:
+    """Lease this address's due held rows to ``token``; their (callid, attempts, kind), [] when another took them."""
     cursor = store.execute(
         "UPDATE missedcall_held SET lease = ?, attempts = attempts + 1, due_at = ?"
         " WHERE email = ? AND status = 'held' AND due_at <= ?",
@@ -105,10 +106,10 @@ def lease(store: Store, email: str, token: str, now: datetime, until: datetime) 
     if not cursor.rowcount:
         return []
     rows = store.rows(
-        "SELECT callid, attempts FROM missedcall_held WHERE lease = ? AND email = ? ORDER BY held_at, callid",
+        "SELECT callid, attempts, kind FROM missedcall_held WHERE lease = ? AND email = ? ORDER BY held_at, callid",
         (token, email),
     )
-    return [(str(r[0]), int(r[1])) for r in rows]
+    return [(str(r[0]), int(r[1]), str(r[2] or "")) for r in rows]
 
 
 def mark_sent(store: Store, email: str, token: str, now: datetime) -> None:

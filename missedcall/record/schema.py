@@ -73,6 +73,18 @@ DDL_MYSQL = (
         PRIMARY KEY (callid, email),
         KEY missedcall_held_due (status, due_at)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # Chat targets (missedcall/record/deliveries.py): one row per (call, target) of a call that has a
+    # chat target, so a retry resends only to the targets that have not got it yet; ref is the message's
+    # id where the service gives one (Telegram), which a follow-up replies to.
+    """CREATE TABLE IF NOT EXISTS missedcall_deliveries (
+        callid VARCHAR(64) NOT NULL,
+        target VARCHAR(254) NOT NULL,
+        status VARCHAR(16) NOT NULL DEFAULT 'pending',
+        last_error VARCHAR(512) NOT NULL DEFAULT '',
+        ref VARCHAR(64) NOT NULL DEFAULT '',
+        updated_at DATETIME NOT NULL,
+        PRIMARY KEY (callid, target)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     """CREATE TABLE IF NOT EXISTS missedcall_queues (
         queue VARCHAR(64) NOT NULL PRIMARY KEY,
         label VARCHAR(128) NULL,
@@ -138,6 +150,15 @@ DDL_SQLITE = (
         PRIMARY KEY (callid, email)
     )""",
     "CREATE INDEX IF NOT EXISTS missedcall_held_due ON missedcall_held (status, due_at)",
+    """CREATE TABLE IF NOT EXISTS missedcall_deliveries (
+        callid TEXT NOT NULL,
+        target TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        last_error TEXT NOT NULL DEFAULT '',
+        ref TEXT NOT NULL DEFAULT '',
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (callid, target)
+    )""",
     """CREATE TABLE IF NOT EXISTS missedcall_queues (
         queue TEXT NOT NULL PRIMARY KEY,
         label TEXT NULL,
@@ -166,6 +187,11 @@ ADDED_COLUMNS = (
     ("missedcall_calls", "followup", "VARCHAR(16) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
     ("missedcall_calls", "voicemail", "TINYINT NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
     ("missedcall_queues", "hours", "VARCHAR(1024) NULL", "TEXT NULL"),
+    # A chat target's URL (slack:, mattermost:, teams:, webhook:); ``email`` then holds its short key
+    # (missedcall/deliver/targets.py), which keeps the (queue, email) key within InnoDB's index size.
+    ("missedcall_recipients", "target", "VARCHAR(2048) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    # Why a call waits for a digest: '' storm control, 'hours' the queue was closed (the morning summary).
+    ("missedcall_held", "kind", "VARCHAR(16) NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
 )
 #: Indexes on added columns, as (name, table, columns); created after ADDED_COLUMNS.
 ADDED_INDEXES = (

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from missedcall.resolve.numbers import NumberKey, is_extension, key
+from missedcall.text import printable
 
 CALLED_BACK = "called-back"
 GOT_THROUGH = "got-through"
@@ -24,6 +25,7 @@ OPEN = "open"
 RESOLUTIONS = (OPEN, CALLED_BACK, GOT_THROUGH)
 
 # PJSIP/102-0000002a, SIP/102-…, IAX2/102-…, Local/102@from-internal-…
+_CLID = re.compile(r'^"([^"]*)"\s*<([^>]*)>$')
 _DEVICE = re.compile(r"^(?:PJSIP|SIP|IAX2|DAHDI|Local)/([0-9]{2,6})(?:[-@;]|$)")
 
 
@@ -35,6 +37,7 @@ class CdrRow:
     src: str
     dst: str
     cnum: str = ""
+    cnam: str = ""
     clid: str = ""
     channel: str = ""
     dstchannel: str = ""
@@ -75,9 +78,32 @@ def agent_of(row: CdrRow) -> str:
     return ""
 
 
+def agent_label(row: CdrRow, agent: str) -> str:
+    """``102 (Ivan Petrov)``: the agent's extension with the name FreePBX gave it, when the row has one.
+
+    FreePBX keeps the user's own caller ID in cnum/cnam even when the trunk's outbound caller ID
+    replaced src/clid; Master.csv has no cnam, but its clid (``"Ivan Petrov" <102>``) carries the
+    name while the number in it is still the extension. The name is an admin's text, yet it is
+    shown in mails: control characters go, and it is clipped.
+    """
+    name = row.cnam.strip()
+    if not name:
+        match = _CLID.match(row.clid.strip())
+        if match and match.group(2) == agent:
+            name = match.group(1).strip()
+    name = printable(name, limit=60).strip()
+    if not name or name == agent:
+        return agent
+    return f"{agent} ({name})"
+
+
 def answerer_of(row: CdrRow) -> str:
-    """The extension that answered an inbound call (its channel's device), or ""."""
-    return _extension_of_channel(row.dstchannel) or (row.dst if is_extension(row.dst) and row.dst.isdigit() else "")
+    """The extension that answered an inbound call (its channel's device), or "".
+
+    Not ``dst``: that is the queue or ring group the call was sent to, and a queue
+    answers the channel itself, so an abandoned call's own row reads ANSWERED too.
+    """
+    return _extension_of_channel(row.dstchannel)
 
 
 def _answered(row: CdrRow) -> bool:
@@ -120,7 +146,7 @@ def resolve(misses: Sequence[OpenMiss], rows: Iterable[CdrRow], region: str) -> 
                     miss.callid,
                     CALLED_BACK if outbound else GOT_THROUGH,
                     row.start,
-                    agent_of(row) if outbound else answerer_of(row),
+                    agent_label(row, agent_of(row)) if outbound else answerer_of(row),
                     row.billsec,
                 )
     return [best[m.callid] for m in misses if m.callid in best]

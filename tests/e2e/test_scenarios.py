@@ -111,7 +111,7 @@ def mc(box: Box) -> Box:
 
 def body_fields(message: EmailMessage) -> dict[str, str]:
     fields = {}
-    for line in message.get_content().splitlines():
+    for line in (message.get_body(("plain",)) or message).get_content().splitlines():
         match = re.match(r"^(Caller|Reason|Waited|Called at|Path|DID|Call ID):\s*(.*)$", line)
         if match:
             fields[match.group(1)] = match.group(2)
@@ -135,6 +135,8 @@ def check_notification(
     path: Sequence[str],
     position: Optional[int] = None,
     retried: bool = False,
+    subject_caller: Optional[str] = None,
+    tel: str = "",
 ) -> EmailMessage:
     """One message (one Message-ID) for the call, one copy per expected recipient, every field right."""
     assert copies, f"no mail for call {callid}"
@@ -156,15 +158,22 @@ def check_notification(
     # valid, and mail readers drop the leading blank when they unfold; so does this check.
     subject = str(message["Subject"]).lstrip(" \t")
     assert "\n" not in subject and "\r" not in subject
-    full_subject = f"Missed call from {caller} in queue {display}"
-    if len(full_subject) <= 200:
-        assert subject == full_subject
-    else:  # the product caps a subject at 200 characters
-        assert len(subject) <= 200 and subject.endswith("…"), subject
-        assert full_subject.startswith(subject[:-1].rstrip()), subject
+    # "Missed: Sales (600) — Ivan Petrov +7 916 123-45-67, waited 4 s": queue, caller, wait first.
+    head = f"Missed: {LABELS[queue]} ({queue}) — "
+    assert subject.startswith(head) and len(subject) <= 200, subject
+    said = re.search(r", waited (\d+) s$", subject)
+    assert said and wait[0] <= int(said.group(1)) <= wait[1], subject
+    if subject_caller is not None:
+        assert subject == f"{head}{subject_caller}, waited {said.group(1)} s", subject
+    # The HTML alternative next to the text: the number as a tel: link when it is one.
+    assert message.get_content_type() == "multipart/alternative", message.get_content_type()
+    html = message.get_body(("html",))
+    assert html is not None and "<script" not in html.get_content().lower()
+    if tel:
+        assert f'href="{tel}"' in html.get_content(), html.get_content()
 
     fields = body_fields(message)
-    content = message.get_content()
+    content = (message.get_body(("plain",)) or message).get_content()
     assert f"A call in queue {display} was not answered." in content
     assert fields["Caller"] == caller
     assert fields["Reason"] == REASON_EN[reason]
@@ -233,6 +242,8 @@ def test_1_abandon_mails_at_once_through_the_hook(mc: Box) -> None:
         queue="600",
         reason="ABANDON",
         caller="Ivan Petrov <79161234567>",
+        subject_caller="Ivan Petrov +7 916 123-45-67",
+        tel="tel:+79161234567",
         wait=(2, 5),
         position=1,
         path=["600"],
@@ -292,6 +303,7 @@ def test_4_timeout_then_overflow_abandoned_one_mail(mc: Box) -> None:
         queue="601",
         reason="ABANDON",
         caller="Overflow Caller <5552004>",
+        subject_caller="Overflow Caller 5552004",
         wait=(1, 5),  # queue_log's wait is the last queue's
         path=["600", "601"],
     )
@@ -316,6 +328,7 @@ def test_5_timeout_to_hangup_mailed_by_the_sweeper(mc: Box) -> None:
         queue="603",
         reason="TIMEOUT",
         caller="5552005",  # queue_log has the caller's number (ENTERQUEUE), never the name
+        subject_caller="5552005",
         wait=(4, 7),
         position=1,
         path=["603"],
@@ -465,6 +478,7 @@ def test_7_fifty_abandons_at_once(mc: Box) -> None:
             queue="600",
             reason="ABANDON",
             caller=f"Burst {i} <7000{i:03d}>",
+            subject_caller=f"Burst {i} 7000{i:03d}",
             wait=(1, 8),
             path=["600"],
             retried=callid not in at_once,

@@ -1,6 +1,6 @@
 """The README's tables, read the way a user reads them: tests check the code against the manual.
 
-Only the tables' first (and, for keys, last) column is read; a row's names are
+Only the tables' first column and, for keys, the default and example columns are read; a row's names are
 its backticked words, and ``_PORT`` after ``MISSEDCALL_SMTP_HOST`` means
 ``MISSEDCALL_SMTP_PORT``, as the table writes it.
 """
@@ -43,15 +43,27 @@ def _default(text: str) -> str:
     return literal.group(1) if literal else ""
 
 
+CONFIG_TABLE = "| key | meaning | default | example |"
+
+
+def _per_key(column: int) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for row in table_rows(CONFIG_TABLE):
+        keys = _names(row[0])
+        cells = row[column].split(", ") if len(keys) > 1 else [row[column]]
+        assert len(cells) == len(keys), f"README: one value per key in {row[0]}, column {column + 1}"
+        found.update(zip(keys, cells))
+    return found
+
+
 def config_defaults() -> dict[str, str]:
     """Every key of the README's configuration table with the value its empty-looking default stands for."""
-    found: dict[str, str] = {}
-    for key_cell, _meaning, default_cell in table_rows("| key | meaning | default |"):
-        keys = _names(key_cell)
-        defaults = default_cell.split(", ") if len(keys) > 1 else [default_cell]
-        assert len(defaults) == len(keys), f"README: one default per key in {key_cell}"
-        found.update((key, _default(default)) for key, default in zip(keys, defaults))
-    return found
+    return {key: _default(cell) for key, cell in _per_key(2).items()}
+
+
+def config_examples() -> dict[str, str]:
+    """Every key of the README's configuration table with its example value ('' when the row has none)."""
+    return {key: _default(cell) for key, cell in _per_key(3).items()}
 
 
 def template_placeholders() -> list[str]:
