@@ -37,11 +37,14 @@ UNINSTALL=0
 PURGE=0
 FORCE=0
 YES=0
+SERVICE=0
+SERVICE_URL=
 
 DATA_DIR=/var/lib/missedcall
 SPOOL_DIR=/var/spool/missedcall
 CRON_FILE=/etc/cron.d/missedcall
 LINK=/usr/local/bin/missedcall-admin
+UNIT_FILE=/etc/systemd/system/missedcall-fastagi.service
 FREEPBX_CONF=${MISSEDCALL_FREEPBX_CONF:-/etc/freepbx.conf}
 
 usage() {
@@ -64,6 +67,9 @@ after an upgrade: it replaces the code and keeps configuration and data.
   --root DIR           stage every path under DIR; touch nothing outside it
                        (no database, no Asterisk reload, no doctor run)
   --no-dialplan        leave the dialplan alone
+  --service            also run the FastAGI service (systemd unit
+                       missedcall-fastagi) and call it first from the dialplan,
+                       the AGI script being its fallback (docs/fastagi.md)
   --force              take over a hand-made [ext-queues] h in
                        extensions_override_freepbx.conf (commented out; uninstall
                        restores it)
@@ -202,6 +208,7 @@ parse_args() {
             esac
             ;;
         --no-dialplan) NO_DIALPLAN=1 ;;
+        --service) SERVICE=1 ;;
         --dry-run) DRY_RUN=1 ;;
         --uninstall) UNINSTALL=1 ;;
         --purge) PURGE=1 ;;
@@ -217,6 +224,9 @@ parse_args() {
     done
     if [ "$PURGE" = 1 ] && [ "$UNINSTALL" = 0 ]; then
         usage_error "--purge goes with --uninstall"
+    fi
+    if [ "$SERVICE" = 1 ] && [ "$UNINSTALL" = 1 ]; then
+        usage_error "--service goes with an install (--uninstall removes the service too)"
     fi
     local path
     for path in "$CONFIG_DIR" ${PREFIX:+"$PREFIX"} ${ASTERISK_ETC:+"$ASTERISK_ETC"} ${AGI_DIR:+"$AGI_DIR"}; do
@@ -411,6 +421,11 @@ preflight() {
     none) note "--no-dialplan: the dialplan is left alone" ;;
     esac
     check_dialplan
+    if [ "$SERVICE" = 1 ]; then
+        SERVICE_URL=$(helper missedcall.admin.installer agi-url --config "$(r "$CONFIG_FILE")") ||
+            die "MISSEDCALL_FASTAGI_LISTEN in $(r "$CONFIG_FILE") is not host:port: fix it and re-run"
+        note "FastAGI service at $SERVICE_URL, the AGI script as its fallback"
+    fi
 }
 
 # --- install steps ----------------------------------------------------------------
@@ -506,7 +521,7 @@ install_config() {
     make_dir "$(r "$SPOOL_DIR")" 0750 "$ASTERISK_USER:$ASTERISK_GROUP"
     helper missedcall.admin.installer state prefix="$PREFIX" agi_dir="$AGI_DIR" asterisk_etc="$ASTERISK_ETC" config_dir="$CONFIG_DIR" \
         data_dir="$DATA_DIR" cron_file="$CRON_FILE" link="$LINK" asterisk_user="$ASTERISK_USER" \
-        dialplan="$DIALPLAN" | write_file "$(r "$STATE_FILE")" 0644 root:root
+        dialplan="$DIALPLAN" service="$SERVICE_URL" unit_file="$UNIT_FILE" | write_file "$(r "$STATE_FILE")" 0644 root:root
 }
 
 admin() {
@@ -536,7 +551,7 @@ install_dialplan() {
     freepbx)
         step "dialplan: $(r "$OVERRIDE")"
         helper missedcall.admin.dialplan install --file "$(r "$OVERRIDE")" --generated "$(r "$GENERATED")" \
-            --backup-dir "$(r "$BACKUP_DIR")" $force $dry | sed 's/^/    /'
+            --backup-dir "$(r "$BACKUP_DIR")" --service "$SERVICE_URL" $force $dry | sed 's/^/    /'
         ;;
     pending)
         step "dialplan"
@@ -547,11 +562,52 @@ install_dialplan() {
     plain)
         step "dialplan: plain Asterisk, nothing written; add this to your dialplan (README: Plain Asterisk)"
         helper missedcall.admin.dialplan snippet | sed 's/^/    | /'
+        if [ -n "$SERVICE_URL" ]; then
+            note "with the service: in [missedcall-hangup], call AGI($SERVICE_URL,\${ARG1}) first and"
+            note "AGI(missed.py,\${ARG1}) only when \${AGISTATUS} is FAILURE (docs/fastagi.md)"
+        fi
         ;;
     none)
         step "dialplan: left alone (--no-dialplan)"
         ;;
     esac
+}
+
+# systemctl when systemd runs the box; under --root, --dry-run or without systemd, only a note.
+systemd_runs() {
+    [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+install_service() {
+    step "FastAGI service: $(r "$UNIT_FILE") ($SERVICE_URL)"
+    make_dir "$(dirname "$(r "$UNIT_FILE")")" 0755 root:root
+    helper missedcall.admin.installer unit --prefix "$PREFIX" --user "$ASTERISK_USER" --config "$CONFIG_FILE" |
+        write_file "$(r "$UNIT_FILE")" 0644 root:root
+    if systemd_runs; then
+        run systemctl daemon-reload
+        run systemctl enable missedcall-fastagi.service
+        run systemctl restart missedcall-fastagi.service
+    else
+        note "systemd does not run here$([ -n "$ROOT" ] && echo " (--root)"): enable it on the box with"
+        note "  systemctl daemon-reload && systemctl enable --now missedcall-fastagi"
+    fi
+}
+
+# The service goes after the dialplan stopped calling it (a plain install.sh, or --uninstall).
+remove_service() {
+    local unit
+    unit=$(r "$UNIT_FILE")
+    if [ ! -e "$unit" ]; then
+        return 0
+    fi
+    step "FastAGI service: $unit"
+    if systemd_runs; then
+        run systemctl disable --now missedcall-fastagi.service || true
+    fi
+    run rm -f "$unit"
+    if systemd_runs; then
+        run systemctl daemon-reload
+    fi
 }
 
 install_cron() {
@@ -610,7 +666,13 @@ do_install() {
     install_link
     install_config
     install_tables
+    if [ "$SERVICE" = 1 ]; then
+        install_service # listening before the dialplan calls it
+    fi
     install_dialplan
+    if [ "$SERVICE" = 0 ]; then
+        remove_service # a plain install.sh goes back to the process hook alone
+    fi
     install_cron
     reload_asterisk
     run_doctor
@@ -743,8 +805,11 @@ purge_files() {
 do_uninstall() {
     AGI_DIR=${AGI_DIR:-$(asterisk_conf astagidir)}
     DIALPLAN=none
+    UNIT_FILE=$(state_value unit_file)
+    UNIT_FILE=${UNIT_FILE:-/etc/systemd/system/missedcall-fastagi.service}
     remove_dialplan
     reload_asterisk
+    remove_service
     remove_pieces
     drop_tables
     remove_code

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from missedcall.admin import dialplan, installer
+from missedcall.admin import dialplan, dialplan_cli, installer
 from tests.paths import INSTALL_FIXTURES
 from tests.support.readme import config_defaults
 
@@ -39,14 +39,14 @@ def test_block_is_design_section_4_with_the_generated_h_line() -> None:
 def test_generated_h_line_is_read_from_extensions_additional(version: str, h_app: str) -> None:
     path = FIXTURES / f"extensions_additional.{version}.conf"
     # [from-internal-additional] has an h line too: only [ext-queues]'s counts.
-    assert dialplan.generated_h_app(str(path)) == h_app
+    assert dialplan_cli.generated_h_app(str(path)) == h_app
 
 
 def test_no_ext_queues_h_line_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "extensions_additional.conf"
     path.write_text("[from-internal]\nexten => h,1,Macro(hangupcall,)\n")
     with pytest.raises(dialplan.DialplanError, match="no \\[ext-queues\\] h line"):
-        dialplan.generated_h_app(str(path))
+        dialplan_cli.generated_h_app(str(path))
 
 
 @pytest.mark.parametrize("h_app", ["", "Macro(hangupcall,)\nexten => h,2,Hangup", "1234"])
@@ -270,3 +270,48 @@ def test_source_hash_ignores_bytecode_and_sees_edits(tmp_path: Path) -> None:
     module.write_text("x = 2\n")
     assert installer.source_hash(str(tmp_path)) != before
     assert os.path.basename(installer.state_path("/etc/missedcall/missedcall.env")) == "install.state"
+
+
+# ---------------------------------------------------------------------- the FastAGI service first (docs/fastagi.md)
+
+SERVICE = "agi://127.0.0.1:4574/missed"
+
+
+def test_service_block_calls_the_service_then_falls_back_to_the_hook() -> None:
+    installed = dialplan.install_text("; override\n", GOSUB, service=SERVICE)
+    block = installed[len("; override\n") :]
+    lines = [line for line in block.splitlines() if line.startswith("exten")]
+    assert lines == [
+        'exten => h,1,GotoIf($["${ABANDONED}"!="TRUE"]?done)',
+        "exten => h,n,AGI(agi://127.0.0.1:4574/missed,${QUEUENUM})",
+        'exten => h,n,GotoIf($["${AGISTATUS}"!="FAILURE"]?done)',
+        "exten => h,n,AGI(missed.py,${QUEUENUM})",
+        f"exten => h,n(done),{GOSUB}",
+    ]
+    assert dialplan.block_service(installed) == SERVICE
+    assert dialplan.block_h_app(installed) == GOSUB
+    assert dialplan.install_text(installed, GOSUB, service=SERVICE) == installed  # idempotent
+    # Switching back to the process hook (plain install.sh) and removing it give the bytes back.
+    back = dialplan.install_text(installed, GOSUB)
+    assert dialplan.block_service(back) is None and back == "; override\n" + BLOCK_17
+    assert dialplan.uninstall_text(installed) == "; override\n"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["agi://127.0.0.1:4574/other", "agi://h:1/missed,600", "agi://a b:1/missed", "agi://[::1]:4574/missed)\nexten"],
+)
+def test_service_address_must_be_ours(url: str) -> None:
+    with pytest.raises(dialplan.DialplanError):
+        dialplan.install_text("", GOSUB, service=url)
+
+
+def test_cli_installs_the_service_block(tmp_path: Path) -> None:
+    generated = tmp_path / "extensions_additional.conf"
+    generated.write_text(f"[ext-queues]\nexten => h,1,{GOSUB}\n")
+    override = tmp_path / "extensions_override_freepbx.conf"
+    common = ["--file", str(override), "--generated", str(generated)]
+    assert dialplan.main(["install", *common, "--service", "agi://[::1]:4574/missed"]) == 0
+    assert dialplan.block_service(override.read_text()) == "agi://[::1]:4574/missed"
+    assert dialplan.main(["install", *common]) == 0
+    assert dialplan.block_service(override.read_text()) is None

@@ -246,6 +246,83 @@ def test_freepbx17_install_rerun_upgrade_uninstall(source: Path, tmp_path: Path)
     assert {k: v for k, v in snapshot(root).items() if k not in parents} == before_install
 
 
+# ------------------------------------------------------------------------------------ --service (docs/fastagi.md)
+
+
+def service_block(h_app: str, url: str = "agi://127.0.0.1:4574/missed") -> bytes:
+    return (
+        "; BEGIN missedcall\n"
+        "; Written by missedcall's install.sh: re-run it after a FreePBX upgrade; install.sh --uninstall removes it.\n"
+        "[ext-queues]\n"
+        'exten => h,1,GotoIf($["${ABANDONED}"!="TRUE"]?done)\n'
+        f"exten => h,n,AGI({url},${{QUEUENUM}})\n"
+        'exten => h,n,GotoIf($["${AGISTATUS}"!="FAILURE"]?done)\n'
+        "exten => h,n,AGI(missed.py,${QUEUENUM})\n"
+        f"exten => h,n(done),{h_app}\n"
+        "; END missedcall\n"
+    ).encode()
+
+
+def test_service_install_switch_back_and_uninstall(source: Path, tmp_path: Path) -> None:
+    root = stage(tmp_path / "root", "freepbx17")
+    out = ok(install(source, root, "--service"))
+    assert "FastAGI service at agi://127.0.0.1:4574/missed" in out
+    assert "systemctl daemon-reload && systemctl enable --now missedcall-fastagi" in out  # no systemd under --root
+    unit = root / "etc" / "systemd" / "system" / "missedcall-fastagi.service"
+    text = unit.read_text()
+    for line in (
+        f"User={OWNER}",
+        "After=network.target mariadb.service freepbx.service",
+        "Restart=on-failure",
+        "ExecStart=/opt/missedcall/venv/bin/missedcall-admin serve",
+        "Environment=MISSEDCALL_CONFIG=/etc/missedcall/missedcall.env",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WantedBy=multi-user.target",
+    ):
+        assert line in text.splitlines(), line
+    assert "NoNewPrivileges" not in text  # postfix's sendmail is setgid postdrop
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    override = root / "etc" / "asterisk" / "extensions_override_freepbx.conf"
+    assert override.read_bytes() == OVERRIDE_START + service_block(GOSUB)
+    state = installer.read_state(str(root / "etc" / "missedcall" / "install.state"))
+    assert state is not None and state["service"] == "agi://127.0.0.1:4574/missed"
+    assert state["unit_file"] == "/etc/systemd/system/missedcall-fastagi.service"
+
+    # Another address in the configuration: the block follows it on the next run.
+    env_file = root / "etc" / "missedcall" / "missedcall.env"
+    env_file.write_text(env_file.read_text() + "MISSEDCALL_FASTAGI_LISTEN='[::1]:4600'  # moved\n")
+    ok(install(source, root, "--service"))
+    assert override.read_bytes() == OVERRIDE_START + service_block(GOSUB, "agi://[::1]:4600/missed")
+
+    # A bad address is refused before anything changes.
+    env_file.write_text(env_file.read_text() + "MISSEDCALL_FASTAGI_LISTEN=nowhere\n")
+    before = snapshot(root)
+    bad = install(source, root, "--service")
+    assert bad.returncode == 1 and "MISSEDCALL_FASTAGI_LISTEN" in bad.stderr
+    assert snapshot(root) == before
+
+    # Plain install.sh: back to the process hook alone, the unit goes.
+    env_file.write_text(installer.render_env())
+    ok(install(source, root))
+    assert override.read_bytes() == OVERRIDE_START + block(GOSUB)
+    assert not unit.exists()
+    state = installer.read_state(str(root / "etc" / "missedcall" / "install.state"))
+    assert state is not None and state["service"] == ""
+
+    # --service again, then --uninstall removes both the block and the unit.
+    ok(install(source, root, "--service"))
+    assert unit.exists()
+    ok(install(source, root, "--uninstall"))
+    assert override.read_bytes() == OVERRIDE_START and not unit.exists()
+
+
+def test_service_on_plain_asterisk_prints_the_fallback(source: Path, tmp_path: Path) -> None:
+    root = stage(tmp_path / "root", "plain")
+    out = ok(install(source, root, "--service"))
+    assert "AGI(agi://127.0.0.1:4574/missed,${ARG1}) first" in out
+    assert (root / "etc" / "systemd" / "system" / "missedcall-fastagi.service").exists()
+
+
 # ------------------------------------------------------------------------------------ FreePBX 16, other paths
 
 

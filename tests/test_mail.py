@@ -126,7 +126,7 @@ def test_hostile_caller_names_cannot_add_headers_or_recipients(name: str, langua
 
 def test_unknown_caller_and_missing_numbers() -> None:
     msg = build(call(caller_num="", caller_name="", wait_seconds=None, position=None, extra={}))
-    assert msg["Subject"] == "Missed: Sales (601) — unknown caller, waited unknown"
+    assert msg["Subject"] == "Missed: Sales (601) — unknown caller"
     body = msg.get_content()
     assert "Waited:    unknown (position — in the queue)" in body
 

@@ -58,9 +58,9 @@ def box(tmp_path: Path, sqlite_url: str) -> Pbx:
 @pytest.mark.parametrize(
     ("language", "subject", "text_line"),
     [
-        ("en", "Missed: Поддержка (600) — Ivan Petrov +7 916 123-45-67, waited unknown",
+        ("en", "Missed: Поддержка (600) — Ivan Petrov +7 916 123-45-67",
          "Caller:    Ivan Petrov <79161234567>"),
-        ("ru", "Пропущен: Поддержка (600) — Ivan Petrov +7 916 123-45-67, ждал неизвестно",
+        ("ru", "Пропущен: Поддержка (600) — Ivan Petrov +7 916 123-45-67",
          "Кто звонил:   Ivan Petrov <79161234567>"),
     ],
 )  # fmt: skip
@@ -86,7 +86,7 @@ def test_over_smtp_too(box: Pbx, smtp_server) -> None:  # type: ignore[no-untype
                   MISSEDCALL_SMTP_PORT=str(smtp_server.port), MISSEDCALL_LANGUAGE="ru")  # fmt: skip
     assert box.run(abandon_peer("1797100001.1", caller="+79161234567", name="Иван Петров"), ["600"]).ok
     [received] = smtp_server.messages
-    assert received.message["Subject"] == "Пропущен: 600 — Иван Петров +7 916 123-45-67, ждал неизвестно"
+    assert received.message["Subject"] == "Пропущен: 600 — Иван Петров +7 916 123-45-67"
     assert 'href="tel:+79161234567"' in (html_part(received.message) or "")
 
 

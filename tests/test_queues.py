@@ -50,7 +50,7 @@ def test_the_mail_uses_the_queues_label_and_language(box: Pbx) -> None:
     run = box.run(abandon_peer("1796200000.1"), ["600"])
     assert run.ok, run
     [mail] = box.mails()
-    assert mail["Subject"] == "Пропущен: Поддержка (600) — Caller 5551234, ждал неизвестно"
+    assert mail["Subject"] == "Пропущен: Поддержка (600) — Caller 5551234"
 
 
 def test_off_records_without_mail_and_on_mails_again(box: Pbx) -> None:

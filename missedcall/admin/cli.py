@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from missedcall import __version__, config
-from missedcall.admin import cmd_hours, cmd_import, cmd_queues, cmd_report, cmd_resolve
+from missedcall.admin import cmd_hours, cmd_import, cmd_queues, cmd_report, cmd_resolve, cmd_serve
 from missedcall.admin.args import bounded_int, name_arg, parse_since, queue_arg, stored_email_arg, target_arg
 from missedcall.admin.cmd_recipients import cmd_recipients
 from missedcall.admin.commands import cmd_doctor, cmd_init, cmd_log, cmd_retry, cmd_sweep, cmd_test
@@ -153,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verbs.add_parser("sweep", help="record missed calls the hook did not see, from queue_log (cron or --follow)")
     sweep.add_arguments(sub)
     sub.set_defaults(func=cmd_sweep)
+
+    sub = verbs.add_parser(
+        "serve",
+        help="run the FastAGI service in the foreground (systemd starts it; see docs/fastagi.md)",
+        description="Answer AGI(agi://127.0.0.1:4574/missed,QUEUE[,REASON]) like the process hook, from one"
+        " process: the channel is released once the call is recorded, the mail follows. SIGTERM stops it"
+        " gracefully, SIGHUP re-reads the configuration.",
+    )
+    cmd_serve.add_arguments(sub)
+    sub.set_defaults(func=cmd_serve.cmd_serve)
 
     sub = verbs.add_parser("doctor", help="check the installation: one OK/WARN/FAIL line per check, exit 1 on FAIL")
     sub.add_argument(

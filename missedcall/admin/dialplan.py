@@ -13,21 +13,21 @@ uninstall uncomments them. Facts that uninstall needs (the file did not
 exist, or had no final newline) are kept as ``; missedcall-note:`` lines in
 our block, so nothing outside the file has to survive for a clean revert.
 
+With the FastAGI service (``install.sh --service``, docs/fastagi.md) the block calls
+``agi://127.0.0.1:4574/missed`` first and the process hook only when the service
+cannot be reached (``AGISTATUS`` is ``FAILURE``), so no call is lost while it is down.
+
 The text functions are pure (``dialplan_files`` reads and writes the files);
-:func:`main` is the small command line that install.sh calls
+``dialplan_cli`` is the small command line that install.sh calls
 (``python -m missedcall.admin.dialplan install|uninstall|check|snippet``).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from missedcall.admin import dialplan_files
-from missedcall.freepbx import ext_queues_h_line
 
 BEGIN = "; BEGIN missedcall"
 END = "; END missedcall"
@@ -46,6 +46,7 @@ _EXTEN_H = re.compile(r"^exten\s*=>?\s*h\s*,", re.IGNORECASE)
 _EXTEN = re.compile(r"^exten\s*=>?", re.IGNORECASE)
 _SAME = re.compile(r"^same\s*=>?", re.IGNORECASE)
 _APP = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\(.*\))?$")
+_SERVICE_URL = re.compile(r"agi://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}/missed")
 
 #: What a plain Asterisk admin adds by hand (install.sh prints it; the README shows it).
 PLAIN_SNIPPET = """\
@@ -202,16 +203,34 @@ def check_h_app(h_app: str) -> str:
     return h_app
 
 
-def render_block(h_app: str, notes: Sequence[str] = (), eol: str = "\n") -> str:
-    """Our block, markers included; the last line repeats what FreePBX's own h line calls."""
+def check_service(url: str) -> str:
+    if not _SERVICE_URL.fullmatch(url):
+        raise DialplanError(f"{url[:80]!r} is not an agi://HOST:PORT/missed address")
+    return url
+
+
+def render_block(h_app: str, notes: Sequence[str] = (), eol: str = "\n", *, service: str = "") -> str:
+    """Our block, markers included; the last line repeats what FreePBX's own h line calls.
+
+    With ``service`` (``agi://127.0.0.1:4574/missed``) the FastAGI service answers first and
+    the process hook runs only when it could not be reached (``AGISTATUS`` ``FAILURE``).
+    """
     h_app = check_h_app(h_app)
+    if service:
+        hook = [
+            f"exten => h,n,AGI({check_service(service)},${{QUEUENUM}})",
+            'exten => h,n,GotoIf($["${AGISTATUS}"!="FAILURE"]?done)',
+            "exten => h,n,AGI(missed.py,${QUEUENUM})",
+        ]
+    else:
+        hook = ["exten => h,n,AGI(missed.py,${QUEUENUM})"]
     lines = [
         BEGIN,
         _EXPLAIN,
         *(NOTE_PREFIX + note for note in notes),
         "[ext-queues]",
         'exten => h,1,GotoIf($["${ABANDONED}"!="TRUE"]?done)',
-        "exten => h,n,AGI(missed.py,${QUEUENUM})",
+        *hook,
         f"exten => h,n(done),{h_app}",
         END,
     ]
@@ -228,6 +247,19 @@ def block_h_app(text: str) -> str | None:
         match = re.match(r"^exten\s*=>\s*h\s*,\s*n\(done\)\s*,\s*(.+)$", _body(line))
         if match:
             return match.group(1).strip()
+    return None
+
+
+def block_service(text: str) -> str | None:
+    """The FastAGI address our block calls first, or None (no block, or the process hook only)."""
+    parsed = parse(text)
+    if parsed.block is None:
+        return None
+    begin, end = parsed.block
+    for line in parsed.lines[begin:end]:
+        match = re.match(r"^exten\s*=>\s*h\s*,\s*n\s*,\s*AGI\((agi://[^,)]+)", _body(line))
+        if match:
+            return match.group(1)
     return None
 
 
@@ -264,7 +296,7 @@ def _eol(lines: Sequence[str]) -> str:
     return "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
 
 
-def install_text(text: str | None, h_app: str, *, force: bool = False) -> str:
+def install_text(text: str | None, h_app: str, *, force: bool = False, service: str = "") -> str:
     """The file's new text with our block in place; ``text`` None means the file does not exist."""
     parsed = parse(text or "")
     lines = list(parsed.lines)
@@ -293,7 +325,7 @@ def install_text(text: str | None, h_app: str, *, force: bool = False) -> str:
     if parsed.block is not None:
         begin, end = parsed.block
         last = lines[end]
-        block = render_block(h_app, parsed.notes, eol)
+        block = render_block(h_app, parsed.notes, eol, service=service)
         if not last.endswith("\n"):
             block = block[: -len(eol)]
         lines[begin : end + 1] = [block]
@@ -305,7 +337,7 @@ def install_text(text: str | None, h_app: str, *, force: bool = False) -> str:
     elif prefix and not prefix.endswith("\n"):
         notes.append(NOTE_NEWLINE)
         prefix += "\n"
-    return prefix + render_block(h_app, notes, eol)
+    return prefix + render_block(h_app, notes, eol, service=service)
 
 
 def uninstall_text(text: str) -> str | None:
@@ -333,71 +365,11 @@ def uninstall_text(text: str) -> str | None:
     return result
 
 
-# --- files (the edge: missedcall.admin.dialplan_files) ----------------------
-
-
-def _read(path: str) -> str | None:
-    try:
-        return dialplan_files.read_text(path)
-    except OSError as exc:
-        raise DialplanError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def generated_h_app(generated: str) -> str:
-    text = _read(generated)
-    if text is None:
-        raise DialplanError(f"{generated} does not exist: is this FreePBX? (fwconsole reload writes it)")
-    h_app = ext_queues_h_line(text)
-    if h_app is None:
-        raise DialplanError(
-            f"{generated} has no [ext-queues] h line to repeat; create a queue in FreePBX and Apply Config first"
-        )
-    return check_h_app(h_app)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m missedcall.admin.dialplan", description=__doc__.split("\n\n")[0])
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    for name in ("check", "install"):
-        sub = verbs.add_parser(name)
-        sub.add_argument("--file", required=True, help="extensions_override_freepbx.conf")
-        sub.add_argument("--generated", required=True, help="extensions_additional.conf")
-        sub.add_argument("--force", action="store_true")
-    sub = verbs.add_parser("uninstall")
-    sub.add_argument("--file", required=True)
-    for sub in verbs.choices.values():
-        sub.add_argument("--dry-run", action="store_true")
-        sub.add_argument("--backup-dir", default="")
-    verbs.add_parser("snippet")
-    args = parser.parse_args(argv)
-    try:
-        if args.verb == "snippet":
-            sys.stdout.write(PLAIN_SNIPPET)
-            return 0
-        old = _read(args.file)
-        if args.verb == "uninstall":
-            if old is None:
-                print(f"dialplan: {args.file} does not exist; nothing to remove")
-                return 0
-            dialplan_files.apply(args.file, old, uninstall_text(old), args, "without the missedcall block")
-            return 0
-        h_app = generated_h_app(args.generated)
-        new = install_text(old, h_app, force=args.force)
-        hint = import_hint(parse(old or "")) if args.force else ""
-        if hint:
-            print(f"dialplan: the hand-made hook goes; {hint}")
-        if args.verb == "check":
-            change = "unchanged" if new == old else "updated"
-            print(f"dialplan: FreePBX's [ext-queues] h calls {h_app}; {args.file} will be {change}")
-            return 0
-        dialplan_files.apply(args.file, old, new, args, f"holds the missedcall block (h ends with {h_app})")
-    except Refused as exc:
-        print(f"install.sh: refusing to edit {args.file}: {exc}", file=sys.stderr)
-        return 1
-    except (DialplanError, OSError) as exc:
-        print(f"install.sh: dialplan: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
-        return 1
-    return 0
+    """The command line install.sh calls; it lives in missedcall.admin.dialplan_cli."""
+    from missedcall.admin import dialplan_cli
+
+    return dialplan_cli.main(argv)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from missedcall import config
 from missedcall.admin import (
     checks_chat,
     checks_db,
+    checks_fastagi,
     checks_hours,
     checks_mail,
     checks_pbx,
@@ -72,6 +73,7 @@ class Doctor:
             lambda: checks_pbx.check_dialplan_live(self),
             lambda: checks_pbx.check_queue_log(self),
             lambda: checks_pbx.check_cron(self),
+            lambda: checks_fastagi.check_fastagi(self),
             lambda: checks_db.check_delivery(self),
             lambda: checks_resolve.check_cdr(self),
         )

@@ -5,6 +5,7 @@
 - ``install.state`` beside it: where install.sh put things, read by
   ``missedcall-admin doctor``;
 - the cron file for ``sweep`` and ``retry``;
+- with ``--service``, the systemd unit of the FastAGI service and its ``agi://`` address;
 - a hash of the source folder, so that re-running install.sh with the same
   code leaves the virtualenv alone and an upgrade replaces it.
 
@@ -39,7 +40,10 @@ STATE_DEFAULTS: dict[str, str] = {
     "asterisk_user": "asterisk",
     "asterisk_bin": "",
     "dialplan": "",  # freepbx | plain | none (--no-dialplan) | pending (FreePBX without queues yet)
+    "service": "",  # the FastAGI address the dialplan calls first (install.sh --service), else empty
+    "unit_file": "/etc/systemd/system/missedcall-fastagi.service",
 }
+UNIT_NAME = "missedcall-fastagi.service"
 CRON_VERBS = ("sweep", "retry")
 
 
@@ -138,8 +142,8 @@ def config_value(path: str, key: str) -> str | None:
         if not match:
             continue
         value = match.group(1).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        if value[:1] in ("'", '"') and value[:1] in value[1:]:  # quoted, perhaps with a comment after
+            value = value[1 : value.index(value[0], 1)]
         else:
             value = value.split(" #", 1)[0].strip()
         found = value
@@ -152,6 +156,61 @@ def report_at(config_path: str) -> tuple[int, int] | None:
 
     value = config_value(config_path, "MISSEDCALL_REPORT_HOUR")
     return report_hour({} if value is None else {"MISSEDCALL_REPORT_HOUR": value})
+
+
+def render_unit(prefix: str, user: str, config_path: str = DEFAULT_CONFIG) -> str:
+    """The systemd unit of ``missedcall-admin serve`` (docs/fastagi.md).
+
+    It listens where MISSEDCALL_FASTAGI_LISTEN says (loopback by default). No
+    NoNewPrivileges: postfix's sendmail needs its setgid postdrop to queue a mail.
+    """
+    for value in (prefix, user, config_path):
+        if not value or any(ch in value for ch in "\n\r\"'\\ $%;"):
+            raise ValueError(f"{value[:60]!r} cannot go into a unit file")
+    return "\n".join(
+        [
+            "# Written by missedcall's install.sh --service; install.sh --uninstall removes it.",
+            "# The dialplan falls back to agi-bin/missed.py whenever this service cannot be reached.",
+            "[Unit]",
+            "Description=missedcall FastAGI service: mails missed queue calls (missedcall-admin serve)",
+            "After=network.target mariadb.service freepbx.service",
+            "",
+            "[Service]",
+            "Type=simple",
+            f"User={user}",
+            f"Environment=MISSEDCALL_CONFIG={config_path}",
+            f"ExecStart={prefix}/venv/bin/missedcall-admin serve",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "KillSignal=SIGTERM",
+            "TimeoutStopSec=60",
+            "Restart=on-failure",
+            "RestartSec=2",
+            "PrivateTmp=yes",
+            "ProtectHome=yes",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
+
+
+def env_value(path: str, key: str) -> str:
+    """One key as install.sh needs it before any virtualenv exists: the environment wins, as it does for
+    the product, then the file (config_value); "" when neither has it."""
+    if key in os.environ:
+        return os.environ[key]
+    return config_value(path, key) or ""
+
+
+def agi_url(config_path: str) -> str:
+    """The ``agi://`` address the dialplan calls for the service configured in ``config_path``."""
+    from missedcall.detect import listen
+
+    where = listen.parse_listen(env_value(config_path, listen.KEY))
+    wildcard = where.host in ("0.0.0.0", "::")  # noqa: S104 - not a bind: a wildcard bind is called locally
+    host = "127.0.0.1" if wildcard else where.host
+    return listen.Listen(host, where.port).url()
 
 
 def source_hash(src: str) -> str:
@@ -199,6 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_argument("--data-dir", required=True)
     sub.add_argument("--config", default=DEFAULT_CONFIG)
     sub.add_argument("--read-config", help="where to read MISSEDCALL_REPORT_HOUR (install --root: the staged file)")
+    sub = verbs.add_parser("unit", help="print the systemd unit of the FastAGI service")
+    sub.add_argument("--prefix", required=True)
+    sub.add_argument("--user", required=True)
+    sub.add_argument("--config", default=DEFAULT_CONFIG)
+    sub = verbs.add_parser("agi-url", help="print the agi:// address of the configured FastAGI service")
+    sub.add_argument("--config", default=DEFAULT_CONFIG)
     sub = verbs.add_parser("source-hash", help="print the hash of a source folder")
     sub.add_argument("src")
     sub = verbs.add_parser("drop-tables", help="drop the missedcall tables of the configured database")
@@ -216,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.prefix, args.user, args.data_dir, args.config, report_at(args.read_config or args.config)
                 )
             )
+        elif args.verb == "unit":
+            sys.stdout.write(render_unit(args.prefix, args.user, args.config))
+        elif args.verb == "agi-url":
+            print(agi_url(args.config))
         elif args.verb == "source-hash":
             print(source_hash(args.src))
         else:

@@ -48,14 +48,17 @@ REASON_TEXT: dict[str, dict[str, str]] = {
     },
 }
 _WORDS = {
-    "en": {"unknown": "unknown", "no_caller": "unknown caller", "min": "min", "s": "s", "none": "—"},
-    "ru": {"unknown": "неизвестно", "no_caller": "номер не определён", "min": "мин", "s": "с", "none": "—"},
+    "en": {"unknown": "unknown", "no_caller": "unknown caller", "min": "min", "s": "s", "none": "—",
+           "waited": ", waited "},
+    "ru": {"unknown": "неизвестно", "no_caller": "номер не определён", "min": "мин", "s": "с", "none": "—",
+           "waited": ", ждал "},
 }
 #: The placeholders a template may use (documented in the README).
 PLACEHOLDERS = (
     "caller", "caller_num", "caller_name", "queue", "queue_label", "queue_display", "reason",
     "reason_text", "wait", "wait_seconds", "position", "entered_at", "ended_at", "path", "did",
     "callid", "linkedid", "host", "caller_intl", "caller_tel", "caller_link", "caller_short", "queue_title",
+    "waited",
 )  # fmt: skip
 _NAME_SHORT = 40
 _SUBJECT_MAX = 200
@@ -211,6 +214,8 @@ def values(call: CallRecord, *, label: str, language: str, zone: tzinfo | None, 
         "reason": call.reason,
         "reason_text": REASON_TEXT[language].get(call.reason, call.reason),
         "wait": format_wait(call.wait_seconds, language),
+        # For subjects: ", waited 42 s", or nothing when the wait is unknown ("waited unknown" reads badly).
+        "waited": "" if call.wait_seconds is None else words["waited"] + format_wait(call.wait_seconds, language),
         "wait_seconds": "" if call.wait_seconds is None else str(call.wait_seconds),
         "position": words["none"] if call.position is None else str(call.position),
         "entered_at": format_time(call.entered_at or call.ended_at, zone, language),

@@ -4,9 +4,9 @@ pyst2 encodes commands well but trusts the stream: its header reader splits a
 caller name with a newline into a bogus key, its reply parser raises on a
 continuation line, it blocks forever on a silent Asterisk, and it writes debug
 lines to stderr, which Asterisk copies into its log. ``AgiSession`` writes
-commands exactly as pyst2's ``send_command`` and ``_quote`` do (two lines of it:
-importing pyst2 and ``six`` for them cost every hang-up more than all the rest of
-this module) and replaces the reading side:
+commands exactly as pyst2's ``send_command`` and ``_quote`` do
+(missedcall.detect.agiproto; importing pyst2 and ``six`` for those two lines cost
+every hang-up more than the rest of this module) and replaces the reading side:
 
 * headers: a line that is not ``agi_xxx: value`` continues the previous value;
 * replies: read with a deadline; lines that are not a status line are skipped;
@@ -25,43 +25,13 @@ import signal
 import time
 
 from missedcall import budget
+from missedcall.detect.agiproto import MAX_LINE as _MAX_LINE
+from missedcall.detect.agiproto import Framed, command_line, is_status, parse_headers, parse_result, quote, verbose_line
+from missedcall.detect.agiproto import header_value as header_value  # the hook's import of it
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
-_DIGITS = frozenset("0123456789")
-_MAX_LINE = 128 * 1024
-
-
-def _header(line: str) -> tuple[str, str] | None:
-    """``agi_[a-z0-9_]+: ?value`` as (key, value); None for any other line. No regex: start-up is the cost."""
-    colon = line.find(":")
-    if colon <= 4 or not line.startswith("agi_") or not _KEY_CHARS.issuperset(line[4:colon]):
-        return None
-    value = line[colon + 1 :]
-    return line[:colon], value[1:] if value.startswith(" ") else value
-
-
-def _is_status(line: str) -> bool:
-    """A reply's status line: three ASCII digits, then a space or a hyphen."""
-    return len(line) >= 4 and _DIGITS.issuperset(line[:3]) and line[3] in " -"
-
-
-def _one_line(message: str) -> str:
-    """VERBOSE takes one quoted argument: each run of controls, quotes and backslashes becomes one space."""
-    out: list[str] = []
-    in_run = False
-    for ch in message:
-        if ch < " " or ch == '"' or ch == "\\":
-            if not in_run:
-                out.append(" ")
-            in_run = True
-        else:
-            out.append(ch)
-            in_run = False
-    return "".join(out)
 
 
 class AgiClosed(Exception):
@@ -121,37 +91,6 @@ class LineReader:
         return line.rstrip(b"\r").decode("utf-8", "replace")
 
 
-def parse_headers(lines: Sequence[str]) -> dict[str, str]:
-    """The AGI environment; a line that is no ``agi_`` header continues the previous value.
-
-    Asterisk writes caller ID raw, so ``Line1<LF>Line2`` arrives as
-    ``agi_calleridname: Line1`` followed by a bare ``Line2``. The first line of a
-    key wins: a caller name holding ``<LF>agi_uniqueid: X`` cannot replace the real
-    uniqueid (written before the caller ID), and the real line of a key it forged
-    later is dropped with its continuations rather than glued onto the name.
-    """
-    env: dict[str, str] = {}
-    last: str | None = None
-    for line in lines:
-        pair = _header(line)
-        if pair is not None:
-            key = pair[0]
-            if key in env:
-                last = None  # a repeated key: the caller forged one of them; keep the first
-                continue
-            last = key
-            env[last] = pair[1]
-        elif last is not None:
-            env[last] += "\n" + line
-    return env
-
-
-def header_value(env: dict[str, str], key: str) -> str:
-    """A header as the caller set it: Asterisk writes ``unknown`` for an absent caller ID."""
-    value = env.get(key, "")
-    return "" if value == "unknown" else value
-
-
 class AgiSession:
     """An AGI session (pyst2's command encoding) whose reading side survives a hostile or silent Asterisk."""
 
@@ -188,25 +127,23 @@ class AgiSession:
             self.stdin.deadline = budget
         self.env = parse_headers(self.header_lines)
 
-    def _handle_sighup(self, signum: int, frame: object) -> None:
-        self._got_sighup = True
-
     def test_hangup(self) -> None:
         # A hung-up channel still answers the commands we use (docs/design.md); keep going.
         return None
 
+    def _handle_sighup(self, signum: int, frame: object) -> None:
+        self._got_sighup = True
+
     @staticmethod
     def _quote(text: object) -> str:
         """pyst2's quoting: the text in double quotes, as it is (callers remove what would break it)."""
-        return f'"{text}"'
+        return quote(str(text))
 
     def send_command(self, command: str, *args: object) -> None:
         if self.closed:
             raise AgiClosed("session closed")
-        # pyst2's send_command: "COMMAND arg arg", stripped, one newline.
-        line = f"{command.strip()} {' '.join(map(str, args))}".strip()
         try:
-            self.stdout.write(line + "\n")
+            self.stdout.write(command_line(command, *args))
             self.stdout.flush()
         except (BrokenPipeError, OSError, ValueError) as exc:
             self.closed = True
@@ -220,15 +157,9 @@ class AgiSession:
             except AgiClosed:
                 self.closed = True
                 raise
-            if _is_status(line):
+            if is_status(line):
                 break
-        code = int(line[:3])
-        rest = line[4:]
-        import re  # only here: the hook itself never parses a result (say() does not look at it)
-
-        match = re.match(r"result=(-?\w*)(?:\s*\((.*)\))?", rest)
-        result = (match.group(1), match.group(2) or "") if match else ("", "")
-        return {"result": result, "code": (str(code), rest)}
+        return {"result": parse_result(line), "code": (line[:3], line[4:])}
 
     def fetch(self, expressions: Sequence[str]) -> list[str] | None:
         """Evaluate dialplan expressions in one round trip; None when Asterisk could not say.
@@ -238,30 +169,13 @@ class AgiSession:
         """
         if self.closed:
             return None
-        nonce = "mc" + os.urandom(6).hex()  # not secrets: it costs the AGI 10 ms of imports
-        sep = "|"  # the values we ask for are Asterisk's own (no caller ID), never holding "|"
-        expression = nonce + sep + sep.join(expressions) + sep + nonce
+        framed = Framed(expressions, "mc" + os.urandom(6).hex())  # not secrets: 10 ms of imports
         try:
-            self.send_command("GET FULL VARIABLE", self._quote(expression))
-            collected: list[str] = []
-            opening = f"({nonce}{sep}"
+            self.send_command(framed.line.rstrip("\n"))
             while True:
-                line = self.stdin.readline(timeout=1.0)
-                if not collected:
-                    start = line.find(opening)
-                    if start < 0 or not _is_status(line):
-                        continue  # a stray line from before: skip to our reply
-                    collected.append(line[start + len(opening) :])
-                else:
-                    collected.append(line)
-                joined = "\n".join(collected)
-                closing = f"{sep}{nonce})"
-                if joined.endswith(closing):
-                    body = joined[: -len(closing)]
-                    values = body.split(sep)
-                    return values if len(values) == len(expressions) else None
-                if len(collected) > 200:
-                    return None
+                values = framed.feed(self.stdin.readline(timeout=1.0))
+                if values is not None:
+                    return values or None
         except AgiClosed:
             self.closed = True
             return None
@@ -270,12 +184,9 @@ class AgiSession:
         """A VERBOSE line in Asterisk's log; silently nothing when the session is gone."""
         if self.closed:
             return
-        # VERBOSE takes one quoted argument: quotes, backslashes and newlines would break it.
-        clean = _one_line(message)[:500]
         try:
-            self.send_command("VERBOSE", self._quote(f"missedcall: {clean}"), 1)
-            while not _is_status(self.stdin.readline(timeout=1.0)):
-                pass  # stray lines before the reply; its result says nothing we act on
+            self.send_command(verbose_line(message).rstrip("\n"))
+            self.get_result()
         except AgiClosed:
             self.closed = True
 
@@ -286,10 +197,4 @@ class AgiSession:
     def execute(self, command: str, *args: object) -> dict[str, tuple[str, str]]:
         """pyst2's ``execute``: send, then read the status line."""
         self.send_command(command, *args)
-        try:
-            return self.get_result()
-        except AgiClosed:
-            raise
-        except Exception as exc:  # an odd reply: talk no more
-            self.closed = True
-            raise AgiClosed(f"unreadable reply: {exc}") from None
+        return self.get_result()

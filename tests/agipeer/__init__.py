@@ -9,6 +9,7 @@ lines just as in the recorded sessions under ``tests/fixtures/asterisk22-agi``.
 protocol    header blocks and command-line parsing, the fixed replies, Asterisk's script environment
 commands    res_agi's command table and the channel a session emulates (variables, functions, AstDB)
 peer        AgiPeer (runs the script, bounded by a timeout) and AgiRun (what happened)
+network     the same peer over TCP, as Asterisk speaks FastAGI (the HANGUP line, the channel held)
 recordings  what a recorded session reveals (the channel variables it read)
 
 Stdlib only (and missedcall's split_lines). Import from here: ``from tests.agipeer import AgiPeer``.

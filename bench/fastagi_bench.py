@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""What does one missed call cost through the FastAGI service, against the process hook?
+
+Both paths run for real against the scripted Asterisk 22 peer (tests/agipeer), an
+SQLite database and a sendmail stand-in in plain sh, with a flood limit above the
+number of calls so storm control never holds a mail:
+
+* the process hook (agi-bin/missed.py) ``--hook-runs`` times, one process per call;
+* ``missedcall-admin serve`` as a subprocess, then a burst of ``-n`` sessions (at least
+  300) over ``--connections`` simultaneous connections, waited for until every mail went.
+
+It prints CPU seconds per missed call (the hook: its process and its sendmail; the
+service: its process and its sendmail children, read from /proc), their ratio, the
+time each session held the channel (median, p99) and whether every call was mailed
+exactly once. Ratios, not asserts: the test suite checks correctness.
+
+Run it in a virtualenv made like install.sh's (non-editable), from the repository root:
+
+    python3 -m venv /tmp/mc-bench && /tmp/mc-bench/bin/pip install -q . \\
+        && /tmp/mc-bench/bin/python bench/fastagi_bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # the test equipment; an installed missedcall still comes first
+
+from tests.agipeer import AgiPeer, make_headers  # noqa: E402
+from tests.agipeer.network import run_many  # noqa: E402
+from tests.paths import REPO_ROOT  # noqa: E402
+
+HOOK = REPO_ROOT / "agi-bin" / "missed.py"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _install_kind() -> str:
+    import missedcall
+
+    where = Path(missedcall.__file__).resolve()
+    editable = ROOT in where.parents or any("__editable__" in p for p in sys.path)
+    return f"{'EDITABLE (numbers are pessimistic)' if editable else 'non-editable'} install at {where.parent}"
+
+
+def _cpu_of(pid: int) -> tuple[float, float]:
+    """(own, own + waited-for children) CPU seconds of a running process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / TICK, (utime + stime + cutime + cstime) / TICK
+
+
+def _peer(callid: str) -> AgiPeer:
+    headers = make_headers(uniqueid=callid, callerid="79161234567", calleridname="Иван Петров", args=["600"])
+    return AgiPeer(headers, {"ABANDONED": "TRUE", "QUEUEPOSITION": "1"})
+
+
+def _mailed(maildir: Path) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for path in maildir.glob("*.eml"):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("X-Missedcall-Callid:"):
+                found[line.split(":", 1)[1].strip()] += 1
+                break
+            if not line:
+                break
+    return found
+
+
+def _workdir(tmp: Path, db_url: str) -> dict[str, str]:
+    (tmp / "mail").mkdir()
+    sendmail = tmp / "sendmail"
+    sendmail.write_text('#!/bin/sh\ncat > "$MISSEDCALL_TEST_MAILDIR/$$-$(date +%s%N).eml"\n')
+    sendmail.chmod(0o755)
+    sqlite = f"sqlite:///{tmp / 'missedcall.sqlite3'}"
+    (tmp / "missedcall.env").write_text(
+        f"MISSEDCALL_DB_URL={db_url or sqlite}\n"
+        f"MISSEDCALL_SENDMAIL={sendmail}\n"
+        f"MISSEDCALL_QUEUE_LOG={tmp / 'queue_log'}\n"
+        f"MISSEDCALL_FREEPBX_CONF={tmp / 'none'}\n"
+        f"MISSEDCALL_SPOOL_DIR={tmp / 'spool'}\n"
+        "MISSEDCALL_FLOOD_LIMIT=100000\n"  # the bench's own setting: storm control never holds a mail here
+        "MISSEDCALL_FROM=pbx@example.com\nMISSEDCALL_FALLBACK_TO=ops@example.com\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "MISSEDCALL_CONFIG": str(tmp / "missedcall.env"),
+        "MISSEDCALL_TEST_MAILDIR": str(tmp / "mail"),
+    }
+    argv = [sys.executable, "-m", "missedcall.admin.cli", "init"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"missedcall-admin init failed: {done.stderr.strip()}")
+    return env
+
+
+def bench_hook(runs: int, env: dict[str, str]) -> float:
+    """CPU seconds per call of the process hook (its process and its sendmail)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for i in range(runs):
+        result = _peer(f"{int(time.time())}.{900000 + i}").run([sys.executable, str(HOOK), "600"], env=env, timeout=30)
+        if not result.ok:
+            raise SystemExit(f"hook run {i} failed: {result}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / runs
+
+
+def bench_service(calls: int, connections: int, env: dict[str, str], maildir: Path) -> dict[str, object]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "missedcall.admin.cli", "serve", "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > until or proc.poll() is not None:
+                    raise SystemExit("the service did not start") from None
+                time.sleep(0.05)
+        time.sleep(0.3)
+        before = len(list(maildir.glob("*.eml")))
+        own0, all0 = _cpu_of(proc.pid)
+        base = int(time.time())
+        callids = [f"{base}.{i}" for i in range(calls)]
+        started = time.monotonic()
+        runs = run_many([_peer(c) for c in callids], "127.0.0.1", port, connections=connections, timeout=60)
+        sessions_done = time.monotonic() - started
+        until = time.monotonic() + 300
+        while len(list(maildir.glob("*.eml"))) - before < calls and time.monotonic() < until:
+            time.sleep(0.05)
+        mailed_in = time.monotonic() - started
+        time.sleep(0.5)  # let the last sendmail children be reaped
+        own1, all1 = _cpu_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    held = sorted(r.held for r in runs)
+    mailed = _mailed(maildir)
+    return {
+        "ok": all(r.ok for r in runs) and code == 0,
+        "own": (own1 - own0) / calls,
+        "all": (all1 - all0) / calls,
+        "held_p50": statistics.median(held),
+        "held_p99": held[min(len(held) - 1, int(len(held) * 0.99))],
+        "sessions_s": sessions_done,
+        "mailed_s": mailed_in,
+        "once": sum(1 for c in callids if mailed[c] == 1),
+        "missing": sum(1 for c in callids if mailed[c] == 0),
+        "twice": sum(1 for c in callids if mailed[c] > 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=300, help="sessions in the burst (at least 300; default 300)")
+    parser.add_argument("--connections", type=int, default=30, help="simultaneous connections (default 30)")
+    parser.add_argument("--db", default="", help="a database URL (an empty MariaDB database) instead of SQLite")
+    parser.add_argument("--hook-runs", type=int, default=30, help="process hook runs for its per-call cost (30)")
+    args = parser.parse_args()
+    calls = max(300, args.n)
+    print(f"missedcall: {_install_kind()}; database: {'the --db URL' if args.db else 'SQLite'}")
+    with tempfile.TemporaryDirectory(prefix="missedcall-fastagi-bench-") as tmp:
+        env = _workdir(Path(tmp), args.db)
+        hook = bench_hook(args.hook_runs, env)
+        service = bench_service(calls, args.connections, env, Path(tmp) / "mail")
+    print(f"process hook: {hook * 1000:.1f} ms CPU per call ({args.hook_runs} runs, hook + sendmail)")
+    print(
+        f"service:      {service['all'] * 1000:.2f} ms CPU per call with its sendmail children,"  # type: ignore[operator]
+        f" {service['own'] * 1000:.2f} ms in the service process alone ({calls} sessions)"  # type: ignore[operator]
+    )
+    print(f"ratio (hook / service, CPU per call): {hook / service['all']:.1f}x"  # type: ignore[operator]
+          f" ({hook / service['own']:.1f}x counting the service process alone)")  # type: ignore[operator]
+    print(
+        f"burst of {calls} over {args.connections} connections: sessions done in {service['sessions_s']:.2f} s,"
+        f" all mailed in {service['mailed_s']:.2f} s"
+    )
+    print(
+        f"channel held: median {service['held_p50'] * 1000:.1f} ms, p99 {service['held_p99'] * 1000:.1f} ms"  # type: ignore[operator]
+    )
+    print(f"mailed once: {service['once']}/{calls}, missing {service['missing']}, twice {service['twice']}")
+    return 0 if service["ok"] and service["once"] == calls else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

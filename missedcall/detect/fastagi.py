@@ -1,0 +1,343 @@
+"""``missedcall-admin serve``: the FastAGI service, one asyncio process (docs/fastagi.md).
+
+The dialplan calls ``AGI(agi://127.0.0.1:4574/missed,QUEUE[,REASON])`` with the process
+hook's contract (docs/design.md §4). Asterisk waits without a timeout once connected,
+so a session only reads what the call needs — the header block, then one framed
+``GET FULL VARIABLE`` — records the call (missedcall.detect.fastagi_work.record, in a
+thread), says one VERBOSE line and closes: the channel is free. The mail follows in a
+bounded pool; a full queue leaves the recorded call to ``retry``.
+
+Every read is bounded in size and time (a half-open, silent or garbage peer costs one
+timeout); ``HANGUP`` lines, which a live channel sends instead of SIGHUP, are skipped.
+A session is named by ``agi_uniqueid`` and the peer's address, as many PBXs may share
+the service. The network script ``version`` answers a VERBOSE line with the version,
+the pid and the last session's time (``doctor`` asks it).
+
+SIGTERM: stop accepting, finish the sessions in flight and the mails being sent, and
+leave queued mails to ``retry`` (their calls are recorded). SIGHUP: re-read the
+configuration (a new listen address needs a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from missedcall import __version__, config, log
+from missedcall.detect import agiproto, fastagi_work, verdict
+from missedcall.detect.fastagi_work import Breaker, Job, Recorded
+from missedcall.detect.listen import Listen
+
+#: The scripts the service answers: ``agi://host:port/missed`` (and ``missed.py``, the hook's name).
+CALL_SCRIPTS = ("missed", "missed.py")
+VERSION_SCRIPT = "version"
+HEADER_TIMEOUT = 2.0  # the whole header block; Asterisk writes it at once
+REPLY_TIMEOUT = 2.0  # each reply; Asterisk answers GET FULL VARIABLE at once, even on a dead channel
+MAX_HEADER_BYTES = 256 * 1024
+MAX_HEADER_LINES = 400
+CLOSE_TIMEOUT = 1.0
+MAIL_YIELD = 1.0  # the most a mail waits for sessions in flight before it goes anyway
+
+
+class Garbage(Exception):
+    """The peer sent something that is no AGI session, or too much, or nothing in time."""
+
+
+class Service:
+    """The listening socket, the sessions, the record and mail pools."""
+
+    def __init__(
+        self,
+        listen: Listen,
+        *,
+        load: Callable[[], config.Settings] = config.load_settings,
+        workers: int = 4,
+        record_workers: int = 4,
+        backlog: int = 1000,
+        max_sessions: int = 2000,
+    ) -> None:
+        self.listen = listen
+        self._load = load
+        self.settings: config.Settings | None = None
+        self.settings_error = ""
+        self.reload()
+        self.breaker = Breaker()
+        self.record_workers = record_workers
+        self.record_pool = ThreadPoolExecutor(record_workers, thread_name_prefix="mc-record")
+        self.mail_pool = ThreadPoolExecutor(workers, thread_name_prefix="mc-mail")
+        self.workers = workers
+        self.backlog = backlog
+        self.max_sessions = max_sessions
+        self.sessions: set[asyncio.Task[None]] = set()
+        self.mailing: set[asyncio.Future[None]] = set()
+        self.queue: asyncio.Queue[Recorded] | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self.last_session: datetime | None = None
+        self.count = 0
+        self.recording = 0  # sessions holding a channel while their call is recorded
+        self._stopping: asyncio.Event | None = None
+
+    # -- configuration
+
+    def reload(self) -> None:
+        try:
+            self.settings = self._load()
+            self.settings_error = ""
+        except config.ConfigError as exc:
+            if self.settings is None:
+                self.settings_error = str(exc)
+            log.error(f"fastagi: configuration error: {exc}" + ("; keeping the last good one" if self.settings else ""))
+
+    # -- life cycle
+
+    async def run(self, ready: Callable[[], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self.queue = asyncio.Queue(self.backlog)
+        self.server = await asyncio.start_server(
+            self._accept, self.listen.host, self.listen.port, limit=agiproto.MAX_LINE, backlog=1024, reuse_address=True
+        )
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        await self._warm(loop)
+        mailers = [asyncio.create_task(self._mailer()) for _ in range(self.workers)]
+        exposed = "" if self.listen.loopback else "; NOT loopback: firewall it to your PBXs (FastAGI has no login)"
+        log.info(f"fastagi: version {__version__} listening on {self.listen} (pid {os.getpid()}){exposed}")
+        if ready is not None:
+            ready()
+        await self._stopping.wait()
+        # Graceful stop: no new sessions; those in flight finish (each is bounded); queued mails
+        # stay recorded for retry; mails being handed to the relay finish.
+        self.server.close()
+        if self.sessions:
+            await asyncio.wait(set(self.sessions), timeout=HEADER_TIMEOUT + 3 * REPLY_TIMEOUT + 5)
+        for task in mailers:
+            task.cancel()
+        left = self.queue.qsize()
+        if self.mailing:
+            await asyncio.wait(set(self.mailing))
+        self.record_pool.shutdown(wait=True)
+        self.mail_pool.shutdown(wait=True)
+        log.info(f"fastagi: stopped; {left} queued mail(s) left to retry (their calls are recorded)")
+
+    async def _warm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every worker thread's database connection, opened once before the first burst."""
+        jobs = []
+        for pool, count, timeout in (
+            (self.record_pool, self.record_workers, fastagi_work.DB_TIMEOUT),
+            (self.mail_pool, self.workers, fastagi_work.MAIL_DB_TIMEOUT),
+        ):
+            gate = threading.Barrier(count)
+            jobs += [
+                loop.run_in_executor(pool, fastagi_work.warm, self.settings, timeout, self.breaker, gate)
+                for _ in range(count)
+            ]
+        await asyncio.gather(*jobs)
+
+    def _on_sighup(self) -> None:
+        log.info("fastagi: SIGHUP: re-reading the configuration")
+        self.reload()
+
+    # -- sessions
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = _peer(writer)
+        if len(self.sessions) >= self.max_sessions:
+            log.error(f"fastagi: {len(self.sessions)} sessions open; refusing {peer} (the sweeper will see the call)")
+            writer.transport.abort()
+            return
+        self.sessions.add(task)
+        try:
+            await self._session(reader, writer, peer)
+        except Exception as exc:  # the last line of defence: one session never stops the others
+            log.error(f"fastagi: session from {peer}: internal error: {exc.__class__.__name__}: {exc}")
+        finally:
+            self.sessions.discard(task)
+            await _close(writer)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        try:
+            lines = await asyncio.wait_for(_read_headers(reader), HEADER_TIMEOUT)
+        except (asyncio.TimeoutError, Garbage, ConnectionError) as exc:
+            log.warning(f"fastagi: {peer}: no AGI header block ({_why(exc)}); closed")
+            return
+        env = agiproto.parse_headers(lines)
+        script = _script(env)
+        if script == VERSION_SCRIPT:
+            await self._say(reader, writer, self.status_line())
+            return
+        if script not in CALL_SCRIPTS:
+            shown = verdict.clean_id(script)[:40]
+            log.warning(f"fastagi: {peer}: unknown script {shown!r} (agi://HOST:PORT/missed is ours); closed")
+            return
+        job = Job(env=env, args=agiproto.agi_args(env), values=[], peer=peer)
+        job.callid = verdict.clean_id(env.get("agi_uniqueid", ""))
+        self.count += 1
+        self.last_session = datetime.now(timezone.utc)
+        if job.callid:
+            framed = agiproto.Framed(fastagi_work.ASKED, "mc" + os.urandom(6).hex())
+            job.values = await self._ask(reader, writer, framed) or []
+        loop = asyncio.get_running_loop()
+        settings, error = self.settings, self.settings_error
+        self.recording += 1
+        try:
+            done = await loop.run_in_executor(
+                self.record_pool, fastagi_work.record, job, settings, error, self.breaker
+            )
+        finally:
+            self.recording -= 1
+        done.session = job.session
+        for message, is_error in done.notes:
+            fastagi_work.report(f"{message} [{job.session}]", is_error)
+            await self._say(reader, writer, message)
+        if done.kind == "done":
+            fastagi_work.report(f"{done.message} [{job.session}]", done.error)
+            await self._say(reader, writer, done.message)
+            return
+        assert done.call is not None
+        await self._say(reader, writer, f"missed call {done.call.callid} in queue {done.call.queue}: recorded")
+        if done.message:  # recorded, but with trouble worth a line now (not spooled)
+            fastagi_work.report(f"{done.message} [{job.session}]", done.error)
+        assert self.queue is not None
+        try:
+            self.queue.put_nowait(done)
+        except asyncio.QueueFull:
+            fastagi_work.report(f"{fastagi_work.left_for_retry(done)} [{job.session}]", True)
+
+    async def _ask(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framed: agiproto.Framed
+    ) -> list[str] | None:
+        """The framed variables, or None when Asterisk could not say in time (the verdict copes)."""
+        try:
+            writer.write(framed.line.encode("utf-8"))
+            await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+            while True:
+                line = await asyncio.wait_for(_readline(reader), REPLY_TIMEOUT)
+                values = framed.feed(line)
+                if values is not None:
+                    return values or None
+        except (asyncio.TimeoutError, Garbage, ConnectionError):
+            return None
+
+    async def _say(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: str) -> None:
+        """One VERBOSE line in Asterisk's log (dead-channel safe); its reply is awaited, briefly."""
+        if writer.is_closing() or reader.at_eof():
+            return
+        try:
+            writer.write(agiproto.verbose_line(message).encode("utf-8"))
+            await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+            while True:
+                line = await asyncio.wait_for(_readline(reader), REPLY_TIMEOUT)
+                if agiproto.is_status(line):
+                    return
+        except (asyncio.TimeoutError, Garbage, ConnectionError):
+            return
+
+    def status_line(self) -> str:
+        last = self.last_session.isoformat(timespec="seconds") if self.last_session else "none"
+        return f"fastagi version={__version__} pid={os.getpid()} sessions={self.count} last_session={last}"
+
+    # -- mail
+
+    async def _mailer(self) -> None:
+        assert self.queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            done = await self.queue.get()
+            # Channels first: while sessions are being recorded, a mail waits (a little) for the
+            # database and the CPUs they need; it is recorded already, so waiting costs nothing.
+            waited = 0.0
+            while self.recording and waited < MAIL_YIELD:
+                await asyncio.sleep(0.01)
+                waited += 0.01
+            future = loop.run_in_executor(self.mail_pool, self._deliver, done)
+            self.mailing.add(future)
+            try:
+                await asyncio.shield(future)
+            finally:
+                self.mailing.discard(future)
+
+    def _deliver(self, done: Recorded) -> None:
+        try:
+            line, error = fastagi_work.deliver(done, self.breaker)
+        except Exception as exc:  # one call's trouble never stops the pool; the row stays pending
+            callid = done.call.callid if done.call else "?"
+            line, error = f"call {callid}: internal error while mailing: {exc.__class__.__name__}: {exc}", True
+        fastagi_work.report(f"{line} [{done.session}]", error)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    name = writer.get_extra_info("peername")
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"{name[0]}:{name[1]}"
+    return "?"
+
+
+def _why(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, asyncio.TimeoutError) else (str(exc) or exc.__class__.__name__)
+
+
+def _script(env: dict[str, str]) -> str:
+    """The network script (``agi://host/missed`` -> ``missed``), from ``agi_network_script`` or the request."""
+    script = env.get("agi_network_script", "")
+    if not script:
+        request = env.get("agi_request", "")
+        script = request.split("://", 1)[-1].partition("/")[2] if "://" in request else ""
+    return script.split("?", 1)[0].strip()
+
+
+async def _readline(reader: asyncio.StreamReader) -> str:
+    """One line without its newline; a line over MAX_LINE or EOF is Garbage."""
+    try:
+        raw = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError:
+        raise Garbage("the peer closed the connection") from None
+    except asyncio.LimitOverrunError:
+        raise Garbage("a line over 128 KiB") from None
+    return raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace")
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> list[str]:
+    lines: list[str] = []
+    size = 0
+    while True:
+        line = await _readline(reader)
+        if line == "":
+            break
+        if line == "HANGUP":  # a live channel hung up before the block was read: not part of it
+            continue
+        size += len(line) + 1
+        lines.append(line)
+        if size > MAX_HEADER_BYTES or len(lines) > MAX_HEADER_LINES:
+            raise Garbage("a header block over 256 KiB")
+    if not any(agiproto.header_key(line) for line in lines[:1]):
+        raise Garbage("the first line is no agi_ header")
+    return lines
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+    except (asyncio.TimeoutError, ConnectionError, OSError):
+        writer.transport.abort()
+
+
+def serve(listen: Listen, *, workers: int = 4, backlog: int = 1000, ready: Callable[[], None] | None = None) -> int:
+    """Run until SIGTERM; 0 on a clean stop. Raises OSError when the address cannot be bound."""
+    service = Service(listen, workers=workers, backlog=backlog)
+    if service.settings is None:
+        raise config.ConfigError(service.settings_error)
+    started = time.monotonic()
+    asyncio.run(service.run(ready))
+    log.info(f"fastagi: ran {time.monotonic() - started:.0f} s, {service.count} session(s)")
+    return 0
