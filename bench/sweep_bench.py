@@ -8,7 +8,8 @@ lines and unknown events, callers left waiting for ever; calls overlap in time),
 measures, each in a fresh child process (wall time, peak RSS from
 ``resource.getrusage(RUSAGE_CHILDREN)``):
 
-* baselines over the same file: ``wc -l`` and a plain Python loop over its lines;
+* baselines over the same file: ``wc -l``, ``for line in f: pass`` (the ratio's denominator) and a
+  Python loop that looks at each line;
 * ``missedcall-admin sweep --from-start --dry-run`` against an initialised (empty) SQLite
   database, so every missed call is also looked up;
 * with ``--real``: ``missedcall-admin sweep --from-start`` for real against that SQLite
@@ -18,7 +19,12 @@ measures, each in a fresh child process (wall time, peak RSS from
 * with ``--lines-small N``: the dry run again on a file of N lines, to show that memory
   does not grow with the file.
 
-Usage: python bench/sweep_bench.py [--lines 1000000] [--real] [--lines-small 100000] [--keep DIR]
+The loops and the dry run are run ``--repeat`` times, interleaved (a shared box's load comes
+and goes); the table gives the min and median of each and the ratios to the plain loop's.
+Measure what install.sh installs: a non-editable venv (``python3 -m venv V && V/bin/pip install .``,
+then ``V/bin/python bench/sweep_bench.py``); an editable install is refused unless ``--allow-editable``.
+
+Usage: V/bin/python bench/sweep_bench.py [--lines 1000000] [--repeat 3] [--real] [--lines-small 100000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,17 +155,27 @@ def child(argv: list[str]) -> None:
     )
 
 
+PLAIN_LOOP = "import sys\nfor line in open(sys.argv[1], 'rb'):\n    pass"
 PY_LOOP = "import sys\nn = 0\nfor line in open(sys.argv[1], 'rb'):\n    n += line.count(b'|') > 4\nprint(n)"
+PLAIN = "for line in f: pass"
 
 
-def bench_file(label: str, log: Path, env: dict[str, str], real: bool) -> list[tuple[str, dict[str, float]]]:
-    results = [
-        (f"wc -l ({label})", measure(["wc", "-l", str(log)], env)),
-        (f"python line loop ({label})", measure([sys.executable, "-c", PY_LOOP, str(log)], env)),
-        (f"sweep --from-start --dry-run ({label})", measure([str(ADMIN), "sweep", "--from-start", "--dry-run"], env)),
+def bench_file(
+    label: str, log: Path, env: dict[str, str], real: bool, repeat: int
+) -> list[tuple[str, list[dict[str, float]]]]:
+    variants = [
+        (f"wc -l ({label})", ["wc", "-l", str(log)]),
+        (f"{PLAIN} ({label})", [sys.executable, "-c", PLAIN_LOOP, str(log)]),
+        (f"python loop, count '|' ({label})", [sys.executable, "-c", PY_LOOP, str(log)]),
+        (f"sweep --from-start --dry-run ({label})", [str(ADMIN), "sweep", "--from-start", "--dry-run"]),
     ]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+    for round_ in range(repeat):
+        for name, argv in variants if round_ % 2 == 0 else variants[::-1]:
+            runs[name].append(measure(argv, env))
+    results = [(name, runs[name]) for name, _ in variants]
     if real:
-        results.append((f"sweep --from-start, real ({label})", measure([str(ADMIN), "sweep", "--from-start"], env)))
+        results.append((f"sweep --from-start, real ({label})", [measure([str(ADMIN), "sweep", "--from-start"], env)]))
     return results
 
 
@@ -168,13 +185,24 @@ def main() -> int:
     parser.add_argument("--lines-small", type=int, default=0, help="also run on a file this long (memory check)")
     parser.add_argument("--real", action="store_true", help="also run the real sweep against SQLite")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of each variant (default 3)")
+    parser.add_argument("--allow-editable", action="store_true", help="measure an editable install anyway")
     args = parser.parse_args()
+    from venvcheck import editable_reason  # bench/venvcheck.py: on sys.path when this runs as a script
+
+    why = editable_reason(sys.executable)
+    if why and not args.allow_editable:
+        print(f"sweep_bench: refusing an editable install ({why}); make a venv as install.sh does:", file=sys.stderr)
+        print("  python3 -m venv V && V/bin/pip install . && V/bin/python bench/sweep_bench.py", file=sys.stderr)
+        return 2
+    print(f"!!! EDITABLE INSTALL ({why}): not what install.sh makes !!!" if why else
+          f"install: non-editable ({sys.executable}), as install.sh makes it")  # fmt: skip
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         sizes = [("big", args.lines)] + ([("small", args.lines_small)] if args.lines_small else [])
-        rows: list[tuple[str, dict[str, float]]] = []
+        rows: list[tuple[str, list[dict[str, float]]]] = []
         for label, count in sizes:
             log = work / f"queue_log.{label}"
             started = time.perf_counter()
@@ -193,21 +221,27 @@ def main() -> int:
             )
             env = {**os.environ, "MISSEDCALL_CONFIG": str(conf)}
             subprocess.run([str(ADMIN), "init"], env=env, check=True, capture_output=True)
-            results = bench_file(f"{count} lines", log, env, args.real)
+            results = bench_file(f"{count} lines", log, env, args.real, args.repeat)
             for name, result in results:
                 if name.startswith("sweep"):
-                    print(f"  {name}: {result['last_line']}")
+                    print(f"  {name}: {result[-1]['last_line']}")
             rows += results
         print()
-        baseline = {}
+        base: dict[str, tuple[float, float]] = {}
         for name, result in rows:
-            key = name.split("(")[-1]
-            if name.startswith("python line loop"):
-                baseline[key] = result["wall"]
-        print(f"{'run':<52} {'wall s':>7} {'cpu s':>7} {'peak RSS MB':>12} {'x python loop':>14}")
+            if name.startswith(PLAIN):
+                walls = [r["wall"] for r in result]
+                base[name.split("(")[-1]] = (min(walls), statistics.median(walls))
+        print(f"ratios are to `{PLAIN}` over the same file, run in the same round")
+        print(f"{'run':<46} {'wall min':>8} {'median':>7} {'cpu min':>7} {'peak RSS MB':>11}", end="")
+        print(f" {'x loop (min)':>12} {'(median)':>8}")
         for name, result in rows:
-            ratio = result["wall"] / baseline[name.split("(")[-1]]
-            print(f"{name:<52} {result['wall']:>7.2f} {result['cpu']:>7.2f} {result['rss_mb']:>12.1f} {ratio:>14.1f}")
+            walls = [r["wall"] for r in result]
+            low, mid = min(walls), statistics.median(walls)
+            bmin, bmid = base[name.split("(")[-1]]
+            cpu = min(r["cpu"] for r in result)
+            rss = max(r["rss_mb"] for r in result)
+            print(f"{name:<46} {low:>8.2f} {mid:>7.2f} {cpu:>7.2f} {rss:>11.1f} {low / bmin:>12.1f} {mid / bmid:>8.1f}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

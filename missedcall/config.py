@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-from missedcall import freepbx
+from missedcall import freepbx, settingscache
 from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db_url, target_from_amp_conf
+from missedcall.settings import REASONS, Settings
 
 DEFAULT_CONFIG = "/etc/missedcall/missedcall.env"
 MAX_FILE = 1 << 20  # configuration files are read up to this many characters
 
-#: Every reason the product knows, in queue_log's vocabulary (docs/design.md).
-REASONS = (
-    "ABANDON",
-    "TIMEOUT",
-    "EXITEMPTY",
-    "JOINEMPTY",
-    "LEAVEEMPTY",
-    "JOINUNAVAIL",
-    "LEAVEUNAVAIL",
-    "FULL",
-    "EXITWITHKEY",
-)
 
 #: key -> (default, one-line meaning); the single source for the README table,
 #: the commented config file that install.sh writes, and unknown-key warnings.
@@ -138,38 +126,6 @@ def is_address(text: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class Settings:
-    db: DbTarget
-    transport: str = "sendmail"
-    sendmail: str = "/usr/sbin/sendmail"
-    smtp_host: str = "localhost"
-    smtp_port: int = 25
-    smtp_user: str = ""
-    smtp_password: str = field(default="", repr=False)
-    smtp_security: str = "none"
-    smtp_cafile: str = ""
-    smtp_timeout: float = 10.0
-    mail_from: str = ""
-    fallback_to: tuple[str, ...] = ()
-    language: str = "en"
-    template_dir: str = ""
-    reasons: frozenset[str] = frozenset(REASONS)
-    min_wait: int = 0
-    queue_log: str = "/var/log/asterisk/queue_log"
-    flood_limit: int = 20
-    flood_window: int = 5
-    spool_dir: str = "/var/spool/missedcall"
-    timezone: str = ""
-    config_path: str = ""
-    freepbx_conf: str = "/etc/freepbx.conf"
-    is_freepbx: bool = False
-    unknown_keys: tuple[str, ...] = ()  # MISSEDCALL_* keys that mean nothing (a typo?): doctor WARNs
-    #: Every MISSEDCALL_* value as read (file, then environment): the features off the hook's path
-    #: parse their own keys from it. Holds secrets: never printed.
-    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-
 def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
     """The file's keys; an absent file is an empty config, an unreadable one an error.
 
@@ -178,6 +134,12 @@ def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
     """
     try:
         with open(path, encoding="utf-8", errors="strict") as handle:
+            source = os.fstat(handle.fileno())
+            # The values python-dotenv read last time, while the file is unchanged (missedcall.settingscache).
+            # Not for ``strict``: the admin's commands want every bad line reported, and they refresh the cache.
+            cached = None if strict else settingscache.load(path, source)
+            if cached is not None:
+                return cached
             text = handle.read(MAX_FILE + 1)  # bounded: a path to /dev/zero must not eat the memory
     except FileNotFoundError:
         return {}
@@ -206,6 +168,8 @@ def read_env_file(path: str, *, strict: bool = False) -> dict[str, str]:
             continue
         if binding.key is not None and binding.value is not None:
             values[binding.key] = binding.value
+    if stat.S_ISREG(source.st_mode):  # never for a pipe or a device: they have no stable identity
+        settingscache.save(path, source, values)
     return values
 
 
@@ -278,6 +242,8 @@ def _check_timezone(name: str) -> None:
 
 def host_from() -> str:
     """missedcall@<this host's FQDN>, or missedcall@localhost when that is no address."""
+    import socket  # only here: the AGI runs with MISSEDCALL_FROM set (or FreePBX's copy) and never pays for it
+
     address = f"missedcall@{socket.getfqdn()}"
     return address if is_plain_address(address) else "missedcall@localhost"
 

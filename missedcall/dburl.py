@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from urllib.parse import unquote
+
+from missedcall.slots import Frozen
 
 DEFAULT_SQLITE_PATH = "/var/lib/missedcall/missedcall.sqlite3"
 # Where MariaDB/MySQL put their socket on Debian and on CentOS/SNG7.
@@ -21,17 +21,35 @@ class DbUrlError(ValueError):
     """A database URL or credential set that cannot be used."""
 
 
-@dataclass(frozen=True)
-class DbTarget:
-    kind: str  # "mysql" or "sqlite"
-    database: str = ""
-    user: str = ""
-    password: str = field(default="", repr=False)
-    host: str = ""
-    port: int = 3306
-    unix_socket: str = ""
-    path: str = ""  # sqlite file
-    origin: str = ""  # where the settings came from, for messages
+class DbTarget(Frozen):
+    """Where the database is. The password never shows in ``repr()``."""
+
+    __slots__ = ("kind", "database", "user", "password", "host", "port", "unix_socket", "path", "origin")  # noqa: RUF023
+    _hidden = ("password",)
+
+    def __init__(
+        self,
+        kind: str,  # "mysql" or "sqlite"
+        database: str = "",
+        user: str = "",
+        password: str = "",
+        host: str = "",
+        port: int = 3306,
+        unix_socket: str = "",
+        path: str = "",  # sqlite file
+        origin: str = "",  # where the settings came from, for messages
+    ) -> None:
+        self._set(
+            kind=kind,
+            database=database,
+            user=user,
+            password=password,
+            host=host,
+            port=port,
+            unix_socket=unix_socket,
+            path=path,
+            origin=origin,
+        )
 
     def describe(self) -> str:
         """A human description with no secret in it."""
@@ -48,6 +66,15 @@ _FORMS = "mysql://user[:pass]@host[:port]/db[?unix_socket=/path] or sqlite:////a
 _USERINFO = r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:)?(?P<slashes>/*).*@"
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
 _DATABASE = r"[A-Za-z0-9_$-]{1,64}"
+
+
+def unquote(text: str) -> str:
+    """Percent-decoding, importing urllib only for text that has a "%" (the AGI reads a URL on every call)."""
+    if "%" not in text:
+        return text
+    from urllib.parse import unquote as decode
+
+    return decode(text)
 
 
 def redact_url(url: str) -> str:

@@ -13,7 +13,8 @@ import re
 import stat
 
 # $amp_conf['KEY'] = 'value';   or   $amp_conf["KEY"] = "value";
-_PHP_ASSIGN = re.compile(
+# A pattern, compiled (and cached by re) on first use: the AGI imports this module on every call.
+_PHP_ASSIGN = (
     r"""\$amp_conf\s*\[\s*(['"])(?P<key>[A-Za-z0-9_]+)\1\s*\]\s*=\s*"""
     r"""(?:'(?P<sq>(?:[^'\\]|\\.)*)'|"(?P<dq>(?:[^"\\]|\\.)*)"|(?P<bare>[0-9]+))\s*;"""
 )
@@ -38,7 +39,7 @@ def _strip_php_comments(text: str) -> str:
 def parse_freepbx_conf(text: str) -> dict[str, str]:
     """Return the ``$amp_conf`` assignments of a freepbx.conf; the last one wins, as in PHP."""
     conf: dict[str, str] = {}
-    for match in _PHP_ASSIGN.finditer(_strip_php_comments(text)):
+    for match in re.finditer(_PHP_ASSIGN, _strip_php_comments(text)):
         if match.group("sq") is not None:
             value = _unescape_single(match.group("sq"))
         elif match.group("dq") is not None:

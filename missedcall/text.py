@@ -20,6 +20,8 @@ def printable(text: str, *, limit: int | None = None, replace: str = " ") -> str
     """``text`` with every non-printable character (controls, line breaks, bidi marks) replaced, cut to ``limit``."""
     if limit is not None:
         text = text[: limit * 2]  # never walk a megabyte to keep a hundred characters
+    if text.isprintable():  # the usual case, in C: the sweeper cleans tens of thousands of caller IDs a run
+        return text if limit is None else text[:limit]
     cleaned = "".join(ch if ch.isprintable() else replace for ch in text)
     return cleaned if limit is None else cleaned[:limit]
 

@@ -23,22 +23,25 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from missedcall.record import held
 from missedcall.record.db import ConflictError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.storage import Store
+from missedcall.slots import Frozen, Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 
-@dataclass(frozen=True)
-class Decision:
-    single: bool
-    window_start: datetime
-    sent: int
-    due_at: datetime  # when this window's digest goes (meaningful when not single)
+class Decision(Frozen):
+    __slots__ = ("single", "window_start", "sent", "due_at")  # noqa: RUF023
+
+    def __init__(self, single: bool, window_start: datetime, sent: int, due_at: datetime) -> None:
+        # due_at: when this window's digest goes (meaningful when not single)
+        self._set(single=single, window_start=window_start, sent=sent, due_at=due_at)
 
 
 def decide(window_start: datetime, sent: int, now: datetime, *, limit: int, window_minutes: int) -> Decision:
@@ -51,10 +54,17 @@ def decide(window_start: datetime, sent: int, now: datetime, *, limit: int, wind
     return Decision(False, window_start, sent, window_start + length)
 
 
-@dataclass(frozen=True)
-class Split:
-    single: list[str]  # addresses mailed on their own now
-    held: list[str]  # addresses that get this call in their digest
+class Split(Value):
+    """``single``: addresses mailed on their own now; ``held``: those that get this call in their digest."""
+
+    __slots__ = ("single", "held")  # noqa: RUF023
+
+    def __init__(self, single: list[str], held: list[str]) -> None:
+        object.__setattr__(self, "single", single)
+        object.__setattr__(self, "held", held)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of a frozen Split")
 
 
 def reserve(store: Store, call: CallRecord, addresses: Sequence[str], *, limit: int, window_minutes: int,
@@ -164,15 +174,19 @@ due_addresses = held.due_addresses
 # --- digests (sent by retry) -----------------------------------------------------------------
 
 
-@dataclass
-class Batch:
+class Batch(Value):
     """One address's due held calls, leased to this process by ``token``."""
 
-    email: str
-    token: str
-    callids: list[str]
-    attempts: int
-    kinds: frozenset[str] = frozenset()  # "" storm control, "hours" a closed queue's morning summary
+    __slots__ = ("email", "token", "callids", "attempts", "kinds")  # noqa: RUF023
+
+    def __init__(
+        self, email: str, token: str, callids: list[str], attempts: int, kinds: frozenset[str] = frozenset()
+    ) -> None:
+        self.email = email
+        self.token = token
+        self.callids = callids
+        self.attempts = attempts
+        self.kinds = kinds  # "" storm control, "hours" a closed queue's morning summary
 
 
 def lease(store: Store, email: str, now: datetime, until: datetime) -> Batch | None:

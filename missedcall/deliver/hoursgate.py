@@ -9,7 +9,6 @@ parser) imported.
 from __future__ import annotations
 
 from datetime import tzinfo
-from typing import TYPE_CHECKING
 
 from missedcall import log
 from missedcall.config import Settings
@@ -18,6 +17,7 @@ from missedcall.record.model import CallRecord
 from missedcall.record.queues import QueueSettings
 from missedcall.record.storage import Store
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
     from missedcall.deliver.afterhours import Closed
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
 
 from missedcall import log
 from missedcall.deliver.spool import SpoolError, atomic_write, read_regular
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 NAME = "recipients.json"
 Rows = list[tuple[str, str]]

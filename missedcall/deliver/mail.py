@@ -9,7 +9,6 @@ add a header or a recipient.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from email.header import Header
 from email.message import EmailMessage
@@ -20,6 +19,7 @@ from string import Template
 
 from missedcall.deliver import htmlpart, phone
 from missedcall.record.model import CallRecord
+from missedcall.slots import Frozen
 from missedcall.text import printable
 
 #: The reasons in words, per language (the vocabulary of docs/design.md).
@@ -99,11 +99,11 @@ class TemplateError(ValueError):
     """A template folder that cannot be used."""
 
 
-@dataclass(frozen=True)
-class Templates:
-    subject: str
-    body: str
-    html: str = ""  # "" sends the text part alone
+class Templates(Frozen):
+    __slots__ = ("subject", "body", "html")  # noqa: RUF023
+
+    def __init__(self, subject: str, body: str, html: str = "") -> None:  # html "": the text part alone
+        self._set(subject=subject, body=body, html=html)
 
 
 def clean(text: str, limit: int = _FIELD_MAX) -> str:

@@ -22,11 +22,7 @@ offline are not counted (the README says so).
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from email.message import EmailMessage
-from typing import TYPE_CHECKING
 
 from missedcall import budget, log, text
 from missedcall.config import Settings
@@ -36,6 +32,12 @@ from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
 from missedcall.record.queues import QueueSettings
 from missedcall.record.storage import Store
+from missedcall.slots import Frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from email.message import EmailMessage
 
 if TYPE_CHECKING:
     from missedcall.deliver.afterhours import Closed
@@ -51,23 +53,26 @@ SEND_RESERVE = 0.5
 DEFERRED = "not sent yet: the AGI ran out of time (an overloaded box?); retry sends it"
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Frozen):
     """What :func:`offline` did: the status its spool file says, in words, and whether it is spooled."""
 
-    status: str  # sent | pending | skipped
-    detail: str
-    spooled: bool
+    __slots__ = ("status", "detail", "spooled")  # noqa: RUF023
+
+    def __init__(self, status: str, detail: str, spooled: bool) -> None:  # status: sent | pending | skipped
+        self._set(status=status, detail=detail, spooled=spooled)
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Frozen):
     """What would happen to a call: its recipients, the message, or why nothing is sent."""
 
-    recipients: list[str]
-    message: EmailMessage | None
-    skip_reason: str = ""
-    closed: Closed | None = None  # the queue was closed when the call ended (business hours)
+    __slots__ = ("recipients", "message", "skip_reason", "closed")  # noqa: RUF023
+    _uncompared = ("recipients", "message", "closed")  # unhashable; a plan is never compared
+
+    def __init__(
+        self, recipients: list[str], message: EmailMessage | None, skip_reason: str = "", closed: Closed | None = None
+    ) -> None:
+        # closed: the queue was closed when the call ended (business hours)
+        self._set(recipients=recipients, message=message, skip_reason=skip_reason, closed=closed)
 
 
 def skip_reason(call: CallRecord, settings: Settings, own: QueueSettings | None = None) -> str:

@@ -22,20 +22,25 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from missedcall.record import model
 from missedcall.record.model import CallRecord
+from missedcall.slots import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 SETTLE = 30
 FILE_MODE = 0o640
 DIR_MODE = 0o750
-_NAME = re.compile(r"call-([A-Za-z0-9._-]{1,64})\.json")
-_CALLID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _spool_name(name: str) -> bool:
+    """``call-<callid>.json``: a file this module wrote (no regex: the AGI imports this module)."""
+    return name.startswith("call-") and name.endswith(".json") and model.is_callid(name[5:-5])
 
 
 class SpoolError(RuntimeError):
@@ -46,11 +51,13 @@ class SpoolGone(SpoolError):
     """The file went away meanwhile: another retry took it."""
 
 
-@dataclass
-class Spooled:
-    path: str
-    call: CallRecord
-    mtime: float
+class Spooled(Value):
+    __slots__ = ("path", "call", "mtime")  # noqa: RUF023
+
+    def __init__(self, path: str, call: CallRecord, mtime: float) -> None:
+        self.path = path
+        self.call = call
+        self.mtime = mtime
 
     @property
     def mailed(self) -> bool:
@@ -61,7 +68,7 @@ class Spooled:
 def path_for(spool_dir: str, callid: str) -> str:
     # Callids are cleaned to [A-Za-z0-9._-] before they get here; refuse anything else rather
     # than let a name reach outside the folder (the "call-" prefix keeps "." and ".." harmless).
-    if not _CALLID.fullmatch(callid):
+    if not model.is_callid(callid):
         raise SpoolError(f"callid {callid[:80]!r} cannot name a spool file")
     return os.path.join(spool_dir, f"call-{callid}.json")
 
@@ -194,7 +201,7 @@ def ready(spool_dir: str, *, now: float | None = None, settle: float = SETTLE) -
     except OSError as exc:
         raise SpoolError(f"cannot list {spool_dir}: {exc.strerror}") from None
     for entry in entries:
-        if not _NAME.fullmatch(entry.name):
+        if not _spool_name(entry.name):
             continue
         try:
             mtime = entry.stat(follow_symlinks=False).st_mtime
@@ -208,7 +215,7 @@ def ready(spool_dir: str, *, now: float | None = None, settle: float = SETTLE) -
 def count(spool_dir: str) -> tuple[int, float | None]:
     """(spooled calls, mtime of the oldest) for doctor."""
     try:
-        mtimes = [e.stat().st_mtime for e in os.scandir(spool_dir) if _NAME.fullmatch(e.name)]
+        mtimes = [e.stat().st_mtime for e in os.scandir(spool_dir) if _spool_name(e.name)]
     except OSError:
         return 0, None
     return len(mtimes), (min(mtimes) if mtimes else None)

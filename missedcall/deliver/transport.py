@@ -13,14 +13,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from email.message import EmailMessage
-from typing import TYPE_CHECKING
 
-from missedcall.config import Settings
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
     import smtplib
+    from collections.abc import Callable
+    from email.message import EmailMessage
+
+    from missedcall.config import Settings
 
 #: Seconds a busy (runnable or in disk I/O, not blocked) mail program may run past its timeout:
 #: the same cap as the run-queue credit of the AGI's own budget (missedcall.budget).

@@ -1,10 +1,12 @@
-"""The AGI session with Asterisk, on pyst2, hardened against what Asterisk 22 really sends.
+"""The AGI session with Asterisk, hardened against what Asterisk 22 really sends.
 
 pyst2 encodes commands well but trusts the stream: its header reader splits a
 caller name with a newline into a bogus key, its reply parser raises on a
 continuation line, it blocks forever on a silent Asterisk, and it writes debug
-lines to stderr, which Asterisk copies into its log. ``AgiSession`` keeps
-pyst2's command side and replaces the reading side:
+lines to stderr, which Asterisk copies into its log. ``AgiSession`` writes
+commands exactly as pyst2's ``send_command`` and ``_quote`` do
+(missedcall.detect.agiproto; importing pyst2 and ``six`` for those two lines cost
+every hang-up more than the rest of this module) and replaces the reading side:
 
 * headers: a line that is not ``agi_xxx: value`` continues the previous value;
 * replies: read with a deadline; lines that are not a status line are skipped;
@@ -21,14 +23,15 @@ import os
 import select
 import signal
 import time
-from collections.abc import Sequence
-
-from asterisk.agi import AGI
 
 from missedcall import budget
 from missedcall.detect.agiproto import MAX_LINE as _MAX_LINE
-from missedcall.detect.agiproto import Framed, is_status, parse_headers, parse_result, verbose_line
+from missedcall.detect.agiproto import Framed, command_line, is_status, parse_headers, parse_result, quote, verbose_line
 from missedcall.detect.agiproto import header_value as header_value  # the hook's import of it
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class AgiClosed(Exception):
@@ -88,8 +91,8 @@ class LineReader:
         return line.rstrip(b"\r").decode("utf-8", "replace")
 
 
-class AgiSession(AGI):  # type: ignore[misc]
-    """A pyst2 AGI whose reading side survives a hostile or silent Asterisk."""
+class AgiSession:
+    """An AGI session (pyst2's command encoding) whose reading side survives a hostile or silent Asterisk."""
 
     def __init__(self, fd_in: int, fd_out: int, deadline: float, *, header_timeout: float = 1.0) -> None:
         # pyst2's __init__ prints to stderr and reads headers naively: set up its state ourselves.
@@ -128,11 +131,20 @@ class AgiSession(AGI):  # type: ignore[misc]
         # A hung-up channel still answers the commands we use (docs/design.md); keep going.
         return None
 
+    def _handle_sighup(self, signum: int, frame: object) -> None:
+        self._got_sighup = True
+
+    @staticmethod
+    def _quote(text: object) -> str:
+        """pyst2's quoting: the text in double quotes, as it is (callers remove what would break it)."""
+        return quote(str(text))
+
     def send_command(self, command: str, *args: object) -> None:
         if self.closed:
             raise AgiClosed("session closed")
         try:
-            super().send_command(command, *args)
+            self.stdout.write(command_line(command, *args))
+            self.stdout.flush()
         except (BrokenPipeError, OSError, ValueError) as exc:
             self.closed = True
             raise AgiClosed(f"cannot write to Asterisk: {exc}") from None
@@ -177,5 +189,12 @@ class AgiSession(AGI):  # type: ignore[misc]
             self.get_result()
         except AgiClosed:
             self.closed = True
-        except Exception:  # pyst2 raises its own errors on odd replies; the call goes on
-            self.closed = True
+
+    def verbose(self, message: str, level: int = 1) -> None:
+        """pyst2's ``verbose``: one VERBOSE line (unlike :meth:`say`, the text is not cleaned)."""
+        self.execute("VERBOSE", self._quote(message), level)
+
+    def execute(self, command: str, *args: object) -> dict[str, tuple[str, str]]:
+        """pyst2's ``execute``: send, then read the status line."""
+        self.send_command(command, *args)
+        return self.get_result()

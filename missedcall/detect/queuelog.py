@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Container
-from typing import NamedTuple
+from collections import namedtuple
 
-from missedcall.text import epoch, epoch_bounds, plausible_epoch, printable, small_int
+from missedcall.text import epoch, epoch_bounds, plausible_epoch, printable
 
 #: Events that end a call's stay in a queue (docs/design.md).
 EXIT_EVENTS = frozenset(
@@ -70,16 +69,24 @@ _ENTER_BARS = DATA_FIELDS["ENTERQUEUE"] - 1  # "|" in the data of a whole ENTERQ
 _AFTER_ANSWER = frozenset({b"COMPLETEAGENT", b"COMPLETECALLER", b"TRANSFER"})
 
 
-class QueueLogEvent(NamedTuple):
-    """One record. A NamedTuple, not a frozen dataclass: the sweeper makes one per record of a
-    million-line log, and a frozen dataclass costs seven times as much to build."""
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (4 ms of every hang-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Container, Iterator
+    from typing import NamedTuple
 
-    time: int
-    callid: str
-    queue: str
-    agent: str
-    event: str
-    data: tuple[str, ...]
+    class QueueLogEvent(NamedTuple):
+        time: int
+        callid: str
+        queue: str
+        agent: str
+        event: str
+        data: tuple[str, ...]
+
+else:
+    # One record. A named tuple, not a frozen dataclass: the sweeper makes one per record of a
+    # million-line log, and a frozen dataclass costs seven times as much to build; and
+    # collections', not typing's: typing costs the AGI a fifth of its imports.
+    QueueLogEvent = namedtuple("QueueLogEvent", "time callid queue agent event data")
 
 
 def _event_name(name: bytes) -> bool:
@@ -124,6 +131,75 @@ class Reader:
         """Parse a block of lines; hand each record over to ``add``, in file order."""
         lines = block.split(b"\n")
         self.lines += len(lines)
+        if self._pending is None and self._needle is None and self.wanted is not None:
+            self._feed_bulk(iter(lines), add)
+        else:
+            self._feed_lines(iter(lines), add)
+
+    def _feed_bulk(self, lines: Iterator[bytes], add: Callable[[QueueLogEvent], object]) -> None:
+        """:meth:`_feed_lines` for the sweeper's million lines: the same decisions, fewer steps per line.
+
+        No look back for one call, a fixed set of events; an ENTERQUEUE whose caller number goes on
+        on the next line (rare: a line break in a caller ID) hands the rest of the block to
+        :meth:`_feed_lines`, which joins it.
+        """
+        wanted, ignore, open_calls = self.wanted, self.ignore, self.open_calls
+        assert wanted is not None
+        earliest, latest = epoch_bounds(self.now)
+        first = self.first_time
+        make = tuple.__new__
+        garbage = unknown = 0
+        try:
+            for raw in lines:
+                parts = raw.split(b"|", 5)
+                try:
+                    name = parts[4]
+                except IndexError:
+                    if raw.strip():
+                        garbage += 1
+                    continue
+                if name in ignore:
+                    continue  # the bulk (RINGNOANSWER...): not even its time is looked at
+                if raw[-1] == 13:  # a CRLF file (raw holds four "|" at least: never empty)
+                    raw = raw[:-1]
+                    parts = raw.split(b"|", 5)
+                    name = parts[4]
+                    if name in ignore:
+                        continue
+                if name not in wanted:
+                    if _event_name(name) and parts[0].isdigit():
+                        unknown += 1
+                    else:
+                        garbage += 1
+                    continue
+                stamp, callid = parts[0], parts[1]
+                if not (stamp.isdigit() and len(stamp) <= 12 and callid):
+                    garbage += 1
+                    continue
+                if name == _ENTER and (len(parts) < 6 or parts[5].count(b"|") < _ENTER_BARS):
+                    self._pending = [raw]  # its caller number goes on on the next line
+                    self._feed_lines(lines, add)
+                    return
+                when = int(stamp)
+                if not earliest <= when <= latest:
+                    self._out_of_range(raw)
+                    continue
+                if first is None:
+                    first = self.first_time = when
+                if callid == b"NONE" or (
+                    open_calls is not None
+                    and name in _AFTER_ANSWER
+                    and callid.decode("utf-8", "replace") not in open_calls
+                ):
+                    continue  # a line about no call, or the end of a call decided earlier
+                fields = raw.decode("utf-8", "replace").split("|")
+                add(make(QueueLogEvent, (when, fields[1], fields[2], fields[3], fields[4], tuple(fields[5:]))))
+        finally:
+            self.garbage += garbage
+            self.unknown += unknown
+
+    def _feed_lines(self, lines: Iterator[bytes], add: Callable[[QueueLogEvent], object]) -> None:
+        """Every case: the look back for one call (``callid``), any event, records split over lines."""
         wanted, ignore, needle, open_calls = self.wanted, self.ignore, self._needle, self.open_calls
         earliest, latest = epoch_bounds(self.now)
         own = self.callid
@@ -226,8 +302,8 @@ def parse_line(line: str, now: float | None = None) -> QueueLogEvent | None:
 
 def callid_epoch(callid: str) -> int | None:
     """The creation time that an Asterisk uniqueid (``1795659185.13``) starts with."""
-    head = callid.split(".", 1)[0]
-    return small_int(head, 12) if len(head) >= 9 else None
+    head = callid.partition(".")[0]
+    return int(head) if 9 <= len(head) <= 12 and head.isdigit() and head.isascii() else None
 
 
 def _older_than(chunk: bytes, whole_first: bool, limit: int) -> bool:

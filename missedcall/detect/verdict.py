@@ -9,16 +9,16 @@ argument count.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from missedcall.detect.queuelog import EXIT_EVENTS, QueueLogEvent
+from missedcall.slots import Frozen
 from missedcall.text import small_int
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from missedcall.record.model import CallRecord
 
 # queue_log event -> the reason we report
@@ -36,19 +36,39 @@ ARGUMENT_REASONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Verdict:
-    missed: bool
-    queue: str
-    reason: str = ""
-    path: tuple[str, ...] = ()
-    wait_seconds: int | None = None
-    position: int | None = None
-    entered_at: int | None = None  # epoch seconds
-    ended_at: int | None = None
-    caller_num: str = ""
-    did: str = ""
-    source: str = "queue_log"  # what the verdict rests on: "queue_log" or "channel"
+class Verdict(Frozen):
+    __slots__ = (  # noqa: RUF023
+        "missed", "queue", "reason", "path", "wait_seconds", "position", "entered_at", "ended_at", "caller_num",
+        "did", "source",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        missed: bool,
+        queue: str,
+        reason: str = "",
+        path: tuple[str, ...] = (),
+        wait_seconds: int | None = None,
+        position: int | None = None,
+        entered_at: int | None = None,  # epoch seconds
+        ended_at: int | None = None,
+        caller_num: str = "",
+        did: str = "",
+        source: str = "queue_log",  # what the verdict rests on: "queue_log" or "channel"
+    ) -> None:
+        # Field by field, not _set(**...): the sweeper makes one per call of a million-line log.
+        put = object.__setattr__
+        put(self, "missed", missed)
+        put(self, "queue", queue)
+        put(self, "reason", reason)
+        put(self, "path", path)
+        put(self, "wait_seconds", wait_seconds)
+        put(self, "position", position)
+        put(self, "entered_at", entered_at)
+        put(self, "ended_at", ended_at)
+        put(self, "caller_num", caller_num)
+        put(self, "did", did)
+        put(self, "source", source)
 
 
 def _int(text: str) -> int | None:
@@ -78,29 +98,42 @@ def path_of(events: Sequence[QueueLogEvent]) -> tuple[str, ...]:
 
 def judge_events(events: Sequence[QueueLogEvent]) -> Verdict | None:
     """The verdict on one call's lines (oldest first); None while the call has no exit line."""
-    exits = [e for e in events if e.event in EXIT_EVENTS]
-    if not exits:
+    # One pass (the sweeper judges a hundred thousand calls a run). By position, not events.index():
+    # two identical lines (a duplicated log line) compare equal.
+    last = first_enter = None
+    waiting_again = answered = False  # an ENTERQUEUE after the last exit: it is waiting in the next queue
+    path: list[str] = []
+    did = ""
+    for event in events:
+        name = event.event
+        if name in EXIT_EVENTS:
+            last, waiting_again = event, False
+            if name in ANSWER_EVENTS:
+                answered = True
+        elif name == "ENTERQUEUE":
+            waiting_again = True
+            if first_enter is None:
+                first_enter = event
+            queue = event.queue
+            if queue and (not path or path[-1] != queue):  # repeated entries of the same queue folded
+                path.append(queue)
+        elif name == "DID" and event.data:
+            did = event.data[0]  # the last one: the number dialled into the queue that decided
+    if last is None or waiting_again:
         return None
-    # By position, not events.index(): two identical lines (a duplicated log line) compare equal.
-    last_exit = max(i for i, e in enumerate(events) if e.event in EXIT_EVENTS)
-    if any(e.event == "ENTERQUEUE" for e in events[last_exit:]):
-        return None  # it left one queue and is waiting in the next
-    path = path_of(events)
-    enters = [e for e in events if e.event == "ENTERQUEUE"]
-    entered_at = enters[0].time if enters else None
+    entered_at = first_enter.time if first_enter is not None else None
     caller_num = ""
-    if enters and len(enters[0].data) >= 2:
+    if first_enter is not None and len(first_enter.data) >= 2:
         # ENTERQUEUE|url|callerid|position: a "|" in the caller ID shifts the fields,
         # so the caller ID is everything between the URL and the position.
-        caller_num = "|".join(enters[0].data[1:-1]) if len(enters[0].data) > 2 else enters[0].data[1]
-    did = next((e.data[0] for e in reversed(events) if e.event == "DID" and e.data), "")
-    last = exits[-1]
+        data = first_enter.data
+        caller_num = "|".join(data[1:-1]) if len(data) > 2 else data[1]
     queue = last.queue or (path[-1] if path else "")
-    if any(e.event in ANSWER_EVENTS for e in events):
+    if answered:
         return Verdict(
             missed=False,
             queue=queue,
-            path=path,
+            path=tuple(path),
             entered_at=entered_at,
             ended_at=last.time,
             caller_num=caller_num,
@@ -111,7 +144,7 @@ def judge_events(events: Sequence[QueueLogEvent]) -> Verdict | None:
         missed=True,
         queue=queue,
         reason=_EXIT_REASON.get(last.event, last.event),
-        path=path or (queue,),
+        path=tuple(path) or (queue,),
         wait_seconds=wait,
         position=position,
         entered_at=entered_at,
@@ -138,12 +171,18 @@ def judge_channel(queue: str, *, reason_arg: str, abandoned: str, position: str 
     )
 
 
-_ID = re.compile(r"[^A-Za-z0-9._-]")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 def clean_id(text: str) -> str:
-    """Callids and queue names as they may appear in a row or a header: no separators, bounded."""
-    return _ID.sub("_", text.strip())[:64]
+    """Callids and queue names as they may appear in a row or a header: no separators, bounded.
+
+    Each character outside ``[A-Za-z0-9._-]`` becomes "_" (no regex: the AGI calls this first thing).
+    """
+    text = text.strip()[:64]  # one character for one: cutting first changes nothing
+    if _ID_CHARS.issuperset(text):
+        return text
+    return "".join(ch if ch in _ID_CHARS else "_" for ch in text)
 
 
 def _when(epoch: int | None) -> datetime | None:

@@ -9,12 +9,15 @@ digest, leased by ``retry`` while the digest is being sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from missedcall.record.model import db_time
 from missedcall.record.storage import Store
+from missedcall.slots import Frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: "No window yet" (1970-01-01 underflows some zones).
 EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)
@@ -22,10 +25,11 @@ EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)
 _CHUNK = 500
 
 
-@dataclass(frozen=True)
-class Window:
-    start: datetime
-    sent: int
+class Window(Frozen):
+    __slots__ = ("start", "sent")  # noqa: RUF023
+
+    def __init__(self, start: datetime, sent: int) -> None:
+        self._set(start=start, sent=sent)
 
 
 def _insert_ignore(store: Store) -> str:

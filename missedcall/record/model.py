@@ -11,12 +11,14 @@ every value the rest of the pipeline could trip over.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 from missedcall import text
+from missedcall.slots import Frozen, Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 CALL_STATUSES = ("pending", "held", "sent", "skipped", "failed")
 CALL_COLUMNS = (
@@ -39,7 +41,7 @@ _TEXTS = ("callid", "linkedid", "queue", "caller_num", "caller_name", "reason", 
           "resolution", "resolved_by", "caller_key", "message_id", "thread_of", "followup")  # fmt: skip
 _NUMBERS = {"wait_seconds": 10**7, "position": 10**6, "attempts": 10**4, "id": 2**31 - 1, "talk_seconds": 10**7}
 _TIMES = ("entered_at", "ended_at", "notified_at", "next_attempt_at", "resolved_at")
-_CALLID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 #: How many items a list in a JSON form may hold (a queue path, the recipients of one call).
 _MAX_ITEMS = 1000
 
@@ -48,48 +50,91 @@ class RecordError(ValueError):
     """A JSON form that is not a call we could have written; the message says which field."""
 
 
-@dataclass
-class CallRecord:
+def is_callid(value: str) -> bool:
+    """1 to 64 of ``[A-Za-z0-9._-]``: what a call id may be (the spool's file names rely on it)."""
+    return 0 < len(value) <= 64 and _ID_CHARS.issuperset(value)
+
+
+class CallRecord(Value):
     """One missed call, as recorded in ``missedcall_calls``."""
 
-    callid: str
-    queue: str
-    reason: str
-    source: str
-    linkedid: str = ""
-    path: tuple[str, ...] = ()
-    caller_num: str = ""
-    caller_name: str = ""
-    wait_seconds: int | None = None
-    position: int | None = None
-    entered_at: datetime | None = None
-    ended_at: datetime | None = None
-    status: str = "pending"
-    attempts: int = 0
-    last_error: str = ""
-    recipients: tuple[str, ...] = ()
-    notified_at: datetime | None = None
-    next_attempt_at: datetime | None = None  # pending: not retried before then (back-off / claim lease)
-    id: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # "did": stored in the did column
-    resolution: str = ""  # one of RESOLUTIONS
-    resolved_at: datetime | None = None
-    resolved_by: str = ""  # the extension that called back or answered, with its name when known
-    talk_seconds: int | None = None
-    caller_key: str = ""
-    message_id: str = ""  # the first alert's Message-ID, which follow-ups and repeat misses reply to
-    thread_of: str = ""  # a repeat miss: the callid of the open miss whose thread it joins
-    followup: str = ""  # one of FOLLOWUP_STATES
-    voicemail: bool = False
+    __slots__ = (  # noqa: RUF023
+        "callid", "queue", "reason", "source", "linkedid", "path", "caller_num", "caller_name", "wait_seconds",
+        "position", "entered_at", "ended_at", "status", "attempts", "last_error", "recipients", "notified_at",
+        "next_attempt_at", "id", "extra", "resolution", "resolved_at", "resolved_by", "talk_seconds", "caller_key",
+        "message_id", "thread_of", "followup", "voicemail",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        callid: str,
+        queue: str,
+        reason: str,
+        source: str,
+        linkedid: str = "",
+        path: tuple[str, ...] = (),
+        caller_num: str = "",
+        caller_name: str = "",
+        wait_seconds: int | None = None,
+        position: int | None = None,
+        entered_at: datetime | None = None,
+        ended_at: datetime | None = None,
+        status: str = "pending",
+        attempts: int = 0,
+        last_error: str = "",
+        recipients: tuple[str, ...] = (),
+        notified_at: datetime | None = None,
+        next_attempt_at: datetime | None = None,  # pending: not retried before then (back-off / claim lease)
+        id: int | None = None,
+        extra: dict[str, str] | None = None,  # "did": stored in the did column
+        resolution: str = "",  # one of RESOLUTIONS
+        resolved_at: datetime | None = None,
+        resolved_by: str = "",  # the extension that called back or answered, with its name when known
+        talk_seconds: int | None = None,
+        caller_key: str = "",
+        message_id: str = "",  # the first alert's Message-ID, which follow-ups and repeat misses reply to
+        thread_of: str = "",  # a repeat miss: the callid of the open miss whose thread it joins
+        followup: str = "",  # one of FOLLOWUP_STATES
+        voicemail: bool = False,
+    ) -> None:
+        self.callid = callid
+        self.queue = queue
+        self.reason = reason
+        self.source = source
+        self.linkedid = linkedid
+        self.path = path
+        self.caller_num = caller_num
+        self.caller_name = caller_name
+        self.wait_seconds = wait_seconds
+        self.position = position
+        self.entered_at = entered_at
+        self.ended_at = ended_at
+        self.status = status
+        self.attempts = attempts
+        self.last_error = last_error
+        self.recipients = recipients
+        self.notified_at = notified_at
+        self.next_attempt_at = next_attempt_at
+        self.id = id
+        self.extra = {} if extra is None else extra
+        self.resolution = resolution
+        self.resolved_at = resolved_at
+        self.resolved_by = resolved_by
+        self.talk_seconds = talk_seconds
+        self.caller_key = caller_key
+        self.message_id = message_id
+        self.thread_of = thread_of
+        self.followup = followup
+        self.voicemail = voicemail
 
 
-@dataclass(frozen=True)
-class Recipient:
-    queue: str
-    email: str
-    name: str = ""
-    id: int | None = None
-    created_at: datetime | None = None
+class Recipient(Frozen):
+    __slots__ = ("queue", "email", "name", "id", "created_at")  # noqa: RUF023
+
+    def __init__(
+        self, queue: str, email: str, name: str = "", id: int | None = None, created_at: datetime | None = None
+    ) -> None:
+        self._set(queue=queue, email=email, name=name, id=id, created_at=created_at)
 
 
 def utcnow() -> datetime:
@@ -113,8 +158,19 @@ def db_time(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        value = datetime.strptime(value[:19], "%Y-%m-%d %H:%M:%S")
+        value = _stored_time(value[:19])
     return value.replace(tzinfo=timezone.utc)
+
+
+def _stored_time(text: str) -> datetime:
+    """``YYYY-MM-DD HH:MM:SS`` as a naive datetime, as strptime would read it (strptime costs an import)."""
+    if len(text) != 19 or text[4] != "-" or text[7] != "-" or text[10] != " " or text[13] != ":" or text[16] != ":":
+        raise ValueError(f"time data {text!r} does not match format '%Y-%m-%d %H:%M:%S'")
+    parts = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise ValueError(f"time data {text!r} does not match format '%Y-%m-%d %H:%M:%S'")
+    year, month, day, hour, minute, second = (int(part) for part in parts)
+    return datetime(year, month, day, hour, minute, second)
 
 
 def clip(column: str, value: Any) -> Any:
@@ -263,7 +319,7 @@ def from_dict(data: Any) -> CallRecord:
     if not isinstance(data, dict):
         raise RecordError("not a JSON object")
     texts = {name: _text(data, name) for name in _TEXTS}
-    if not _CALLID.fullmatch(texts["callid"]):
+    if not is_callid(texts["callid"]):
         raise RecordError("callid is not a call id")
     if texts["status"] not in CALL_STATUSES:
         raise RecordError(f"status {texts['status'][:20]!r} is not one of {', '.join(CALL_STATUSES)}")
@@ -271,7 +327,7 @@ def from_dict(data: Any) -> CallRecord:
         raise RecordError("resolution is not one of called-back, got-through or empty")
     if texts["followup"] not in FOLLOWUP_STATES:
         raise RecordError("followup is not a follow-up state")
-    if texts["thread_of"] and not _CALLID.fullmatch(texts["thread_of"]):
+    if texts["thread_of"] and not is_callid(texts["thread_of"]):
         raise RecordError("thread_of is not a call id")
     voicemail = data.get("voicemail", False)
     if not isinstance(voicemail, bool):

@@ -10,12 +10,14 @@ each value with where it comes from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from missedcall.record.db import StorageError
 from missedcall.record.model import utcnow
 from missedcall.record.storage import Store
+from missedcall.slots import Frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 LANGUAGES = ("en", "ru")
 COLUMNS = ("label", "language", "min_wait", "enabled", "hours")
@@ -25,20 +27,29 @@ LABEL_MAX = 128
 MIN_WAIT_MAX = 86_400
 
 
-@dataclass(frozen=True)
-class QueueSettings:
+class QueueSettings(Frozen):
     """What applies to one queue, and where each value comes from ("queue", "freepbx" or "global")."""
 
-    queue: str
-    label: str
-    language: str
-    min_wait: int
-    enabled: bool
-    sources: dict[str, str]
-    #: The business hours as stored (see :func:`split_hours`), "" for always open; hours_source says
-    #: whose: "queue", "*" (the default row) or "global" (none). FreePBX's are looked up only on demand.
-    hours: str = ""
-    hours_source: str = "global"
+    __slots__ = ("queue", "label", "language", "min_wait", "enabled", "sources", "hours", "hours_source")  # noqa: RUF023
+    _uncompared = ("sources",)  # a dict: unhashable
+
+    def __init__(
+        self,
+        queue: str,
+        label: str,
+        language: str,
+        min_wait: int,
+        enabled: bool,
+        sources: dict[str, str],
+        hours: str = "",
+        hours_source: str = "global",
+    ) -> None:
+        #: hours: the business hours as stored (see :func:`split_hours`), "" for always open; hours_source
+        #: says whose: "queue", "*" (the default row) or "global" (none). FreePBX's are looked up on demand.
+        self._set(
+            queue=queue, label=label, language=language, min_wait=min_wait, enabled=enabled, sources=sources,
+            hours=hours, hours_source=hours_source,
+        )  # fmt: skip
 
 
 def _rows(store: Store, queue: str) -> tuple[dict[str, Any] | None, str]:

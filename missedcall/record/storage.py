@@ -9,9 +9,7 @@ connection in missedcall.record.db.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
 from missedcall.record.db import Database, DuplicateError, StorageError
 from missedcall.record.model import (
@@ -25,6 +23,11 @@ from missedcall.record.model import (
     utcnow,
 )
 from missedcall.record.schema import ADDED_COLUMNS, ADDED_INDEXES, SCHEMA_VERSION
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 __all__ = ["CLAIM_LEASE", "Store"]
 

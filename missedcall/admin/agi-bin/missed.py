@@ -8,11 +8,12 @@ happens, it exits 0 and prints nothing but AGI commands.
 import sys
 
 try:
-    from missedcall.detect.hook import main
+    from missedcall.detect import hook
 except Exception:  # the package is missing or broken: never show Asterisk a traceback
     import syslog
 
     syslog.syslog(syslog.LOG_ERR, "missedcall: cannot import the missedcall package; is it installed?")
     sys.exit(0)
 
-sys.exit(main(sys.argv[1:]))
+# run(): main(), then os._exit, without the interpreter's teardown; a package older than run() has main() only.
+sys.exit(hook.run(sys.argv[1:]) if hasattr(hook, "run") else hook.main(sys.argv[1:]))

@@ -1,0 +1,178 @@
+"""A guard on what the AGI hook imports (not a timing): each hang-up pays for every module it loads.
+
+The real agi-bin/missed.py runs against the scripted Asterisk 22 peer, in a fresh
+interpreter that writes its ``sys.modules`` to a file when the hook is done. Modules
+that cost a hang-up more than they give it must not come back on the hook's path:
+``dataclasses`` (and ``inspect``), ``typing``, ``logging``, pyst2 and ``six``, and, with
+the settings cache in place, python-dotenv; and for a call that is not mailed, ``email``.
+The settings cache itself (missedcall.settingscache) is tested here too.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from missedcall import config, settingscache
+from tests.agibox import Pbx, make_pbx
+from tests.agipeer import AgiPeer, make_headers
+from tests.mailbox import read_mail
+from tests.paths import MISSED_PY
+
+#: Runs the hook as Asterisk would and then writes the names in sys.modules to argv[1].
+DUMP_MODULES = """\
+import os, sys
+
+def _exit(code):  # hook.run() leaves with os._exit: come back here to write the list
+    raise SystemExit(code)
+
+os._exit = _exit
+hook, dump = sys.argv[1], sys.argv[2]
+sys.argv = [hook, *sys.argv[3:]]
+with open(hook, encoding="utf-8") as handle:
+    code = compile(handle.read(), hook, "exec")
+try:
+    exec(code, {"__name__": "__main__", "__file__": hook})
+except SystemExit:
+    pass
+with open(dump, "w", encoding="utf-8") as handle:
+    handle.write("\\n".join(sorted(sys.modules)))
+"""
+NEVER = ("dataclasses", "inspect", "typing", "logging", "six", "asterisk", "asterisk.agi", "dotenv", "_strptime")
+
+
+@pytest.fixture
+def pbx(tmp_path: Path, sqlite_url: str) -> Pbx:
+    box = make_pbx(tmp_path, sqlite_url)
+    _cache_now(box.config_file)
+    return box
+
+
+def _cache_now(path: Path) -> dict[str, str]:
+    """Parse the file as the CLI does and leave the cache, without waiting out SETTLE."""
+    saved = settingscache.SETTLE
+    settingscache.SETTLE = -1.0
+    try:
+        return config.read_env_file(str(path), strict=True)
+    finally:
+        settingscache.SETTLE = saved
+
+
+def _modules_after(pbx: Pbx, peer: AgiPeer, args: list[str]) -> set[str]:
+    dump = pbx.tmp / "modules.txt"
+    argv = [sys.executable, "-c", DUMP_MODULES, str(MISSED_PY), str(dump), *args]
+    run = peer.run(argv, env=pbx.environ(), timeout=15)
+    assert run.ok, run
+    return set(dump.read_text(encoding="utf-8").split("\n"))
+
+
+def _abandon(callid: str, variables: dict[str, str]) -> AgiPeer:
+    headers = make_headers(uniqueid=callid, callerid="79161234567", calleridname="Caller", args=["600"])
+    return AgiPeer(headers, variables)
+
+
+def test_a_mailed_call_loads_no_dataclasses_typing_logging_pyst2_or_dotenv(pbx: Pbx) -> None:
+    modules = _modules_after(pbx, _abandon("1795659165.1", {"ABANDONED": "TRUE"}), ["600"])
+    assert [mail.message["X-Missedcall-Callid"] for mail in read_mail(pbx.maildir)] == ["1795659165.1"]
+    assert "email" in modules  # the guard can see what the hook loads
+    assert sorted(m for m in NEVER if m in modules) == []
+
+
+def test_a_call_that_is_not_missed_loads_no_email_either(pbx: Pbx) -> None:
+    modules = _modules_after(pbx, _abandon("1795659165.2", {"ABANDONED": "FALSE"}), ["600"])
+    assert read_mail(pbx.maildir) == []
+    assert "missedcall.detect.verdict" in modules
+    assert sorted(m for m in (*NEVER, "email", "sqlite3", "pymysql") if m in modules) == []
+
+
+def test_without_the_cache_the_hook_still_reads_the_file_with_dotenv(pbx: Pbx) -> None:
+    os.unlink(settingscache.cache_path(str(pbx.config_file)))
+    pbx.configure(MISSEDCALL_FALLBACK_TO="fallback@example.com")  # a fresh file: too new to be cached
+    modules = _modules_after(pbx, _abandon("1795659165.3", {"ABANDONED": "TRUE"}), ["777"])
+    [mail] = read_mail(pbx.maildir)
+    assert "fallback@example.com" in mail.recipients
+    assert "dotenv" in modules
+    assert not os.path.exists(settingscache.cache_path(str(pbx.config_file)))
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str, mode: int = 0o640) -> None:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+def test_the_cache_has_the_files_owner_group_and_mode_and_the_same_values(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_SMTP_PASSWORD='s3cr$t'\nMISSEDCALL_FROM=pbx@example.com\n", 0o640)
+    parsed = _cache_now(conf)
+    cache = Path(settingscache.cache_path(str(conf)))
+    info, source = cache.stat(), conf.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (source.st_uid, source.st_gid, 0o640)
+    assert config.read_env_file(str(conf)) == parsed == {
+        "MISSEDCALL_SMTP_PASSWORD": "s3cr$t",
+        "MISSEDCALL_FROM": "pbx@example.com",
+    }
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_strict_reads_ignore_the_cache_and_still_report_a_bad_line(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_FROM=pbx@example.com\n'unclosed\n")
+    with pytest.raises(config.ConfigError, match="cannot parse"):
+        _cache_now(conf)
+    # Lenient, the line is skipped (as python-dotenv does), and that reading may be cached.
+    assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "pbx@example.com"}
+
+
+def test_an_edit_makes_the_cache_stale(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_FROM=a@example.com\n")
+    _cache_now(conf)
+    _write(conf, "MISSEDCALL_FROM=b@example.com\n")  # same size, new ctime
+    assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "b@example.com"}
+
+
+def test_a_cache_with_another_mode_or_a_symlink_is_not_believed(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_FROM=a@example.com\n")
+    _cache_now(conf)
+    cache = Path(settingscache.cache_path(str(conf)))
+    forged = cache.read_text(encoding="utf-8").replace("a@example.com", "evil@example.com")
+    cache.unlink()
+    _write(cache, forged, 0o644)  # readable by all: not what the file's owner would have left
+    assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "a@example.com"}
+    cache.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    _write(elsewhere, forged)
+    cache.symlink_to(elsewhere)
+    assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "a@example.com"}
+
+
+def test_a_torn_or_foreign_cache_is_not_believed(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_FROM=a@example.com\n")
+    cache = Path(settingscache.cache_path(str(conf)))
+    for junk in ('{"key": [1', "[]", '{"key": [], "values": {}}', "\xff\xfe"):
+        _write(cache, junk)
+        assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "a@example.com"}
+
+
+def test_a_fresh_file_is_not_cached(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_FROM=a@example.com\n")
+    assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "a@example.com"}
+    assert not os.path.exists(settingscache.cache_path(str(conf)))
+
+
+def test_the_environment_still_wins_over_cached_values(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_DB_URL=sqlite:////tmp/x.sqlite3\nMISSEDCALL_LANGUAGE=ru\n")
+    _cache_now(conf)
+    settings = config.load_settings({"MISSEDCALL_CONFIG": str(conf), "MISSEDCALL_LANGUAGE": "en"})
+    assert settings.language == "en" and settings.db.path == "/tmp/x.sqlite3"
