@@ -227,8 +227,13 @@ def test_freepbx17_install_rerun_upgrade_uninstall(source: Path, tmp_path: Path)
     assert "kept the existing" in out
     assert override.read_bytes() == OVERRIDE_START + block(GOSUB)
 
-    # Uninstall: the override file byte for byte, code gone, configuration and data kept.
+    # Uninstall: the override file byte for byte, code gone, configuration and data kept; the copies derived
+    # from the configuration (the hook's settings cache, FreePBX's From address) go with the code.
+    derived = [root / "etc" / "missedcall" / ".missedcall.env.parsed", root / "etc" / "missedcall" / "freepbx-from"]
+    for copy in derived:
+        copy.write_text("derived\n")
     out = ok(install(source, root, "--uninstall"))
+    assert not any(copy.exists() for copy in derived)
     assert override.read_bytes() == OVERRIDE_START
     for gone in (venv, agi, link, cron, root / "etc" / "missedcall" / "install.state"):
         assert not gone.exists() and not gone.is_symlink(), gone
