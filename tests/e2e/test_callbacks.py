@@ -127,11 +127,23 @@ def test_an_agent_calling_back_resolves_the_miss(box: Box) -> None:
     said = box.admin("resolve", user="asterisk")
     assert "1 called back" in said, (said, cdr_rows(box))
     (row,) = box.rows([callid])
-    assert (row["resolution"], row["resolved_by"]) == ("called-back", "102"), (row, cdr_rows(box))
+    # The agent's name comes from the clid Asterisk wrote while the number in it was still the extension.
+    assert (row["resolution"], row["resolved_by"]) == ("called-back", "102 (Agent 102)"), (row, cdr_rows(box))
     assert 3 <= row["talk_seconds"] <= 6 and row["resolved_at"] >= row["ended_at"], row
     assert row["followup"] == "pending"  # mailed, MISSEDCALL_FOLLOWUP on: the follow-up mail's job
+
+    # Cron's next retry mails the follow-up into the alert's own thread, through the real postfix.
+    (alert,) = box.mails(callid)
+    box.admin("retry", user="asterisk")
+    wait_for(lambda: len(box.mails(callid)) >= 2, 30, "the follow-up in postfix's mailbox", 0.2)
+    (follow,) = [m for m in box.mails(callid) if m["In-Reply-To"]]
+    assert follow["In-Reply-To"] == alert["Message-ID"] and follow["References"] == alert["Message-ID"]
+    assert str(follow["Subject"]) == f"Re: {alert['Subject']}"
+    assert follow.get_content().startswith("Called back by 102 (Agent 102) "), follow.get_content()
+    (row,) = box.rows([callid])
+    assert row["followup"] == "sent", row
 
     again = box.admin("retry", user="asterisk")  # the minute run finds nothing new and says nothing of it
     assert "resolved" not in again
     report = box.admin("report", "--json", user="asterisk")
-    assert '"resolution": "called-back"' in report and '"resolved_by": "102"' in report
+    assert '"resolution": "called-back"' in report and '"resolved_by": "102 (Agent 102)"' in report
