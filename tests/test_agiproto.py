@@ -88,3 +88,24 @@ def test_bad_listen_addresses_name_the_key(text: str) -> None:
 def test_url() -> None:
     assert listen.parse_listen("[::1]:4600").url() == "agi://[::1]:4600/missed"
     assert listen.from_raw({}).url("version") == "agi://127.0.0.1:4574/version"
+
+
+HOSTILE_ARGS = ['"missedcall: x"', "", " lead and trail ", "Иван Петров", 'a"b\\c', "x\ty", 0, 1, 42, "\u202e"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_ARGS)
+def test_commands_are_written_exactly_as_pyst2_writes_them(value: object) -> None:
+    """pyst2 is no longer imported by the hook, but what goes to Asterisk is still its encoding, byte for byte."""
+    import io
+
+    from asterisk.agi import AGI
+
+    agi = object.__new__(AGI)  # its __init__ reads the AGI headers from stdin: not wanted here
+    agi.stderr = io.StringIO()
+    assert agiproto.quote(str(value)) == agi._quote(value)
+    quoted = agiproto.quote(str(value))
+    for command, args in (("VERBOSE", (quoted, 1)), ("GET FULL VARIABLE", (quoted,)), (" NOOP ", (value,)),
+                          ("ANSWER", ())):  # fmt: skip
+        agi.stdout = io.StringIO()
+        agi.send_command(command, *args)
+        assert agiproto.command_line(command, *args) == agi.stdout.getvalue()

@@ -229,7 +229,6 @@ def test_wheel_is_the_package_with_its_hook_and_metadata(built: tuple[Path, Path
     assert {f"Programming Language :: Python :: 3.{minor}" for minor in range(9, 15)} <= classifiers
     requires = metadata.get_all("Requires-Dist") or []
     assert {r.split(";")[0].split("<")[0].split(">")[0] for r in requires if "extra ==" not in r} == {
-        "pyst2",
         "PyMySQL",
         "python-dotenv",
         "phonenumberslite",
