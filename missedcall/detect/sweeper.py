@@ -32,6 +32,7 @@ from missedcall.detect.sweepstate import SavedState, load_state, save_state
 from missedcall.detect.tail import READ_CHUNK, Tail
 from missedcall.record.db import StorageError
 from missedcall.record.storage import Store
+from missedcall.resolve import voicemail
 from missedcall.text import printable
 
 DEFAULT_GRACE = 60
@@ -284,6 +285,7 @@ class Sweeper:
             if self.verbose:
                 self._say("recorded, not mailed (--record-only)", call, judged)
             return
+        voicemail.mark(self.store, self.settings, call)  # FreePBX's failover to voicemail: only the CDR knows
         done = notify.notify(self.store, self.settings, call, timeout=self.settings.smtp_timeout)
         self.stats.recorded[done.status] = self.stats.recorded.get(done.status, 0) + 1
         log.info(

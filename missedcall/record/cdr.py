@@ -77,3 +77,17 @@ def answered_rows(
 def _check(table: str) -> None:
     if not _IDENTIFIER.fullmatch(table):
         raise CdrTableError(f"CDR table name {table[:40]!r} is not a plain identifier")
+
+
+def voicemail_left(db: Database, table: str, ids: Sequence[str], since: datetime) -> bool:
+    """Did a CDR row of this call (its uniqueid or linkedid) end in VoiceMail, at or after ``since``?"""
+    _check(table)
+    ids = [i for i in ids if i]
+    if not ids:
+        return False
+    marks = ", ".join("?" for _ in ids)
+    sql = (
+        f"SELECT 1 FROM `{table}` WHERE calldate >= ? AND lastapp = 'VoiceMail'"
+        f" AND (uniqueid IN ({marks}) OR linkedid IN ({marks})) LIMIT 1"
+    )
+    return bool(db.rows(sql, (since.strftime("%Y-%m-%d %H:%M:%S"), *ids, *ids)))
