@@ -301,52 +301,11 @@ def after_hours(store: Store, call: CallRecord, closed: Closed, everyone: list[s
 
 
 def offline(settings: Settings, call: CallRecord, *, deadline: float, reason: str) -> Outcome:
-    """Mail ``call`` without the database, with what is known locally, and spool it; never raises for
-    expected trouble."""
-    call.last_error = f"database unreachable: {reason}"[:512]
-    rows = lastknown.load(settings.spool_dir)
-    try:
-        the_plan = plan(call, settings, None, known_rows=rows or [])
-    except mail.TemplateError as exc:
-        call.status, call.last_error = "pending", str(exc)[:512]
-        return Outcome("pending", str(exc), _spool(settings, call))
-    if the_plan.message is None:
-        call.status, call.last_error = "skipped", the_plan.skip_reason[:512]
-        return Outcome("skipped", the_plan.skip_reason, _spool(settings, call))
-    if not the_plan.recipients:
-        call.status = "pending"
-        call.last_error = f"{call.last_error}; no recipients known locally"[:512]
-        return Outcome("pending", "no recipients known locally", _spool(settings, call))
-    call.status = "pending"
-    spooled = _spool(settings, call)
-    left = budget.left(deadline) - 0.3  # keep time to rewrite the spool file, report, exit
-    if left < SEND_RESERVE:
-        call.last_error = f"{call.last_error}; {DEFERRED}"[:512]
-        if spooled:
-            _spool(settings, call)
-        return Outcome("pending", DEFERRED, spooled)
-    call.attempts += 1
-    call.recipients = tuple(the_plan.recipients)
-    timeout = max(0.1, min(settings.smtp_timeout, left))
-    mails = [a for a in the_plan.recipients if not targets.is_chat(a)]  # chat targets need the database
-    try:
-        transport.send(the_plan.message, mails, settings, timeout=timeout)
-    except transport.TransportError as exc:
-        call.last_error = f"{call.last_error}; mail not sent: {exc}"[:512]
-        return Outcome("pending", f"mail not sent: {exc}", _spool(settings, call))
-    call.status = "sent"
-    call.notified_at = utcnow()
-    source = "the last known recipients" if rows is not None else "MISSEDCALL_FALLBACK_TO (no local copy yet)"
-    return Outcome("sent", f"mailed {len(the_plan.recipients)} recipient(s) from {source}", _spool(settings, call))
+    """Mail ``call`` without the database and spool it (missedcall.deliver.offline); never raises for expected
+    trouble. Imported only when the database is down, which is rare."""
+    from missedcall.deliver import offline as without_database
 
-
-def _spool(settings: Settings, call: CallRecord) -> bool:
-    try:
-        spool.write(settings.spool_dir, call)
-    except spool.SpoolError as exc:
-        log.error(f"call {call.callid}: cannot spool it ({exc}); only the queue_log sweeper can record it now")
-        return False
-    return True
+    return without_database.send(settings, call, deadline=deadline, reason=reason)
 
 
 def _adopt(store: Store, call: CallRecord, spooled: spool.Spooled) -> CallRecord:
