@@ -27,7 +27,8 @@ from tests.agipeer import make_headers
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SINGLE_HEADERS = {"From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Auto-Response-Suppress",
-                  "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}  # fmt: skip
+                  "MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Thread-Topic",
+                  "Thread-Index"}  # fmt: skip
 VALID = ["ops@example.com", "OPS@example.com", "boss@example.com", "a.b+c@sub.example.org", "x@y.io"]
 INVALID = ["not an address", "evil@example.com\r\nBcc: z@example.com", '"boss@example.com" <evil@example.com>']
 POOL = VALID + INVALID
