@@ -20,7 +20,7 @@ from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_
 from tests.agipeer import AgiPeer, make_headers
 from tests.agipeer.network import NetRun, converse, run_many, run_network
 from tests.fastagibox import Service
-from tests.mailbox import read_mail
+from tests.mailbox import read_mail, text_part
 from tests.paths import AGI_FIXTURES, QUEUE_LOG_FIXTURES
 
 SAFE_ON_DEAD_CHANNEL = ("GET FULL VARIABLE", "VERBOSE")
@@ -93,6 +93,17 @@ def test_abandon_is_recorded_then_mailed(pbx: Pbx, service: Service) -> None:
     wait_for(lambda: any("missed call 1795659165.1" in line for line in service.log_lines()))
     lines = [line for line in service.log_lines() if line.startswith("missed call 1795659165.1")]
     assert len(lines) == 1 and ": sent [1795659165.1@127.0.0.1:" in lines[0], lines
+
+
+def test_a_voicemail_left_after_the_queue_is_said_as_the_hook_says_it(pbx: Pbx, service: Service) -> None:
+    peer = fixture_peer("1600-h.json")
+    peer.variables["VMSTATUS"] = "SUCCESS"  # app_voicemail's outcome, asked in the same round trip
+    assert_clean(session(service, peer, ["600"]))
+    wait_for(lambda: len(read_mail(pbx.maildir)) == 1)
+    [mail] = read_mail(pbx.maildir)
+    assert text_part(mail.message).startswith("The caller left a voicemail.\n")
+    wait_for(lambda: sent(pbx, 1))
+    assert pbx.calls()[0].voicemail
 
 
 @pytest.mark.parametrize(

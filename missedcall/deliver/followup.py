@@ -182,7 +182,7 @@ def send_due(store: Store, settings: Settings, *, now: datetime | None = None, t
         try:
             status = _send_thread(store, settings, key, members, now=now, timeout=timeout)
         except Exception as exc:
-            if isinstance(exc, StorageError) and not _answers(store):
+            if isinstance(exc, StorageError) and not store.answers():
                 raise
             _park(store, key, members, f"{PARKED}{exc.__class__.__name__}: {exc}"[:400])
             outcome.parked.append(key)
@@ -304,10 +304,3 @@ def _park(store: Store, key: str, members: list[CallRecord], reason: str) -> Non
     except StorageError as why:
         log.error(f"follow-up of call {key}: could not park it: {why}")
 
-
-def _answers(store: Store) -> bool:
-    try:
-        store.get_state("schema_version")
-    except StorageError:
-        return False
-    return True

@@ -172,7 +172,7 @@ def _resend_one(store: Store, settings: Settings, call: CallRecord, *, now: date
     try:
         return notify.notify(store, settings, call, timeout=timeout, now=now).status
     except Exception as exc:
-        if isinstance(exc, StorageError) and not _answers(store):
+        if isinstance(exc, StorageError) and not store.answers():
             raise  # the database went away: not this call's fault, the next run starts again
         reason = f"{PARKED}{_describe(exc)}"
         log.error(f"retry: call {call.callid}: {reason}; set aside (doctor shows it)")
@@ -182,14 +182,6 @@ def _resend_one(store: Store, settings: Settings, call: CallRecord, *, now: date
             log.error(f"retry: call {call.callid}: could not park it: {why}")
         return reason
 
-
-def _answers(store: Store) -> bool:
-    """Does the database still answer? (Then an error on one item was that item's.)"""
-    try:
-        store.get_state("schema_version")
-    except StorageError:
-        return False
-    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -207,7 +199,7 @@ def import_spool(store: Store, settings: Settings, report: Report, *, now: datet
         try:
             readable = _import_one(store, path, report, now=now)
         except Exception as exc:
-            if isinstance(exc, StorageError) and not _answers(store):
+            if isinstance(exc, StorageError) and not store.answers():
                 raise  # the database went away: the file stays for the next run
             kept = spool.quarantine(path)
             report.parked.append(f"spool file {os.path.basename(path)}")
@@ -277,7 +269,7 @@ def send_followups(store: Store, settings: Settings, report: Report, *, now: dat
     try:
         done = followup.send_due(store, settings, now=now, timeout=timeout)
     except Exception as exc:
-        if isinstance(exc, StorageError) and not _answers(store):
+        if isinstance(exc, StorageError) and not store.answers():
             raise
         report.errors.append(f"follow-ups: {_describe(exc)}")
         log.error(f"retry: follow-ups: {_describe(exc)}; the next run tries again")
@@ -296,7 +288,7 @@ def send_digests(store: Store, settings: Settings, report: Report, *, now: datet
                 continue  # another retry took it
             _send_digest(store, settings, report, batch, now=now, timeout=timeout)
         except Exception as exc:
-            if isinstance(exc, StorageError) and not _answers(store):
+            if isinstance(exc, StorageError) and not store.answers():
                 raise
             reason = f"{PARKED}{_describe(exc)}"
             report.parked.append(f"digest to {email}")

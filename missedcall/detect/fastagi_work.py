@@ -41,7 +41,8 @@ DB_TIMEOUT = 1.0
 #: ... and once it is released (mailing): SQLite's lock waits between the service's own threads.
 MAIL_DB_TIMEOUT = 5.0
 #: The variables the hook asks for, in one round trip (docs/design.md §4).
-ASKED = ("${ABANDONED}", "${QUEUEPOSITION}", "${CHANNEL(linkedid)}", "${QUEUEJOINTIME}")
+# The process hook's variables (missedcall.detect.hook), VMSTATUS included: one round trip for all of them.
+ASKED = ("${ABANDONED}", "${QUEUEPOSITION}", "${CHANNEL(linkedid)}", "${QUEUEJOINTIME}", "${VMSTATUS}")
 
 
 @dataclass
@@ -158,7 +159,7 @@ def judge(job: Job, settings: config.Settings | None, queue_log: str) -> tuple[C
     if not callid:
         notes.append(("no agi_uniqueid in the AGI headers; nothing to record", True))
         return None, notes
-    abandoned, position, linkedid, jointime = (job.values + [""] * len(ASKED))[: len(ASKED)]
+    abandoned, position, linkedid, jointime, vmstatus = (job.values + [""] * len(ASKED))[: len(ASKED)]
     events = queuelog.read_call_events(queue_log, callid)
     judged = verdict.judge_events(events) if events else None
     if judged is None:
@@ -181,6 +182,7 @@ def judge(job: Job, settings: config.Settings | None, queue_log: str) -> tuple[C
         caller_name=header_value(job.env, "agi_calleridname"),
         entered_fallback=joined,
     )
+    call.voicemail = vmstatus.strip() == "SUCCESS"
     return call, notes
 
 

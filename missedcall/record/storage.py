@@ -96,6 +96,14 @@ class Store(Database):
         rows = self.rows("SELECT value FROM missedcall_state WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
 
+    def answers(self) -> bool:
+        """Does the database still answer? (Then an error on one item was that item's, not the database's.)"""
+        try:
+            self.get_state("schema_version")
+        except StorageError:
+            return False
+        return True
+
     def set_state(self, name: str, value: str) -> None:
         if self.kind == "sqlite":
             sql = (
