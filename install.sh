@@ -435,7 +435,7 @@ install_code() {
     local venv want build
     venv=$(r "$VENV")
     want=$(helper missedcall.admin.installer source-hash "$SRC")
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -I -c 'import missedcall, pymysql, dotenv, asterisk.agi' 2>/dev/null &&
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -I -c 'import missedcall, pymysql, dotenv, phonenumbers' 2>/dev/null &&
         [ "$(cat "$venv/.missedcall-source" 2>/dev/null)" = "$want" ]; then
         note "already holds this code (source $(printf '%s' "$want" | cut -c1-12)); nothing to do"
         return 0
@@ -472,7 +472,7 @@ install_code() {
         die "pip could not install missedcall (above): it needs PyPI for the libraries, or MISSEDCALL_INSTALL_PIP_ARGS='--no-index --find-links DIR'"
     rm -rf "$build"
     TO_CLEAN=
-    "$venv/bin/python" -I -c 'import missedcall, pymysql, dotenv, asterisk.agi' ||
+    "$venv/bin/python" -I -c 'import missedcall, pymysql, dotenv, phonenumbers' ||
         die "the virtualenv $venv cannot import missedcall and its libraries after pip install (see above)"
     printf '%s\n' "$want" >"$venv/.missedcall-source"
     note "installed missedcall $("$venv/bin/python" -I -c 'import missedcall; print(missedcall.__version__)')"
