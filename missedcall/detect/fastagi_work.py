@@ -23,16 +23,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from missedcall import config, log
 from missedcall.deliver import notify, spool
-from missedcall.detect import queuelog, verdict
-from missedcall.detect.agiproto import header_value
+from missedcall.detect import judge as judge_step
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord
 from missedcall.record.storage import Store
-from missedcall.text import epoch, printable
 
 #: Seconds a failed database is left alone before the next call tries it again.
 DB_PAUSE = 5.0
@@ -40,9 +37,8 @@ DB_PAUSE = 5.0
 DB_TIMEOUT = 1.0
 #: ... and once it is released (mailing): SQLite's lock waits between the service's own threads.
 MAIL_DB_TIMEOUT = 5.0
-#: The variables the hook asks for, in one round trip (docs/design.md §4).
-# The process hook's variables (missedcall.detect.hook), VMSTATUS included: one round trip for all of them.
-ASKED = ("${ABANDONED}", "${QUEUEPOSITION}", "${CHANNEL(linkedid)}", "${QUEUEJOINTIME}", "${VMSTATUS}")
+#: The variables the hook asks for, in one round trip (docs/design.md §4): the very same.
+ASKED = judge_step.ASKED
 
 
 @dataclass
@@ -147,43 +143,8 @@ Notes = list[tuple[str, bool]]  # (line to report, is it an error)
 
 
 def judge(job: Job, settings: config.Settings | None, queue_log: str) -> tuple[CallRecord | None, Notes]:
-    """The call's row when it was missed, and the lines to report; the process hook's decision, step by step."""
-    notes: list[tuple[str, bool]] = []
-    argv = job.args
-    queue_arg = verdict.clean_id(argv[0]) if argv else ""
-    reason_arg = argv[1].strip().upper() if len(argv) > 1 else ""
-    if reason_arg and reason_arg not in verdict.ARGUMENT_REASONS:
-        notes.append((f"ignoring unknown REASON argument {verdict.clean_id(reason_arg)!r}", True))
-        reason_arg = ""
-    callid = job.callid
-    if not callid:
-        notes.append(("no agi_uniqueid in the AGI headers; nothing to record", True))
-        return None, notes
-    abandoned, position, linkedid, jointime, vmstatus = (job.values + [""] * len(ASKED))[: len(ASKED)]
-    events = queuelog.read_call_events(queue_log, callid)
-    judged = verdict.judge_events(events) if events else None
-    if judged is None:
-        judged = verdict.judge_channel(queue_arg, reason_arg=reason_arg, abandoned=abandoned, position=position)
-    if not judged.missed:
-        notes.append((f"call {callid}: answered or not missed; nothing to do", settings is None))
-        return None, notes
-    joined = epoch(jointime.strip()) if jointime.strip() else None
-    if jointime.strip() and joined is None:
-        shown = printable(jointime, limit=24)
-        notes.append((f"call {callid}: ignoring QUEUEJOINTIME {shown!r}: not a plausible time", False))
-    call = verdict.call_record(
-        callid,
-        judged,
-        source="agi",
-        now=datetime.now(timezone.utc).replace(microsecond=0),
-        queue_fallback=queue_arg,
-        linkedid=linkedid,
-        caller_num=header_value(job.env, "agi_callerid"),
-        caller_name=header_value(job.env, "agi_calleridname"),
-        entered_fallback=joined,
-    )
-    call.voicemail = vmstatus.strip() == "SUCCESS"
-    return call, notes
+    """The call's row when it was missed, and the lines to report: the process hook's decision itself."""
+    return judge_step.missed_call(job.env, job.args, job.values, queue_log, quiet_answer=settings is not None)
 
 
 def record(job: Job, settings: config.Settings | None, settings_error: str, breaker: Breaker) -> Recorded:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 
 from missedcall.detect.verdict import clean_id  # shared with the sweeper; stdlib-only, as cheap as the regex was
 
@@ -103,28 +102,12 @@ def _report(session: AgiSession | None, message: str, *, error: bool = False) ->
 
 def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
     from missedcall import config
-    from missedcall.detect import queuelog, verdict
-    from missedcall.detect.agi import header_value
-    from missedcall.text import epoch, printable
+    from missedcall.detect import judge
 
-    env = session.env
-    queue_arg = clean_id(argv[0]) if argv else ""
-    reason_arg = argv[1].strip().upper() if len(argv) > 1 else ""
-    if reason_arg and reason_arg not in verdict.ARGUMENT_REASONS:
-        _report(session, f"ignoring unknown REASON argument {clean_id(reason_arg)!r}", error=True)
-        reason_arg = ""
-    callid = clean_id(env.get("agi_uniqueid", ""))
-    if not callid:
-        _report(session, "no agi_uniqueid in the AGI headers; nothing to record", error=True)
-        return
-
-    # One round trip for everything the verdict or the record may need.
-    # VMSTATUS: app_voicemail's outcome, SUCCESS when the caller left a message after the queue.
-    asked = ["${ABANDONED}", "${QUEUEPOSITION}", "${CHANNEL(linkedid)}", "${QUEUEJOINTIME}", "${VMSTATUS}"]
-    values = session.fetch(asked) or [""] * len(asked)
-    abandoned, position, linkedid, jointime, vmstatus = values
-
+    # One round trip for everything the verdict or the record may need (none without a call to judge).
+    values = session.fetch(list(judge.ASKED)) if clean_id(session.env.get("agi_uniqueid", "")) else None
     settings: Settings | None = None
+    broken = ""
     try:
         settings = config.load_settings()
     except config.ConfigError as exc:
@@ -133,35 +116,16 @@ def _run(session: AgiSession, argv: list[str], deadline: float) -> None:
     else:
         queue_log = settings.queue_log
 
-    events = queuelog.read_call_events(queue_log, callid)
-    judged = verdict.judge_events(events) if events else None
-    if judged is None:
-        judged = verdict.judge_channel(queue_arg, reason_arg=reason_arg, abandoned=abandoned, position=position)
-    if not judged.missed:
-        if settings is None:
-            _report(session, f"{broken}; call {callid}: answered or not missed", error=True)
-        else:
-            _report(session, f"call {callid}: answered or not missed; nothing to do")
+    call, notes = judge.missed_call(session.env, argv, values or [], queue_log, quiet_answer=settings is not None)
+    if call is None:
+        for message, error in notes[:-1]:
+            _report(session, message, error=error)
+        if notes:
+            message, error = notes[-1]
+            _report(session, f"{broken}; {message}" if broken else message, error=error)
         return
-
-    # FreePBX's join time, from the channel: a time before 2000 or in the future is not believed
-    # (a 12-digit one would raise in datetime).
-    joined = epoch(jointime.strip()) if jointime.strip() else None
-    if jointime.strip() and joined is None:
-        shown = printable(jointime, limit=24)
-        _report(session, f"call {callid}: ignoring QUEUEJOINTIME {shown!r}: not a plausible time")
-    call = verdict.call_record(
-        callid,
-        judged,
-        source="agi",
-        now=datetime.now(timezone.utc).replace(microsecond=0),
-        queue_fallback=queue_arg,
-        linkedid=linkedid,
-        caller_num=header_value(env, "agi_callerid"),
-        caller_name=header_value(env, "agi_calleridname"),
-        entered_fallback=joined,
-    )
-    call.voicemail = vmstatus.strip() == "SUCCESS"
+    for message, error in notes:
+        _report(session, message, error=error)
     if settings is None:
         _salvage(session, call, spool_dir, broken)
         return
