@@ -132,10 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_log)
 
     sub = verbs.add_parser(
-        "retry", help="record spooled calls, resend pending ones whose back-off is over, send due flood digests"
+        "retry",
+        help="cron's minute run: record spooled calls, resend pending ones, send due digests, find callbacks,"
+        " send follow-ups",
     )
     sub.add_argument(
-        "--failed", action="store_true", help="first queue failed calls and digests again (after fixing the relay)"
+        "--failed",
+        action="store_true",
+        help="first queue failed calls, digests and follow-ups again (after fixing the relay)",
     )
     sub.add_argument("--json", action="store_true", help="the run's counts as JSON instead of the summary line")
     sub.set_defaults(func=cmd_retry)
