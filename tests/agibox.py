@@ -184,14 +184,14 @@ def make_pbx(
         maildir = tmp_path / "mail"
         maildir.mkdir(parents=True, exist_ok=True)
     box = kind(tmp=tmp_path, db_url=db_url, maildir=maildir, queue_log=tmp_path / "queue_log")
-    box.configure(
-        MISSEDCALL_DB_URL=db_url,
-        MISSEDCALL_SENDMAIL=str(SENDMAIL_BIN),
-        MISSEDCALL_QUEUE_LOG=str(box.queue_log),
-        MISSEDCALL_FREEPBX_CONF=str(tmp_path / "no-freepbx.conf"),
-        MISSEDCALL_FROM="pbx@example.com",
-        **config,
-    )
+    defaults = {
+        "MISSEDCALL_DB_URL": db_url,
+        "MISSEDCALL_SENDMAIL": str(SENDMAIL_BIN),
+        "MISSEDCALL_QUEUE_LOG": str(box.queue_log),
+        "MISSEDCALL_FREEPBX_CONF": str(tmp_path / "no-freepbx.conf"),  # not FreePBX unless a test says so
+        "MISSEDCALL_FROM": "pbx@example.com",
+    }
+    box.configure(**{**defaults, **config})
     with box.store() as store:
         store.init()
         for queue, email, name in recipients:

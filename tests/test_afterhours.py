@@ -244,8 +244,10 @@ def test_a_broken_stored_schedule_still_mails(box: Pbx, monkeypatch: pytest.Monk
 
 
 @pytest.fixture
-def freepbx_box(tmp_path: Path, freepbx_database: MariaDBDatabase) -> Pbx:
-    return make_pbx(tmp_path, freepbx_database.url, MISSEDCALL_TIMEZONE="Europe/Moscow")
+def freepbx_box(tmp_path: Path, freepbx_database: MariaDBDatabase, freepbx_conf: Path) -> Pbx:
+    # A FreePBX box: its freepbx.conf is what tells missedcall that FreePBX's tables are there to read.
+    return make_pbx(tmp_path, freepbx_database.url, MISSEDCALL_TIMEZONE="Europe/Moscow",
+                    MISSEDCALL_FREEPBX_CONF=str(freepbx_conf))  # fmt: skip
 
 
 def test_freepbx_time_groups_apply_when_the_queue_has_no_hours(
@@ -271,6 +273,18 @@ def test_freepbx_time_groups_apply_when_the_queue_has_no_hours(
     assert miss(freepbx_box, settings, "1797000800.4", "600", MON_0300_MSK).status == "sent"
     with freepbx_box.store() as store:
         assert retry.run(store, settings, now=MON_0900_MSK).digests == 2
+
+
+def test_time_groups_are_not_read_without_freepbx(
+    tmp_path: Path, freepbx_database: MariaDBDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables that look like FreePBX's on a box without freepbx.conf: not FreePBX, so no query on them per call."""
+    add_time_condition(freepbx_database, did="74951234567", queue="600", rules=["09:00-18:00|mon-fri|*|*"])
+    box = make_pbx(tmp_path, freepbx_database.url, MISSEDCALL_TIMEZONE="Europe/Moscow")
+    listed = {q["queue"]: q for q in json.loads(box.admin("hours", "--json").stdout)}
+    assert listed["600"]["source"] == "none"
+    settings = settings_of(box, monkeypatch)
+    assert miss(box, settings, "1797000850.1", "600", MON_0300_MSK).status == "sent"
 
 
 def test_doctor_names_a_bad_after_hours_setting_and_the_hook_still_mails(

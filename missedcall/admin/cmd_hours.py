@@ -56,7 +56,7 @@ def cmd_hours(args: argparse.Namespace) -> int:
         try:
             names = sorted({r.queue for r in store.recipients()})
             found = queues.listing(store, names, language=settings.language, min_wait=settings.min_wait)
-            rows = [_effective(store, q) for q in found]
+            rows = [_effective(store, q, freepbx=settings.is_freepbx) for q in found]
         except StorageError as exc:
             raise UserError(str(exc)) from None
     if args.json:
@@ -75,10 +75,10 @@ def cmd_hours(args: argparse.Namespace) -> int:
     return 0
 
 
-def _effective(store: Any, q: queues.QueueSettings) -> dict[str, Any]:
+def _effective(store: Any, q: queues.QueueSettings, *, freepbx: bool) -> dict[str, Any]:
     """One queue's schedule as the notifier would apply it, and its source: queue, freepbx, * or none."""
     source = q.hours_source
-    rules = queues.freepbx_hours(store, q.queue) if source != "queue" and q.queue != "*" else None
+    rules = queues.freepbx_hours(store, q.queue) if freepbx and source != "queue" and q.queue != "*" else None
     if rules:
         return {"queue": q.queue, "schedule": "; ".join(rules), "holidays": "", "source": "freepbx"}
     schedule, holidays = queues.split_hours(q.hours)

@@ -1,7 +1,7 @@
 """The notifier's gate to business hours: cheap for a queue without hours, which never imports their code.
 
 A queue's hours are its own or the ``*`` row's (both come with the per-queue
-settings query), else FreePBX's Time Groups (one read-only query, MariaDB only).
+settings query), else FreePBX's Time Groups (one read-only query, on FreePBX only).
 Only when one of them exists is missedcall.deliver.afterhours (and the schedule
 parser) imported.
 """
@@ -28,7 +28,8 @@ def closed_now(
     """Business hours: None when the queue is open (or has no hours); the hours' code is imported only if it has."""
     if store is None or own is None:
         return None  # offline: no schedule known, mailed as always
-    rules = queues.freepbx_hours(store, call.queue) if own.hours_source != "queue" else None
+    # FreePBX's tables are read only on FreePBX: elsewhere the query could only fail, on every call.
+    rules = queues.freepbx_hours(store, call.queue) if settings.is_freepbx and own.hours_source != "queue" else None
     if not own.hours and not rules:
         return None
     from missedcall.deliver import afterhours
