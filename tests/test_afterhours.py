@@ -328,4 +328,4 @@ def test_summary_counts_read_right(language: str, n: int, subject: str, intro: s
     message = digest.build(calls, to="a@example.com", sender="pbx@example.com", language=language, limit=3,
                            window=5, zone=timezone.utc, now=MON_0900_MSK, host="pbx", after_hours=True)  # fmt: skip
     assert message["Subject"] == subject
-    assert message.get_content().startswith(intro)
+    assert message.to_email().get_content().startswith(intro)

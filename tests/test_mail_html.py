@@ -208,7 +208,7 @@ def test_digest_rows_fit_a_phone(language: str) -> None:
     ]  # fmt: skip
     message = digest.build(calls, to="a@example.com", sender="pbx@example.com", language=language, limit=3,
                            window=5, zone=ZoneInfo("Europe/Moscow"), now=ended, host="pbx")  # fmt: skip
-    body = message.get_content()
+    body = message.to_email().get_content()
     rows = [line for line in body.splitlines() if line[:2].isdigit() and line[2:3] == ":"]
     assert len(rows) == 4
     assert all(len(row) <= 60 for row in rows), rows

@@ -70,4 +70,4 @@ def test_digest_counts_read_right(language: str, n: int, subject: str, intro: st
         zone=timezone.utc, now=datetime(2026, 11, 30, 9, 5, tzinfo=timezone.utc), host="pbx",
     )
     assert message["Subject"] == subject
-    assert message.get_content().startswith(intro)
+    assert message.to_email().get_content().startswith(intro)

@@ -12,13 +12,12 @@ import os
 import signal
 import sys
 import time
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from missedcall import config
-from missedcall.deliver import transport
+from missedcall.deliver import mime, transport
 
 CPU_SECONDS = 0.8
 
@@ -31,7 +30,7 @@ def settings_for(tmp_path: Path, program: Path) -> config.Settings:
 
 def send(tmp_path: Path, program: Path, *, timeout: float) -> None:
     """One message to ops@example.com through ``program``."""
-    msg = EmailMessage()
+    msg = mime.Draft()
     msg["Subject"] = "missed call"
     msg["To"] = "ops@example.com"
     msg.set_content("body\n")

@@ -91,9 +91,7 @@ def _mail(
     zone: tzinfo | None, zone_name: str,
 ) -> int:  # fmt: skip
     """One mail per recipient address with the calls of their queues; exit 1 when every one failed."""
-    from email.message import EmailMessage
-
-    from missedcall.deliver import lastknown, mail, plural, recipients, transport
+    from missedcall.deliver import lastknown, mail, mime, plural, recipients, transport
     from missedcall.resolve import report
 
     if not calls:
@@ -120,7 +118,7 @@ def _mail(
             subject = _SUBJECT[language].format(
                 calls=plural.count(len(mine), "missed call", language), open=sum(1 for c in mine if not c.resolution)
             )
-            message = EmailMessage()
+            message = mime.Draft()
             mail.set_headers(message, sender=settings.mail_from, to=[address], subject=subject, now=utcnow(),
                              kind="missedcall-report")  # fmt: skip
             mail.set_body(message, body)

@@ -120,8 +120,11 @@ def render_for_terminal(message: Any, *, raw: bool) -> str:
     """The message as a person reads it (decoded headers and body), or the exact bytes."""
     if raw:
         return message.as_bytes().decode("ascii", "replace")
+    # The headers as set (the MIME structure is --raw's business); the body as the email package reads
+    # what missedcall.deliver.mime wrote, the way a mail reader would.
     lines = [f"{name}: {value}" for name, value in message.items()]
-    text = message.get_body(("plain",)) or message  # the HTML alternative is shown by --raw
+    parsed = message.to_email()
+    text = parsed.get_body(("plain",)) or parsed  # the HTML alternative is shown by --raw
     return "\n".join(lines) + "\n\n" + text.get_content()
 
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 from missedcall import budget, log
 from missedcall.config import ConfigError, Settings
-from missedcall.deliver import targets, transport
+from missedcall.deliver import mime, targets, transport
 from missedcall.record.model import CallRecord
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ class Result:
     next_attempt_at: datetime | None
 
 
-def deliver(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, single: Sequence[str], *,
+def deliver(store: Store, settings: Settings, call: CallRecord, message: mime.Draft, single: Sequence[str], *,
             held: bool, timeout: float, deadline: float | None, now: datetime, max_attempts: int,
             backoff: timedelta) -> Result:  # fmt: skip
     """Send to the ``single`` keys that lack the call; ``held``: some keys wait for a digest (then a call
@@ -64,7 +63,7 @@ def deliver(store: Store, settings: Settings, call: CallRecord, message: EmailMe
     return result
 
 
-def _deliver(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, single: Sequence[str], *,
+def _deliver(store: Store, settings: Settings, call: CallRecord, message: mime.Draft, single: Sequence[str], *,
              timeout: float, deadline: float | None, now: datetime, max_attempts: int,
              backoff: timedelta) -> Result:  # fmt: skip
     from missedcall.record import deliveries
@@ -100,7 +99,7 @@ def _left(timeout: float, deadline: float | None) -> float:
     return min(timeout, budget.left(deadline) - 0.25)
 
 
-def _mail(store: Store, settings: Settings, call: CallRecord, message: EmailMessage, mails: list[str], *,
+def _mail(store: Store, settings: Settings, call: CallRecord, message: mime.Draft, mails: list[str], *,
           timeout: float, deadline: float | None, now: datetime) -> dict[str, tuple[str, str]]:  # fmt: skip
     from missedcall.record import deliveries
 

@@ -16,9 +16,8 @@ import re
 import socket
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
-from email.message import EmailMessage
 
-from missedcall.deliver import mail, phone, plural
+from missedcall.deliver import mail, mime, phone, plural
 from missedcall.record.model import CallRecord
 
 # {calls}, {notifications} and {minutes} are a count with its noun in the right form (plural.count).
@@ -79,7 +78,7 @@ def build(
     host: str | None = None,
     after_hours: bool = False,
     region: str = "",
-) -> EmailMessage:
+) -> mime.Draft:
     """``after_hours``: the morning summary of a closed queue's calls, rather than storm control's digest."""
     language = language if language in _TEXT else "en"
     words = _TEXT[language]
@@ -107,7 +106,7 @@ def build(
     lines += ["", words["ids"], *(mail.clean(call.callid, 64) for call in calls)]
     lines += ["", words["outro"].format(host=host)]
     body = "\n".join(lines) + "\n"
-    message = EmailMessage(policy=mail.POLICY)
+    message = mime.Draft()
     subject = words["closed_subject" if after_hours else "subject"].format(queues=shown, **counts)
     mail.set_headers(message, sender=sender, to=[to], subject=mail.clean(subject, 200), now=now,
                      kind="missedcall-digest")  # fmt: skip

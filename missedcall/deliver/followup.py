@@ -24,12 +24,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from email.message import EmailMessage
 from string import Template
 
 from missedcall import log, text
 from missedcall.config import ConfigError, Settings
-from missedcall.deliver import flood, mail, notify, plural, targets, threads, threadsettings, transport
+from missedcall.deliver import flood, mail, mime, notify, plural, targets, threads, threadsettings, transport
 from missedcall.record import followups, queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -111,7 +110,7 @@ def outcome_text(call: CallRecord, *, language: str, zone: tzinfo | None) -> str
 
 
 def build(root: CallRecord, members: Sequence[CallRecord], settings: Settings, *, to: list[str], label: str,
-          language: str, now: datetime, host: str | None = None) -> EmailMessage:  # fmt: skip
+          language: str, now: datetime, host: str | None = None) -> mime.Draft:  # fmt: skip
     """The follow-up of the thread that ``root`` started; ``members`` are its resolved calls, oldest first."""
     zone = notify.zone(settings)
     templates = mail.load_templates(language, settings.template_dir)

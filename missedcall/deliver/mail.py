@@ -1,23 +1,20 @@
 """Build the notification e-mail: template text in, a well-formed UTF-8 message out. Pure.
 
 Everything a caller controls (number, name) is cleaned of control characters
-before it reaches a template, and headers are set through ``email``'s own
-policy, which refuses CR/LF: a caller ID can change words in the subject, never
-add a header or a recipient.
+before it reaches a template, and headers are set on a ``mime.Draft``, which
+refuses CR/LF: a caller ID can change words in the subject, never add a header
+or a recipient. The message is written by missedcall.deliver.mime, not by the
+``email`` package, whose import alone cost a hang-up more than the rest of it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone, tzinfo
-from email.header import Header
-from email.message import EmailMessage
-from email.policy import EmailPolicy
-from email.utils import format_datetime, make_msgid
-from pathlib import Path
 from string import Template
 
-from missedcall.deliver import htmlpart, phone
+from missedcall.deliver import htmlpart, mime, phone
 from missedcall.record.model import CallRecord
 from missedcall.slots import Frozen
 from missedcall.text import printable
@@ -70,31 +67,6 @@ _FIELD_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
-class _SubjectPolicy(EmailPolicy):
-    """The default policy, but a non-ASCII Subject is folded by email.header.Header.
-
-    The default folder can put the space between two words at the fold between two
-    encoded words, where RFC 2047 tells every reader to drop it: "Иван Петров" would
-    read "ИванПетров". Header keeps every space inside an encoded word.
-    """
-
-    def _subject(self, name: str, value: str) -> str | None:
-        if name.lower() != "subject" or str(value).isascii():
-            return None
-        linesep = self.linesep
-        return f"{name}: " + Header(str(value), "utf-8", header_name=name).encode(linesep=linesep) + linesep
-
-    def fold(self, name: str, value: str) -> str:
-        return self._subject(name, value) or super().fold(name, value)
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        folded = self._subject(name, value)
-        return folded.encode("ascii") if folded else super().fold_binary(name, value)
-
-
-POLICY = _SubjectPolicy()  # email.policy.default is EmailPolicy() too
-
-
 class TemplateError(ValueError):
     """A template folder that cannot be used."""
 
@@ -130,9 +102,9 @@ def header_text(text: str) -> str:
 def load_templates(language: str, template_dir: str = "") -> Templates:
     """The bundled templates of ``language``, each replaced by the override folder's file if present."""
     html = load_template(language, "body.html", template_dir)
-    own = Path(template_dir) if template_dir else None
-    if own is not None and (own / "body.txt").is_file() and not (own / "body.html").is_file():
-        html = ""  # a text of the admin's own is what they want read: the bundled HTML would contradict it
+    if template_dir and os.path.isfile(os.path.join(template_dir, "body.txt")):
+        if not os.path.isfile(os.path.join(template_dir, "body.html")):
+            html = ""  # a text of the admin's own is what they want read: the bundled HTML would contradict it
     return Templates(
         subject=load_template(language, "subject.txt", template_dir),
         body=load_template(language, "body.txt", template_dir),
@@ -145,19 +117,20 @@ def load_template(language: str, name: str, template_dir: str = "") -> str:
     if name not in ("subject.txt", "body.txt", "body.html", *EXTRA_TEMPLATES):
         raise TemplateError(f"no template named {name}")  # only these names are ever opened
     if template_dir:
-        folder = Path(template_dir)
-        if not folder.is_dir():
+        if not os.path.isdir(template_dir):
             shown = printable(template_dir, limit=100, replace="?")
             raise TemplateError(f"MISSEDCALL_TEMPLATE_DIR {shown} is not a folder")
-        path = folder / name
-        if path.is_file():
+        path = os.path.join(template_dir, name)
+        if os.path.isfile(path):
             try:
-                with path.open(encoding="utf-8") as handle:
+                with open(path, encoding="utf-8") as handle:
                     return handle.read(256 * 1024)  # a template is small; never read a huge file whole
             except (OSError, UnicodeDecodeError) as exc:
                 raise TemplateError(f"cannot read template {path}: {exc}") from None
-    # A plain path, not importlib.resources: the AGI pays for every import.
-    return (Path(__file__).resolve().parent / "templates" / language / name).read_text(encoding="utf-8")
+    # os.path, not pathlib or importlib.resources: the AGI pays for every import (pathlib brings urllib).
+    bundled = os.path.join(os.path.dirname(os.path.realpath(__file__)), "templates", language, name)
+    with open(bundled, encoding="utf-8") as handle:
+        return handle.read()
 
 
 def format_wait(seconds: int | None, language: str) -> str:
@@ -276,28 +249,23 @@ def compose(
 def address_problem(address: str) -> str:
     """Why ``address`` cannot be a recipient of our mails; "" when it can.
 
-    It must read back from a To header as exactly itself, a bare addr-spec: no
-    RFC 2047 encoded word (the policy would decode it, CR/LF included), no
-    comment, quoting or control character the policy would rewrite or refuse.
-    Checked one address at a time, so one bad row costs only itself.
+    It must be a bare ASCII addr-spec of RFC 5322 atoms (config.is_plain_address): missedcall.deliver.mime
+    writes it into To as it is, so it has to read back from that header as exactly itself, and it goes
+    to the mail program's argv after "--". No RFC 2047 encoded word, comment, quoting, space or control
+    character. Checked one address at a time, so one bad row costs only itself.
     """
+    from missedcall.config import is_plain_address
+
     if not address or len(address) > 254 or "=?" in address:
         return "is not a plain address (an RFC 2047 encoded word?)"
     if not address.isprintable() or any(ch in address for ch in ' "(),;<>[]\\'):
         return "holds a space, quote, bracket or control character"
-    try:
-        probe = EmailMessage()
-        probe["To"] = address
-        parsed = probe["To"].addresses
-        if len(parsed) != 1 or parsed[0].addr_spec != address or parsed[0].display_name:
-            return "does not read back from a header as itself"
-        probe.as_bytes()
-    except Exception as exc:  # whatever the email package refuses, refused here and not in the whole message
-        return f"breaks the header ({exc.__class__.__name__})"
+    if not address.isascii() or not is_plain_address(address):
+        return "does not read back from a header as itself"
     return ""
 
 
-def set_headers(message: EmailMessage, *, sender: str, to: list[str], subject: str, now: datetime,
+def set_headers(message: mime.Draft, *, sender: str, to: list[str], subject: str, now: datetime,
                 kind: str, message_id: str = "") -> None:  # fmt: skip
     """The header block every mail of ours carries, single or digest (``kind`` names a random Message-ID;
     ``message_id``, when given, is used instead)."""
@@ -305,31 +273,31 @@ def set_headers(message: EmailMessage, *, sender: str, to: list[str], subject: s
     if to:
         message["To"] = ", ".join(to)
     message["Subject"] = header_text(clean(subject, _SUBJECT_MAX))
-    message["Date"] = format_datetime((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
-    message["Message-ID"] = message_id or make_msgid(kind, domain=sender.rsplit("@", 1)[-1])
+    message["Date"] = mime.format_date((now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone())
+    message["Message-ID"] = message_id or mime.make_msgid(kind, domain=sender.rsplit("@", 1)[-1])
     # RFC 3834: no vacation responder answers, no loop with a ticket system. Exchange ignores
     # Auto-Submitted for its out-of-office replies and reads its own header instead.
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
 
 
-def set_body(message: EmailMessage, body: str) -> None:
-    # Quoted-printable keeps the message 7-bit clean, so no relay can refuse or mangle Cyrillic.
-    message.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "quoted-printable")
+def set_body(message: mime.Draft, body: str) -> None:
+    # Quoted-printable (mime writes it) keeps the message 7-bit clean: no relay can refuse or mangle Cyrillic.
+    message.set_content(body)
 
 
 def build_message(
     *, subject: str, body: str, sender: str, recipients: list[str], callid: str, now: datetime, html: str = "",
     message_id: str = "",
-) -> EmailMessage:
+) -> mime.Draft:
     """The message itself; ``recipients`` are already validated bare addresses. With ``html``, the text and
     the HTML are the two parts of a multipart/alternative (text first: the last part is the preferred one).
     ``message_id``: the call's own (missedcall.deliver.threads), else a random one."""
-    message = EmailMessage(policy=POLICY)
+    message = mime.Draft()
     set_headers(message, sender=sender, to=recipients, subject=subject, now=now, kind="missedcall",
                 message_id=message_id)  # fmt: skip
     message["X-Missedcall-Callid"] = re.sub(r"[^A-Za-z0-9._-]", "_", callid)[:64]
     set_body(message, body)
     if html:
-        message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        message.add_alternative(html)
     return message

@@ -37,7 +37,8 @@ from missedcall.slots import Frozen
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from email.message import EmailMessage
+
+    from missedcall.deliver.mime import Draft
 
 if TYPE_CHECKING:
     from missedcall.deliver.afterhours import Closed
@@ -69,7 +70,7 @@ class Plan(Frozen):
     _uncompared = ("recipients", "message", "closed")  # unhashable; a plan is never compared
 
     def __init__(
-        self, recipients: list[str], message: EmailMessage | None, skip_reason: str = "", closed: Closed | None = None
+        self, recipients: list[str], message: Draft | None, skip_reason: str = "", closed: Closed | None = None
     ) -> None:
         # closed: the queue was closed when the call ended (business hours)
         self._set(recipients=recipients, message=message, skip_reason=skip_reason, closed=closed)

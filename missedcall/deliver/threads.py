@@ -16,12 +16,11 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
-from email.message import EmailMessage
 from string import Template
 
 from missedcall import log, text
 from missedcall.config import ConfigError, Settings
-from missedcall.deliver import mail
+from missedcall.deliver import mail, mime
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord
 from missedcall.record.storage import Store
@@ -98,7 +97,7 @@ def thread_index(root_callid: str, started: datetime, *, reply_at: datetime | No
     return base64.b64encode(raw).decode("ascii")
 
 
-def set_thread(message: EmailMessage, thread: Thread) -> None:
+def set_thread(message: mime.Draft, thread: Thread) -> None:
     message["Thread-Topic"] = mail.header_text(mail.clean(thread.topic, SUBJECT_MAX))
     message["Thread-Index"] = thread.index
     if thread.in_reply_to:

@@ -18,9 +18,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI 
 if TYPE_CHECKING:
     import smtplib
     from collections.abc import Callable
-    from email.message import EmailMessage
 
     from missedcall.config import Settings
+    from missedcall.deliver.mime import Draft
 
 #: Seconds a busy (runnable or in disk I/O, not blocked) mail program may run past its timeout:
 #: the same cap as the run-queue credit of the AGI's own budget (missedcall.budget).
@@ -38,7 +38,7 @@ class TransportError(RuntimeError):
         self.temporary = temporary
 
 
-def send(message: EmailMessage, recipients: list[str], settings: Settings, *, timeout: float) -> None:
+def send(message: Draft, recipients: list[str], settings: Settings, *, timeout: float) -> None:
     if not recipients:
         raise TransportError("no recipients", temporary=False)
     if settings.transport == "smtp":
@@ -47,12 +47,11 @@ def send(message: EmailMessage, recipients: list[str], settings: Settings, *, ti
         send_sendmail(message, recipients, settings, timeout=timeout)
 
 
-def send_sendmail(message: EmailMessage, recipients: list[str], settings: Settings, *, timeout: float) -> None:
+def send_sendmail(message: Draft, recipients: list[str], settings: Settings, *, timeout: float) -> None:
     # Recipients go in argv after "--" (never -t): only our validated list can receive it,
     # whatever the headers say. -oi: a line with a lone "." must not end the message.
     argv = [settings.sendmail, "-oi", "-f", settings.mail_from, "--", *recipients]
-    # The message's own policy: it folds the subject (missedcall.deliver.mail.POLICY).
-    data = message.as_bytes(policy=message.policy.clone(linesep="\n"))
+    data = message.as_bytes(linesep="\n")  # a local mail program takes the system's line ends
     try:
         # A session of its own, so that on timeout its helpers (postdrop, a relay client) die
         # with it: the AGI must leave no process behind.
@@ -232,14 +231,15 @@ def login(client: smtplib.SMTP, user: str, password: str) -> None:
         raise smtplib.SMTPAuthenticationError(code, reply)
 
 
-def send_smtp(message: EmailMessage, recipients: list[str], settings: Settings, *, timeout: float) -> None:
+def send_smtp(message: Draft, recipients: list[str], settings: Settings, *, timeout: float) -> None:
     import smtplib
     import ssl
 
     opened: list[smtplib.SMTP] = []
     try:
         client = open_smtp(settings, timeout=timeout, opened=opened)
-        refused = client.send_message(message, from_addr=settings.mail_from, to_addrs=recipients)
+        # Bytes with CRLF line ends: smtplib sends them as they are (dot-stuffed); every address is ASCII.
+        refused = client.sendmail(settings.mail_from, recipients, message.as_bytes(linesep="\r\n"))
         if refused:
             first = next(iter(refused.items()))
             raise TransportError(
