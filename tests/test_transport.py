@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from missedcall import config
-from missedcall.deliver import mime, transport
+from missedcall.deliver import mailprog, mime, transport
 
 CPU_SECONDS = 0.8
 
@@ -106,7 +106,7 @@ def test_a_mail_program_that_exited_is_believed_even_when_its_child_holds_the_pi
         send(tmp_path, program, timeout=0.3)
         took = time.monotonic() - started
         assert (tmp_path / "queued.eml").exists()
-        assert took < 0.3 + transport.DRAIN + 1.5
+        assert took < 0.3 + mailprog.DRAIN + 1.5
         assert alive(int(child_pid.read_text())), "the background delivery was killed"
     finally:
         if child_pid.exists():
@@ -124,3 +124,43 @@ def test_a_failing_mail_program_still_reports_its_exit_status(tmp_path: Path) ->
     )
     with pytest.raises(transport.TransportError, match="exited with 75: queue file write error"):
         send(tmp_path, program, timeout=5)
+
+
+def test_a_message_larger_than_a_pipe_goes_whole_and_the_program_runs_in_a_session_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # In sh, not Python: Python ignores SIGPIPE for itself at start-up and would hide what it inherited.
+    program = tmp_path / "recording-sendmail"
+    program.write_text(
+        "#!/bin/sh\n"
+        f"cat > {tmp_path / 'queued.eml'}\n"
+        "facts=\"$$ $(cut -d' ' -f6 /proc/$$/stat) $(grep SigIgn /proc/$$/status | cut -f2) $*\"\n"
+        f"echo \"$facts\" > {tmp_path / 'facts'}\n"
+        "echo 'queued as 4F2A1'\n"
+    )
+    program.chmod(0o755)
+    msg = mime.Draft()
+    msg["Subject"] = "big"
+    msg.set_content("Строка текста\n" * 40000)  # about 1.3 MB once quoted-printable: many pipe buffers
+    transport.send_sendmail(msg, ["ops@example.com"], settings_for(tmp_path, program), timeout=20)
+    assert (tmp_path / "queued.eml").read_bytes() == msg.as_bytes()
+    pid, session, ignored, args = (tmp_path / "facts").read_text().strip().split(" ", 3)
+    assert pid == session  # a session of its own: on timeout it is killed with its helpers
+    assert int(ignored, 16) & (1 << (signal.SIGPIPE - 1)) == 0  # SIGPIPE as any program expects it
+    assert args.split()[-2:] == ["--", "ops@example.com"]  # the recipients, after "--", never -t
+
+
+def test_a_program_that_exits_without_reading_is_believed(tmp_path: Path) -> None:
+    program = script(tmp_path, "deaf-sendmail", "import sys\nsys.stderr.write('no queue today\\n')\nsys.exit(69)\n")
+    msg = mime.Draft()
+    msg.set_content("x" * 500_000 + "\n")
+    with pytest.raises(transport.TransportError, match="exited with 69: no queue today"):
+        transport.send_sendmail(msg, ["ops@example.com"], settings_for(tmp_path, program), timeout=5)
+
+
+def test_a_mail_program_that_cannot_be_started_is_one_clear_error(tmp_path: Path) -> None:
+    msg = mime.Draft()
+    msg.set_content("x\n")
+    with pytest.raises(transport.TransportError, match=r"cannot run .*missing-sendmail"):
+        transport.send_sendmail(msg, ["ops@example.com"], settings_for(tmp_path, tmp_path / "missing-sendmail"),
+                                timeout=5)  # fmt: skip

@@ -21,7 +21,7 @@ offline are not counted (the README says so).
 
 from __future__ import annotations
 
-import socket
+import os
 from datetime import datetime, timedelta, tzinfo
 
 from missedcall import budget, log, text
@@ -158,7 +158,7 @@ def plan(
         language=language,
         templates=templates,
         zone=zone(settings),
-        host=socket.gethostname(),
+        host=os.uname().nodename,  # what socket.gethostname() answers, without importing socket
         region=str(settings.raw.get("MISSEDCALL_REGION", "") or ""),
     )
     thread, subject = threads.alert_thread(call, settings, store, subject=subject, label=label, language=language,

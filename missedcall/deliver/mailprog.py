@@ -1,0 +1,212 @@
+"""Run a mail program: start it, feed it the message, wait for its answer, all within a time limit.
+
+``os.posix_spawn`` rather than ``subprocess``: every missed call runs this once, and ``subprocess``
+(with threading, selectors, locale, warnings) and the ``ctypes`` the old PR_SET_PDEATHSIG needed cost
+a hang-up a few milliseconds of imports before the mail program even started; posix_spawn is also a
+vfork-fast start from the FastAGI service's big process, and safe from its threads.
+
+The program runs in a session of its own, so that on timeout its helpers (postdrop, a relay client)
+are killed with it and the AGI leaves no process behind. Its stdout and stderr share one pipe: only
+the last line said is kept, for the error message. Every other descriptor of ours is
+non-inheritable already (PEP 446; SQLite opens its files close-on-exec).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+#: Past the timeout, how long a mail program that is still *working* (runnable, in disk I/O) may go on:
+#: the same cap as the run-queue credit of the AGI's own budget (missedcall.budget).
+OVERLOAD_GRACE = 20.0
+#: After the mail program exited, how long its output is still read (a background child of it may hold
+#: the pipe open; its exit status has already said whether the mail was taken).
+DRAIN = 0.5
+#: Signals Python ignores for itself, which an exec'd program would inherit ignored (as subprocess restores them).
+_RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
+_SAID = 8192  # what is kept of the program's output: its last line is all the error message shows
+
+
+class Stuck(Exception):
+    """The program was stopped (killed with its session) because it did not finish in time."""
+
+
+class Child:
+    """One running mail program: its pid, the pipe we write to, the pipe it says things on."""
+
+    def __init__(self, argv: list[str]) -> None:
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, out_w, 2)]
+        spawn = os.posix_spawn if "/" in argv[0] else os.posix_spawnp
+        try:
+            try:
+                self.pid = spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True,
+                                 setsigdef=_RESTORED)  # fmt: skip
+            except NotImplementedError:  # a C library without POSIX_SPAWN_SETSID: a process group will do
+                self.pid = spawn(argv[0], argv, os.environ, file_actions=actions, setpgroup=0,
+                                 setsigdef=_RESTORED)  # fmt: skip
+        except BaseException:
+            for fd in (in_r, in_w, out_r, out_w):
+                os.close(fd)
+            raise
+        os.close(in_r)
+        os.close(out_w)
+        os.set_blocking(in_w, False)
+        os.set_blocking(out_r, False)
+        self.stdin: int | None = in_w
+        self.output: int | None = out_r
+        self.said = b""
+        self._unsent = memoryview(b"")
+        self.returncode: int | None = None
+        try:
+            self._exited: int | None = os.pidfd_open(self.pid)  # readable once it exits: no polling for that
+        except (AttributeError, OSError):
+            self._exited = None
+
+    def run(self, data: bytes, timeout: float) -> tuple[int, bytes]:
+        """Write ``data``, wait for the exit; (exit status, what it said). Raises Stuck after killing it."""
+        self._unsent = memoryview(data)
+        try:
+            try:
+                self._talk(time.monotonic() + timeout)
+            except TimeoutError:
+                self._wait_while_busy()
+        except TimeoutError:
+            self.kill()
+            raise Stuck from None
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            self._close()
+        assert self.returncode is not None
+        return self.returncode, self.said
+
+    def _talk(self, until: float) -> None:
+        """Feed and read until the program exited and its output closed (or, after its exit, DRAIN ran out);
+        TimeoutError at ``until`` if it has not exited by then."""
+        if self.stdin is not None and not self._unsent:
+            self._close_stdin()
+        exited_at: float | None = None
+        while True:
+            if self.returncode is None:
+                self._reap()
+            now = time.monotonic()
+            if self.returncode is not None:
+                exited_at = exited_at or now
+                if self.output is None or now >= exited_at + DRAIN:
+                    return  # it has answered; whoever inherited its pipe is not waited for
+            elif now >= until:
+                raise TimeoutError
+            poller = select.poll()
+            if self.stdin is not None:
+                poller.register(self.stdin, select.POLLOUT)
+            if self.output is not None:
+                poller.register(self.output, select.POLLIN)
+            if self._exited is not None and self.returncode is None:
+                poller.register(self._exited, select.POLLIN)
+            limit = (exited_at + DRAIN if exited_at is not None else until) - now
+            if self._exited is None and self.returncode is None:
+                limit = min(limit, 0.01)  # no pidfd: look for its exit now and then
+            for fd, _events in poller.poll(max(0.0, limit) * 1000):
+                if fd == self.stdin:
+                    self._feed()
+                elif fd == self.output:
+                    self._read()
+
+    def _feed(self) -> None:
+        assert self.stdin is not None
+        try:
+            written = os.write(self.stdin, self._unsent[:65536])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:  # it stopped reading: its exit status tells the rest
+            written = len(self._unsent)
+        self._unsent = self._unsent[written:]
+        if not self._unsent:
+            self._close_stdin()
+
+    def _read(self) -> None:
+        assert self.output is not None
+        try:
+            chunk = os.read(self.output, 65536)
+        except BlockingIOError:
+            return
+        if chunk:
+            self.said = (self.said + chunk)[-_SAID:]
+        else:
+            os.close(self.output)
+            self.output = None
+
+    def _wait_while_busy(self) -> None:
+        """Past its timeout, give a mail program that is still *working* up to OVERLOAD_GRACE more.
+
+        A mail program that is blocked (on a relay, a lock: state S) is stopped at once. One that is
+        runnable (R) or in disk I/O (D) is merely waiting on an overloaded box and may be a moment from
+        having queued the mail: stopping it then would make the retry a duplicate. One that has exited has
+        given its answer. Raises TimeoutError when it should be stopped.
+        """
+        limit = time.monotonic() + OVERLOAD_GRACE
+        idle = 0
+        while True:
+            try:
+                self._talk(time.monotonic() + 0.05)
+                return
+            except TimeoutError:
+                idle = 0 if busy(self.pid) else idle + 1
+                if idle >= 2 or time.monotonic() >= limit:  # blocked for two looks in a row, or out of grace
+                    raise
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else (a SIGCHLD handler): it is gone, its status unknown
+            self.returncode = -signal.SIGKILL if self.returncode is None else self.returncode
+            return
+        if pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+    def _close_stdin(self) -> None:
+        if self.stdin is not None:
+            os.close(self.stdin)
+            self.stdin = None
+
+    def _close(self) -> None:
+        self._close_stdin()
+        for fd in (self.output, self._exited):
+            if fd is not None:
+                os.close(fd)
+        self.output = self._exited = None
+
+    def kill(self) -> None:
+        """SIGKILL its whole session, and reap it if that takes no longer than DRAIN."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        until = time.monotonic() + DRAIN
+        while self.returncode is None and time.monotonic() < until:
+            self._reap()
+            if self.returncode is None:
+                time.sleep(0.005)
+        # Still not reaped: stuck in the kernel (a dead NFS mount); SIGKILL takes it when it wakes.
+
+
+def busy(pid: int, depth: int = 0) -> bool:
+    """Is ``pid`` or one of its descendants runnable or in disk I/O (Linux /proc)? False when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"R", b"D"):
+            return True
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as handle:
+            children = [int(c) for c in handle.read().split()]
+    except (OSError, ValueError):
+        return False
+    return depth < 3 and any(busy(child, depth + 1) for child in children)
