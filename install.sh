@@ -481,7 +481,8 @@ install_code() {
 install_agi() {
     step "AGI script: $(r "$AGI_DIR")/missed.py"
     {
-        printf '#!%s\n' "$VENV/bin/python"
+        # -IS: no site and no .pth files at every hang-up; missed.py adds the venv's packages itself.
+        printf '#!%s -IS\n' "$VENV/bin/python"
         if [ "$CONFIG_DIR" != "$DEFAULT_CONFIG_DIR" ]; then
             printf 'import os  # install.sh: this installation keeps its configuration in %s\n' "$CONFIG_DIR"
             printf 'os.environ.setdefault("MISSEDCALL_CONFIG", "%s")\n' "$CONFIG_FILE"

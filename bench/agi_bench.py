@@ -7,8 +7,11 @@ the recorded abandon tests/fixtures/asterisk22-agi/1600-h.json, a fresh callid e
 ``python3 -c pass`` N times, interleaved in the same run (this box's start-up time is bimodal: runs
 of one variant in a block would catch one mode and not the other). Prints the min and median of
 each, the ratios of the medians and of the mins, and the peak RSS of each (measured in passes of
-their own, so that each figure is one variant's). ``--importtime`` adds the hook's slowest imports
-(``python -X importtime``), cumulative, largest first. Ratios, not seconds: the machine's speed cancels out.
+their own, so that each figure is one variant's). The hook is started as install.sh's ``#!`` line starts
+it, with ``-IS`` (no site: missed.py adds the venv's packages itself); the ratios are given against plain
+``python3 -c pass`` (issue 12's baseline) and against ``python3 -IS -c pass``. ``--importtime`` adds the
+hook's slowest imports (``python -X importtime``), cumulative, largest first. Ratios, not seconds: the
+machine's speed cancels out.
 
 Measure what install.sh installs: a non-editable venv (``python3 -m venv V && V/bin/pip install .``),
 then ``V/bin/python bench/agi_bench.py``. An editable install (``pip install -e``) adds a start-up
@@ -102,15 +105,20 @@ def _peer(index: int):  # type: ignore[no-untyped-def]
     return AgiPeer(headers, {"ABANDONED": "TRUE", "QUEUEPOSITION": "1"})
 
 
-def _one(kind: str, index: int, workdir: Path, argv_prefix: list[str] | None = None) -> float:
+#: How install.sh's #! line starts the hook: -IS, no site (agi-bin/missed.py adds the venv's packages).
+HOOK_FLAGS = ["-IS"]
+
+
+def _one(kind: str, index: int, workdir: Path) -> float:
     env = _env(workdir)
-    if kind == "baseline":
+    if kind in ("baseline", "baseline-IS"):
         # Started through the peer too, so both variants pay the same pipes and polling.
         from tests.agipeer import AgiPeer
 
-        result = AgiPeer([], {}).run([sys.executable, "-c", "pass"], env=env, timeout=30, cwd=workdir)
+        flags = HOOK_FLAGS if kind == "baseline-IS" else []
+        result = AgiPeer([], {}).run([sys.executable, *flags, "-c", "pass"], env=env, timeout=30, cwd=workdir)
     else:
-        argv = (argv_prefix or [sys.executable]) + [str(HOOK), "600"]
+        argv = [sys.executable, *HOOK_FLAGS, str(HOOK), "600"]
         result = _peer(index).run(argv, env=env, timeout=30, cwd=workdir)
     if not result.ok:
         raise SystemExit(f"{kind} run {index} failed: {result}")
@@ -144,7 +152,7 @@ def _in_child(kinds: list[str], runs: int, first: int, workdir: Path) -> dict[st
 def importtime(workdir: Path, index: int, top: int) -> tuple[list[str], list[str]]:
     """The hook's ``-X importtime`` lines, largest cumulative first, and the modules it had loaded."""
     dump = workdir / "modules.txt"
-    prefix = [sys.executable, "-X", "importtime", "-c", KEEP_STDERR]
+    prefix = [sys.executable, "-X", "importtime", *HOOK_FLAGS, "-c", KEEP_STDERR]
     argv = [*prefix, str(HOOK), str(dump), "600"]
     result = _peer(index).run(argv, env=_env(workdir), timeout=30, cwd=workdir)
     if not result.ok:
@@ -240,7 +248,7 @@ def main() -> int:
             subprocess.run([*admin, "init"], check=True, capture_output=True, timeout=60, cwd=workdir)
             cached = (workdir / ".missedcall.env.parsed").exists()
             _one("hook", 0, workdir)  # warm the page cache and the .pyc files; not counted
-            timed = _in_child(["baseline", "hook"], args.n, 1, workdir)
+            timed = _in_child(["baseline", "baseline-IS", "hook"], args.n, 1, workdir)
             # Peak RSS and CPU seconds per run, each variant alone (CPU time suffers less than wall time
             # from other people's work on a shared box).
             alone = max(5, args.n // 2)
@@ -255,13 +263,17 @@ def main() -> int:
             expected = 1 + args.n + alone + (1 if args.importtime else 0)
 
     base = timed["durations"]["baseline"]  # type: ignore[index]
+    base_is = timed["durations"]["baseline-IS"]  # type: ignore[index]
     hook = timed["durations"]["hook"]  # type: ignore[index]
     print(f"database: {args.db}; runs per variant: {args.n}, interleaved; mails handed to sendmail: {mails};"
           f" settings cache {'present' if cached else 'absent (a version without it?)'}")  # fmt: skip
     print(_summary("python3 -c pass", base) + f"   peak RSS {rss_base / 1024:5.1f} MiB")  # type: ignore[operator]
-    print(_summary("agi-bin/missed.py", hook) + f"   peak RSS {rss_hook / 1024:5.1f} MiB")  # type: ignore[operator]
-    print(f"wall-time ratio, hook / baseline: medians {statistics.median(hook) / statistics.median(base):.2f}"
-          f"   mins {min(hook) / min(base):.2f}")  # fmt: skip
+    print(_summary("python3 -IS -c pass", base_is))
+    print(_summary("missed.py (as #! -IS)", hook) + f"   peak RSS {rss_hook / 1024:5.1f} MiB")  # type: ignore[operator]
+    print(f"wall-time ratio, hook / python3 -c pass (issue 12's baseline): medians"
+          f" {statistics.median(hook) / statistics.median(base):.2f}   mins {min(hook) / min(base):.2f}")  # fmt: skip
+    print(f"wall-time ratio, hook / python3 -IS -c pass (the same start-up flags): medians"
+          f" {statistics.median(hook) / statistics.median(base_is):.2f}   mins {min(hook) / min(base_is):.2f}")
     print(f"CPU seconds per run (user+sys, {alone} runs each alone; the hook's include sendmail's sh):"
           f" baseline {cpu_base * 1000:.1f} ms, hook {cpu_hook * 1000:.1f} ms, ratio {cpu_hook / cpu_base:.2f}")
     if args.importtime:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from missedcall.admin import dialplan, installer
+from tests.agipeer import AgiPeer, make_headers
 from tests.paths import INSTALL_FIXTURES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,8 +164,14 @@ def test_freepbx17_install_rerun_upgrade_uninstall(source: Path, tmp_path: Path)
 
     agi = root / "var" / "lib" / "asterisk" / "agi-bin" / "missed.py"
     original_agi = (REPO / "agi-bin" / "missed.py").read_text().split("\n", 1)[1]
-    assert agi.read_text() == "#!/opt/missedcall/venv/bin/python\n" + original_agi
+    assert agi.read_text() == "#!/opt/missedcall/venv/bin/python -IS\n" + original_agi
     assert stat.S_IMODE(agi.stat().st_mode) == 0o755
+    # Started as its #! line says (-IS: no site), the hook still finds the venv's packages: it judges the call.
+    peer = AgiPeer(make_headers(uniqueid="1795659165.9", callerid="100", args=["600"]), {"ABANDONED": "FALSE"})
+    hook = peer.run([str(venv / "bin" / "python"), "-IS", str(agi), "600"], timeout=30,
+                    env={"PATH": "/usr/bin:/bin", "MISSEDCALL_CONFIG": str(tmp_path / "absent.env")})  # fmt: skip
+    said = " ".join(c for c in hook.commands if c.startswith("VERBOSE"))
+    assert hook.ok and "1795659165.9" in said and "not missed" in said.lower(), (hook, said)
 
     link = root / "usr" / "local" / "bin" / "missedcall-admin"
     assert os.readlink(link) == "/opt/missedcall/venv/bin/missedcall-admin"
@@ -341,7 +348,7 @@ def test_freepbx16_repeats_macro_and_honours_other_paths(source: Path, tmp_path:
     assert "Macro(hangupcall,)" in out
     agi = (agi_dir / "missed.py").read_text()
     assert agi.startswith(
-        "#!/srv/mc/venv/bin/python\n"
+        "#!/srv/mc/venv/bin/python -IS\n"
         "import os  # install.sh: this installation keeps its configuration in /srv/mc-etc\n"
         'os.environ.setdefault("MISSEDCALL_CONFIG", "/srv/mc-etc/missedcall.env")\n'
     )

@@ -78,7 +78,7 @@ def test_packaged_hook_is_the_agi_bin_hook_byte_for_byte() -> None:
 
 def test_render_names_the_interpreter_and_keeps_the_rest() -> None:
     rendered = agiscript.render(HOOK.read_bytes(), "/opt/missedcall/venv/bin/python")
-    assert rendered.split(b"\n", 1)[0] == b"#!/opt/missedcall/venv/bin/python"
+    assert rendered.split(b"\n", 1)[0] == b"#!/opt/missedcall/venv/bin/python -IS"
     assert _without_shebang(rendered) == _without_shebang(HOOK.read_bytes())
 
 
@@ -254,7 +254,7 @@ def test_wheel_installed_alone_prints_and_installs_the_hook(built: tuple[Path, P
 
     printed = subprocess.run([str(command)], capture_output=True, env=env, cwd=tmp_path, timeout=60, check=False)
     assert printed.returncode == 0 and printed.stderr == b""
-    assert printed.stdout.split(b"\n", 1)[0] == b"#!" + os.fsencode(str(python))
+    assert printed.stdout.split(b"\n", 1)[0] == b"#!" + os.fsencode(str(python)) + b" -IS"
     assert _without_shebang(printed.stdout) == _without_shebang(HOOK.read_bytes())
 
     agi_bin = tmp_path / "agi-bin"

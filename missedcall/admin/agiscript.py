@@ -38,7 +38,8 @@ def packaged_script() -> bytes:
 
 
 def render(script: bytes, interpreter: str) -> bytes:
-    """``script`` with its ``#!`` line replaced by one naming ``interpreter``."""
+    """``script`` with its ``#!`` line replaced by one naming ``interpreter``, with ``-IS``: missed.py skips
+    site (a sizeable part of every hang-up's start-up) and adds a virtualenv's packages itself."""
     if not os.path.isabs(interpreter) or not interpreter.isprintable() or any(c.isspace() for c in interpreter):
         # A shebang line ends at the first blank and cannot be quoted.
         raise AgiScriptError(
@@ -46,7 +47,7 @@ def render(script: bytes, interpreter: str) -> bytes:
             " run missedcall-agi from a virtualenv that lives at such a path"
         )
     body = script.split(b"\n", 1)[1] if script.startswith(b"#!") else script
-    return b"#!" + os.fsencode(interpreter) + b"\n" + body
+    return b"#!" + os.fsencode(interpreter) + b" -IS\n" + body
 
 
 def install(folder: str, content: bytes, *, force: bool = False) -> str:

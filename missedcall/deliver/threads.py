@@ -13,7 +13,7 @@ a non-default value.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from string import Template
@@ -94,7 +94,7 @@ def thread_index(root_callid: str, started: datetime, *, reply_at: datetime | No
         code = (delta >> 18) & 0x7FFFFFFF if delta < 1 << 49 else (1 << 31) | ((delta >> 23) & 0x7FFFFFFF)
         nibble = thread_guid(reply_key or root_callid)[0] & 0xF0  # "random" bits, the same for a resend
         raw += code.to_bytes(4, "big") + bytes([nibble | 1])
-    return base64.b64encode(raw).decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")  # not base64: its import brings struct
 
 
 def set_thread(message: mime.Draft, thread: Thread) -> None:
