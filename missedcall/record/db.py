@@ -43,6 +43,13 @@ class BusyError(StorageError):
     """The server is there but has no room right now (too many connections): worth another try."""
 
 
+def _ddl_mark() -> int:
+    """A number that changes whenever the CREATE statements do (a 31-bit CRC of them), for PRAGMA user_version."""
+    import binascii
+
+    return binascii.crc32("\n".join(schema.ddl("sqlite")).encode()) & 0x7FFFFFFF
+
+
 def _loopback(host: str) -> bool:
     """A host name or address that is this machine (a connection that never leaves it)."""
     return host in ("localhost", "::1") or (host.startswith("127.") and host.replace(".", "").isdigit())
@@ -107,7 +114,7 @@ class Database:
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open {target.path}: {exc}") from None
         store = cls(conn, "sqlite", target)
-        if create:
+        if create and not store._tables_made():
             store.create_tables()
         return store
 
@@ -218,3 +225,11 @@ class Database:
         """CREATE TABLE IF NOT EXISTS for every table (no migration: see Store.init)."""
         for statement in schema.ddl(self.kind):
             self.execute(statement)
+        if self.kind == "sqlite":
+            self.execute(f"PRAGMA user_version = {_ddl_mark()}")
+
+    def _tables_made(self) -> bool:
+        """SQLite: did create_tables run on this file with this version's statements? One pragma read, where
+        a dozen CREATE ... IF NOT EXISTS on every hang-up cost more than the call's own writes."""
+        row = self.execute("PRAGMA user_version").fetchone()
+        return bool(row) and row[0] == _ddl_mark()
