@@ -300,7 +300,7 @@ def parent(i):  # -X importtime lists a module's imports before it, one level de
     for later in rows[i + 1:]:
         if later[1] < rows[i][1]:
             return later[2]
-    return "-"
+    return "the hook (top level)"
 for cum, i in sorted(((r[0], i) for i, r in enumerate(rows) if r[2] in extra), reverse=True)[:25]:
     print(f"    {{cum / 1000:7.1f}} ms  {{rows[i][2]:34s}} imported by {{parent(i)}}")
 def cpu(argv):
