@@ -35,8 +35,9 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -55,6 +56,8 @@ from e2e_stamps import (
     summary,
 )
 
+T = TypeVar("T")
+TICK = os.sysconf("SC_CLK_TCK")
 SINGLE_QUEUE = "600"  # the suite's queue: two agents ring, nobody answers
 PHASES = (  # (name, from mark, to mark) of one call, in order
     ("Asterisk: caller hang-up -> h extension", "hang", "h1"),
@@ -70,7 +73,7 @@ def _ms(a: float, b: float) -> float:
     return (b - a) * 1000.0
 
 
-def _wait(probe, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def _wait(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
     deadline = time.monotonic() + timeout
     while True:
         found = probe()
@@ -79,9 +82,6 @@ def _wait(probe, timeout: float, what: str, interval: float = 0.05):  # type: ig
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
-
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int | None) -> tuple[float, float]:
@@ -183,7 +183,7 @@ def burst(bench: BenchBox, n: int, label: str, out: list[str], workers: int = 6)
                f"{f'; the last {late:.1f} s late' if late else ''})")  # fmt: skip
     wanted = set(callids)
 
-    def mailed() -> bool:
+    def mailed() -> bool:  # one stamp per message handed over: counted, not parsed, while waiting
         return len(list(bench.stamp_dir.glob("*.t"))) >= len(already) + n
 
     try:

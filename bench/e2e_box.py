@@ -27,7 +27,7 @@ for _path in (ROOT, ROOT / "tests" / "e2e"):  # the e2e modules import each othe
 import chroot  # noqa: E402
 import pbx as e2e  # noqa: E402
 from calls import LocalCall  # noqa: E402
-from e2e_stamps import BENCH_QUEUE, DIALPLAN, HARNESS_DIR, QUEUES, STAMP_DIR, WRAPPER_PATH, build_wrapper  # noqa: E402
+from e2e_stamps import BENCH_QUEUE, DIALPLAN, HARNESS_DIR, QUEUES, STAMP_DIR, WRAPPER_PATH, build_wrapper, parse_utc  # noqa: E402
 from fastagi_service import Service, free_port  # noqa: E402
 from installed import CONFIG, Box  # noqa: E402
 from test_scenarios import ASTERISK_ETC, RECIPIENTS  # noqa: E402
@@ -107,8 +107,6 @@ class BenchBox:
         return LocalCall(self.pbx, token)
 
     def hung_up_at(self, call: LocalCall) -> Optional[float]:
-        from e2e_stamps import parse_utc
-
         try:
             return parse_utc(self.pbx.path(f"{HARNESS_DIR}/{call.token}.hangup").read_text())
         except (OSError, ValueError):
