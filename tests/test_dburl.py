@@ -17,7 +17,7 @@ from tests.agibox import Pbx, abandon_peer, make_pbx
 
 TAP = Path(__file__).resolve().parent / "syslogtap"
 SECRET = "Zx9-Пароль-q7"
-FORMS = "(expected mysql://user[:pass]@host[:port]/db[?unix_socket=/path] or sqlite:////abs/path)"
+FORMS = "(expected mysql://user[:pass]@host[:port]/db[?unix_socket=/path | ?ssl_ca=/path] or sqlite:////abs/path)"
 
 #: (URL, the exact message it gets)
 MALFORMED = [
