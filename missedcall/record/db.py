@@ -178,6 +178,10 @@ class Database:
                 conn = pymysql.connect(**kwargs)
             if kwargs.get("defer_connect"):
                 conn.connect(_tcp_socket(target, timeout))
+            if target.ssl_ca and not conn.server_capabilities & pymysql.constants.CLIENT.SSL:
+                # PyMySQL 1.2 refuses this itself, before the login; 1.0 would go on in the clear.
+                conn.close()
+                raise StorageError(f"cannot connect to {target.describe()}: the server offers no TLS")
         except pymysql.MySQLError as exc:
             # 1040 too many connections, 1203/1226 max_user_connections: a moment later may work.
             kind = BusyError if getattr(exc, "args", (None,))[0] in (1040, 1203, 1226) else StorageError
