@@ -22,6 +22,10 @@ import pytest
 
 from missedcall.dburl import parse_db_url
 from missedcall.record.db import connect_options
+from tests.agibox import make_pbx
+from tests.agipeer import AgiPeer
+from tests.mailbox import read_mail
+from tests.paths import AGI_FIXTURES
 from tests.support.mariadb import MariaDBDatabase
 from tests.support.tlsmariadb import TlsServer, tls_mariadb
 
@@ -148,3 +152,34 @@ def test_a_remote_server_keeps_pymysqls_tls() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+#: What the process hook on a local MariaDB has no use for (each is milliseconds, or megabytes, a hang-up).
+NOT_FOR_A_LOCAL_MARIADB = ("ssl", "_ssl", "_hashlib", "getpass", "encodings.idna")
+
+
+@pytest.mark.parametrize("where", ["tcp", "socket"])
+def test_the_hook_on_a_local_mariadb_mails_without_openssl(
+    where: str, mariadb_database: MariaDBDatabase, tmp_path: Path
+) -> None:
+    url = mariadb_database.url
+    if where == "socket":
+        url = url.replace(f"@127.0.0.1:{mariadb_database.server.port}/", "@localhost/")
+    box = make_pbx(tmp_path, url)
+    site = tmp_path / "site"
+    site.mkdir()
+    # sitecustomize runs in the real AGI process and writes down what it had loaded at exit.
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os, sys\n"
+        "atexit.register(lambda: open(os.environ['MODULES_FILE'], 'w').write('\\n'.join(sorted(sys.modules))))\n"
+    )
+    modules_file = tmp_path / "modules"
+    peer = AgiPeer.from_fixture(AGI_FIXTURES / "1600-h.json")
+    run = box.run(peer, ["600"], PYTHONPATH=str(site), MODULES_FILE=str(modules_file))
+    assert run.ok and run.stderr == "" and run.stdout_garbage == [], run
+    assert len(read_mail(box.maildir)) == 1
+    [call] = box.calls()
+    assert call.status == "sent"
+    loaded = set(modules_file.read_text().split())
+    assert "pymysql" in loaded and "missedcall.deliver.notify" in loaded
+    assert sorted(loaded.intersection(NOT_FOR_A_LOCAL_MARIADB)) == []
