@@ -183,3 +183,22 @@ def test_the_hook_on_a_local_mariadb_mails_without_openssl(
     loaded = set(modules_file.read_text().split())
     assert "pymysql" in loaded and "missedcall.deliver.notify" in loaded
     assert sorted(loaded.intersection(NOT_FOR_A_LOCAL_MARIADB)) == []
+
+
+def test_a_pymysql_that_needs_ssl_after_all_is_imported_whole(tmp_path: Path) -> None:
+    """A future PyMySQL that imports ssl unconditionally (a stand-in package here) still loads, with ssl."""
+    package = tmp_path / "stand-in" / "pymysql"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from . import connections\n")
+    (package / "connections.py").write_text("import ssl, getpass\nSSL_ENABLED = True\n")
+    code = (
+        "import sys\n"
+        "from missedcall.record import mysqlimport\n"
+        "pymysql = mysqlimport.load(tls=False)\n"
+        "tls = pymysql.connections.ssl.PROTOCOL_TLS_CLIENT > 0\n"
+        "print(pymysql.__file__.startswith(sys.argv[1]), 'ssl' in sys.modules, tls, mysqlimport.held_back)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "stand-in")}
+    out = subprocess.run([sys.executable, "-c", code, str(package)], env=env, capture_output=True, text=True,
+                         timeout=60, check=True)  # fmt: skip
+    assert out.stdout.split() == ["True", "True", "True", "False"]

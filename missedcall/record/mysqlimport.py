@@ -62,14 +62,25 @@ def load(*, tls: bool) -> ModuleType:
         hold.append("_hashlib")
     for name in hold:
         sys.modules[name] = None  # type: ignore[assignment]
+    whole = True
     try:
         import pymysql
+    except ImportError:
+        if not hold:
+            raise
+        whole = False  # a PyMySQL that cannot do without one of them after all: imported in full below
     finally:
         for name in hold:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
         if own_hashlib:
             sys.modules.pop("hashlib", None)  # PyMySQL's _auth keeps it; anyone else imports the full one
+    if not whole:
+        for name in [m for m in sys.modules if m == "pymysql" or m.startswith("pymysql.")]:
+            del sys.modules[name]
+        hold = []
+    import pymysql
+
     held_back = "ssl" in hold
     return pymysql
 
