@@ -20,8 +20,8 @@ thread runs (another thread's import in that moment would see the ``None``s).
 
 A connection that wants TLS (a remote server, or an ``ssl_ca``) in a process whose
 PyMySQL was imported that way re-imports ``pymysql.connections`` with ``ssl``
-(importlib.reload re-runs its ``import ssl`` in the same module namespace): TLS is
-never given up without saying so.
+(importlib.reload re-runs its ``import ssl`` in the same module namespace), so TLS
+is never lost to this module.
 """
 
 from __future__ import annotations
