@@ -24,7 +24,7 @@ class DbUrlError(ValueError):
 class DbTarget(Frozen):
     """Where the database is. The password never shows in ``repr()``."""
 
-    __slots__ = ("kind", "database", "user", "password", "host", "port", "unix_socket", "path", "origin")  # noqa: RUF023
+    __slots__ = ("kind", "database", "user", "password", "host", "port", "unix_socket", "path", "origin", "ssl_ca")  # noqa: RUF023
     _hidden = ("password",)
 
     def __init__(
@@ -38,6 +38,7 @@ class DbTarget(Frozen):
         unix_socket: str = "",
         path: str = "",  # sqlite file
         origin: str = "",  # where the settings came from, for messages
+        ssl_ca: str = "",  # a CA file: TLS required, the server's certificate and name checked against it
     ) -> None:
         self._set(
             kind=kind,
@@ -49,6 +50,7 @@ class DbTarget(Frozen):
             unix_socket=unix_socket,
             path=path,
             origin=origin,
+            ssl_ca=ssl_ca,
         )
 
     def describe(self) -> str:
@@ -56,10 +58,10 @@ class DbTarget(Frozen):
         if self.kind == "sqlite":
             return f"sqlite:{self.path}"
         where = f"socket {self.unix_socket}" if self.unix_socket else f"{self.host}:{self.port}"
-        return f"mysql://{self.user}@{where}/{self.database}"
+        return f"mysql://{self.user}@{where}/{self.database}" + (f" (TLS, CA {self.ssl_ca})" if self.ssl_ca else "")
 
 
-_FORMS = "mysql://user[:pass]@host[:port]/db[?unix_socket=/path] or sqlite:////abs/path"
+_FORMS = "mysql://user[:pass]@host[:port]/db[?unix_socket=/path | ?ssl_ca=/path] or sqlite:////abs/path"
 # The userinfo of a URL, with or without the "//" a typo can drop: greedy to the last "@",
 # because an unencoded "@" or "/" in a password must not end the redaction early.
 # Patterns as text, compiled (and cached by re) on first use: the AGI imports this module on every call.
@@ -141,12 +143,15 @@ def parse_db_url(url: str) -> DbTarget:
     database = unquote(path)
     if not re.fullmatch(_DATABASE, database):
         raise _refuse(url, "names no database (letters, digits, _ $ -)" if database else "names no database")
-    socket = ""
-    if query:
-        key, eq, value = query.partition("=")
-        socket = unquote(value)
-        if key != "unix_socket" or not eq or "&" in value or not socket.startswith("/"):
-            raise _refuse(url, "takes only ?unix_socket=/absolute/path")
+    options = {"unix_socket": "", "ssl_ca": ""}
+    for pair in query.split("&") if query else ():
+        key, eq, value = pair.partition("=")
+        if key not in options or options[key] or not eq or not unquote(value).startswith("/"):
+            raise _refuse(url, "takes only ?unix_socket=/absolute/path or ?ssl_ca=/absolute/path (once each)")
+        options[key] = unquote(value)
+    socket = options["unix_socket"]
+    if socket and options["ssl_ca"]:
+        raise _refuse(url, "asks for TLS over a Unix socket (ssl_ca is for a server reached over the network)")
     if not user:
         raise _refuse(url, "names no user")
     return mysql_target(
@@ -158,6 +163,7 @@ def parse_db_url(url: str) -> DbTarget:
         unix_socket=socket,
         explicit_port=explicit,
         origin="MISSEDCALL_DB_URL",
+        ssl_ca=options["ssl_ca"],
     )
 
 
@@ -171,14 +177,16 @@ def mysql_target(
     unix_socket: str = "",
     explicit_port: bool = False,
     origin: str = "",
+    ssl_ca: str = "",
 ) -> DbTarget:
     """Build a MySQL target the way the mysql client would reach it.
 
     ``localhost`` means the Unix socket to MySQL clients (and FreePBX's
     ``freepbxuser`` is usually granted at ``localhost`` only), whereas PyMySQL
-    would open TCP; so without an explicit port we use the socket when one exists.
+    would open TCP; so without an explicit port we use the socket when one exists
+    (not with ``ssl_ca``: TLS is asked of a server over TCP).
     """
-    if not unix_socket and host == "localhost" and not explicit_port:
+    if not unix_socket and host == "localhost" and not explicit_port and not ssl_ca:
         unix_socket = next((s for s in _SOCKET_CANDIDATES if os.path.exists(s)), "")
     return DbTarget(
         kind="mysql",
@@ -189,6 +197,7 @@ def mysql_target(
         port=port,
         unix_socket=unix_socket,
         origin=origin,
+        ssl_ca=ssl_ca,
     )
 
 

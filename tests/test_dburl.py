@@ -17,7 +17,7 @@ from tests.agibox import Pbx, abandon_peer, make_pbx
 
 TAP = Path(__file__).resolve().parent / "syslogtap"
 SECRET = "Zx9-Пароль-q7"
-FORMS = "(expected mysql://user[:pass]@host[:port]/db[?unix_socket=/path] or sqlite:////abs/path)"
+FORMS = "(expected mysql://user[:pass]@host[:port]/db[?unix_socket=/path | ?ssl_ca=/path] or sqlite:////abs/path)"
 
 #: (URL, the exact message it gets)
 MALFORMED = [
@@ -30,6 +30,10 @@ MALFORMED = [
     (f"mysql://bob:{SECRET}@db/asterisk?ssl=1", "'mysql://***@db/asterisk?ssl=1' takes only ?unix_socket="),
     (f"bob:{SECRET}@db/asterisk", "'bob:***@db/asterisk' must start with mysql://"),
     (f"mysql://bob:a/{SECRET}@db/asterisk", "'mysql://***@db/asterisk' has no user@host/ part"),
+    (f"mysql://bob:{SECRET}@db/asterisk?ssl_ca=ca.pem", "'mysql://***@db/asterisk?ssl_ca=ca.pem' takes only"),
+    (f"mysql://bob:{SECRET}@db/a?ssl_ca=/a&ssl_ca=/b", "'mysql://***@db/a?ssl_ca=/a&ssl_ca=/b' takes only"),
+    (f"mysql://bob:{SECRET}@localhost/a?unix_socket=/s&ssl_ca=/c", "'mysql://***@localhost/a?unix_socket=/s&ssl_ca=/c'"
+     " asks for TLS over a Unix socket"),
 ]
 VERBS = [["log"], ["queues"], ["recipients", "list"], ["recipients", "export"], ["test", "600", "--dry-run"], ["retry"]]
 
@@ -41,6 +45,19 @@ def test_parse_refuses_and_redacts(url: str, said: str) -> None:
     text = str(caught.value)
     assert text.startswith(f"MISSEDCALL_DB_URL {said}") and text.endswith(FORMS)
     assert SECRET not in text and "\n" not in text
+
+
+def test_ssl_ca_asks_for_tls_over_tcp() -> None:
+    target = parse_db_url(f"mysql://bob:{SECRET}@db.example.com:3307/asterisk?ssl_ca=/etc/my%20ca.pem")
+    assert (target.host, target.port, target.unix_socket) == ("db.example.com", 3307, "")
+    assert target.ssl_ca == "/etc/my ca.pem"
+    assert target.describe() == "mysql://bob@db.example.com:3307/asterisk (TLS, CA /etc/my ca.pem)"
+    assert SECRET not in repr(target)
+    # localhost is the Unix socket to MySQL clients, but TLS is asked of a server over TCP.
+    local = parse_db_url(f"mysql://bob:{SECRET}@localhost/asterisk?ssl_ca=/etc/ca.pem")
+    assert (local.host, local.unix_socket, local.ssl_ca) == ("localhost", "", "/etc/ca.pem")
+    both = parse_db_url(f"mysql://bob:{SECRET}@localhost/asterisk?unix_socket=/run/x.sock")
+    assert (both.unix_socket, both.ssl_ca) == ("/run/x.sock", "")
 
 
 def test_redact_url_leaves_urls_without_userinfo_alone() -> None:

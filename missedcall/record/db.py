@@ -74,6 +74,58 @@ def _db_reason(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
+def connect_options(target: DbTarget, timeout: float) -> dict[str, Any]:
+    """PyMySQL's keyword arguments for ``target`` (the password among them: never shown)."""
+    kwargs: dict[str, Any] = {
+        "user": target.user,
+        "password": target.password,
+        "database": target.database,
+        "charset": "utf8mb4",
+        # PyMySQL accepts float seconds: the AGI needs sub-second bounds.
+        "connect_timeout": timeout,
+        "read_timeout": timeout,
+        "write_timeout": timeout,
+        "autocommit": True,
+    }
+    if target.unix_socket:
+        kwargs["unix_socket"] = target.unix_socket
+    else:
+        kwargs["host"] = target.host
+        kwargs["port"] = target.port
+        if target.host.isascii():
+            kwargs["defer_connect"] = True  # the socket comes from _tcp_socket
+    if target.ssl_ca:
+        # Required and checked: PyMySQL refuses a server without TLS, a certificate not from this CA,
+        # or one made out to another name than the URL's host.
+        kwargs["ssl_ca"] = target.ssl_ca
+        kwargs["ssl_verify_cert"] = True
+        kwargs["ssl_verify_identity"] = True
+    elif target.unix_socket or _loopback(target.host):
+        # PyMySQL 1.2 tries TLS whenever the server offers it ("preferred", unverified): on the same
+        # box it protects nothing and costs each hang-up a CA bundle load and a handshake (15-20 ms),
+        # and without it the process need not load OpenSSL at all (missedcall.record.mysqlimport).
+        # A remote server keeps PyMySQL's default.
+        kwargs["ssl_disabled"] = True
+    return kwargs
+
+
+def _tcp_socket(target: DbTarget, timeout: float) -> Any:
+    """The TCP connection PyMySQL would open, minus its IDNA codec: a ``str`` host makes
+    getaddrinfo() import ``encodings.idna`` (with stringprep and unicodedata, 1.5 ms a call);
+    the ASCII bytes of the same name resolve the same way (DbTarget hosts are ASCII names or
+    addresses, which IDNA leaves as they are)."""
+    import socket
+
+    sock = socket.create_connection((target.host.encode("ascii"), target.port), timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class Database:
     """One open connection: open, run parameterised SQL, transactions, close."""
 
@@ -120,35 +172,23 @@ class Database:
 
     @classmethod
     def _open_mysql(cls: type[_D], target: DbTarget, timeout: float) -> _D:
-        import pymysql
+        from missedcall.record import mysqlimport
 
-        kwargs: dict[str, Any] = {
-            "user": target.user,
-            "password": target.password,
-            "database": target.database,
-            "charset": "utf8mb4",
-            # PyMySQL accepts float seconds: the AGI needs sub-second bounds.
-            "connect_timeout": timeout,
-            "read_timeout": timeout,
-            "write_timeout": timeout,
-            "autocommit": True,
-        }
-        if target.unix_socket:
-            kwargs["unix_socket"] = target.unix_socket
-        else:
-            kwargs["host"] = target.host
-            kwargs["port"] = target.port
-        if target.unix_socket or _loopback(target.host):
-            # PyMySQL 1.2 tries TLS whenever the server offers it ("preferred", unverified): on the same
-            # box it protects nothing and costs each hang-up a CA bundle load and a handshake (15-20 ms).
-            # A remote server keeps PyMySQL's default.
-            kwargs["ssl_disabled"] = True
+        local = bool(target.unix_socket) or _loopback(target.host)
+        pymysql = mysqlimport.load(tls=bool(target.ssl_ca) or not local)
+        kwargs = connect_options(target, timeout)
         try:
             try:
                 conn = pymysql.connect(**kwargs)
             except TypeError:  # a PyMySQL without ssl_disabled (1.0): it does not try TLS unasked either
                 kwargs.pop("ssl_disabled", None)
                 conn = pymysql.connect(**kwargs)
+            if kwargs.get("defer_connect"):
+                conn.connect(_tcp_socket(target, timeout))
+            if target.ssl_ca and not conn.server_capabilities & pymysql.constants.CLIENT.SSL:
+                # PyMySQL 1.2 refuses this itself, before the login; 1.0 would go on in the clear.
+                conn.close()
+                raise StorageError(f"cannot connect to {target.describe()}: the server offers no TLS")
         except pymysql.MySQLError as exc:
             # 1040 too many connections, 1203/1226 max_user_connections: a moment later may work.
             kind = BusyError if getattr(exc, "args", (None,))[0] in (1040, 1203, 1226) else StorageError
