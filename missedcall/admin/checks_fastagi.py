@@ -62,8 +62,9 @@ def check_fastagi(doc: Doctor) -> Check | None:
         return None  # the process hook alone: nothing to say
     try:
         where = listen.from_raw(raw)
+        listen.max_sessions(raw)
     except config.ConfigError as exc:
-        return Check(FAIL, NAME, str(exc), f"edit {doc.config_path} (host:port, e.g. 127.0.0.1:4574)")
+        return Check(FAIL, NAME, str(exc), f"edit {doc.config_path} (docs/fastagi.md lists both keys)")
     if not installed:
         return Check(OK, NAME, f"{listen.KEY}={where} parses; the service is not installed", "")
     try:

@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from missedcall import __version__, config, log
 from missedcall.detect import agiproto, fastagi_work, verdict
 from missedcall.detect.fastagi_work import Breaker, Job, Recorded
-from missedcall.detect.listen import Listen
+from missedcall.detect.listen import MAX_SESSIONS_DEFAULT, Listen
+from missedcall.detect.listen import max_sessions as configured_cap
 
 #: The scripts the service answers: ``agi://host:port/missed`` (and ``missed.py``, the hook's name).
 CALL_SCRIPTS = ("missed", "missed.py")
@@ -43,6 +44,10 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_HEADER_LINES = 400
 CLOSE_TIMEOUT = 1.0
 MAIL_YIELD = 1.0  # the most a mail waits for sessions in flight before it goes anyway
+#: What a session over the cap is told: res_agi sets AGISTATUS=FAILURE on a line starting with "failure".
+FAILURE_LINE = b"FAILURE\n"
+REFUSE_DRAIN = 2.0  # how long a refused connection is read (and dropped) for Asterisk to close it
+REFUSED_EVERY = 10.0  # seconds between two log lines about refused sessions
 
 
 class Garbage(Exception):
@@ -60,12 +65,14 @@ class Service:
         workers: int = 4,
         record_workers: int = 4,
         backlog: int = 1000,
-        max_sessions: int = 2000,
+        max_sessions: int | None = None,
     ) -> None:
         self.listen = listen
         self._load = load
         self.settings: config.Settings | None = None
         self.settings_error = ""
+        self._fixed_cap = max_sessions  # None: MISSEDCALL_FASTAGI_MAX_SESSIONS, re-read on SIGHUP
+        self.max_sessions = max_sessions or MAX_SESSIONS_DEFAULT
         self.reload()
         self.breaker = Breaker()
         self.record_workers = record_workers
@@ -73,7 +80,9 @@ class Service:
         self.mail_pool = ThreadPoolExecutor(workers, thread_name_prefix="mc-mail")
         self.workers = workers
         self.backlog = backlog
-        self.max_sessions = max_sessions
+        self.refused = 0
+        self.draining = 0  # refused connections being read until Asterisk closes them
+        self._refused_said = -REFUSED_EVERY
         self.sessions: set[asyncio.Task[None]] = set()
         self.mailing: set[asyncio.Future[None]] = set()
         self.queue: asyncio.Queue[Recorded] | None = None
@@ -93,6 +102,12 @@ class Service:
             if self.settings is None:
                 self.settings_error = str(exc)
             log.error(f"fastagi: configuration error: {exc}" + ("; keeping the last good one" if self.settings else ""))
+            return
+        if self._fixed_cap is None:
+            try:
+                self.max_sessions = configured_cap(self.settings.raw)
+            except config.ConfigError as exc:
+                log.error(f"fastagi: configuration error: {exc}; keeping {self.max_sessions}")
 
     # -- life cycle
 
@@ -152,8 +167,7 @@ class Service:
         assert task is not None
         peer = _peer(writer)
         if len(self.sessions) >= self.max_sessions:
-            log.error(f"fastagi: {len(self.sessions)} sessions open; refusing {peer} (the sweeper will see the call)")
-            writer.transport.abort()
+            await self._refuse(reader, writer, peer)
             return
         self.sessions.add(task)
         try:
@@ -162,6 +176,40 @@ class Service:
             log.error(f"fastagi: session from {peer}: internal error: {exc.__class__.__name__}: {exc}")
         finally:
             self.sessions.discard(task)
+            await _close(writer)
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        """Over capacity: make Asterisk fall back rather than drop the call.
+
+        res_agi's run_agi() takes a line from the script that starts with ``failure`` as the
+        script's failure and sets ``AGISTATUS`` to ``FAILURE``, and the dialplan then runs
+        missed.py (a connection merely closed or reset reads as ``SUCCESS``: the call would be
+        left to the sweeper). The header block is not read; what Asterisk still sends (the
+        headers, its ``HANGUP``) is drained until it closes, so that our close is a FIN and not a
+        reset racing the line. Refusals being drained are bounded too: past as many again as the
+        cap, the line is written and the connection aborted at once.
+        """
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refused_said >= REFUSED_EVERY:
+            self._refused_said = now
+            log.warning(
+                f"fastagi: {len(self.sessions)} sessions open (MISSEDCALL_FASTAGI_MAX_SESSIONS={self.max_sessions});"
+                f" told {peer} FAILURE, the dialplan runs missed.py; {self.refused} refused since the start"
+            )
+        try:
+            writer.write(FAILURE_LINE)
+            if self.draining >= self.max_sessions:
+                await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+                return
+            self.draining += 1
+            try:
+                await asyncio.wait_for(_drain(reader), REFUSE_DRAIN)
+            finally:
+                self.draining -= 1
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
             await _close(writer)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
@@ -244,7 +292,10 @@ class Service:
 
     def status_line(self) -> str:
         last = self.last_session.isoformat(timespec="seconds") if self.last_session else "none"
-        return f"fastagi version={__version__} pid={os.getpid()} sessions={self.count} last_session={last}"
+        return (
+            f"fastagi version={__version__} pid={os.getpid()} sessions={self.count} last_session={last}"
+            f" refused={self.refused}"
+        )
 
     # -- mail
 
@@ -322,6 +373,11 @@ async def _read_headers(reader: asyncio.StreamReader) -> list[str]:
     if not any(agiproto.header_key(line) for line in lines[:1]):
         raise Garbage("the first line is no agi_ header")
     return lines
+
+
+async def _drain(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
