@@ -8,6 +8,7 @@ one command without editing anything. Every check here fails with a one-line
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -102,12 +103,15 @@ def is_plain_address(text: str) -> bool:
     return match is not None and len(text) <= 254 and len(match["local"]) <= 64 and "=?" not in text
 
 
+@functools.lru_cache(maxsize=1024)
 def is_address(text: str) -> bool:
     """A bare addr-spec (no display name, no comments) that the mail builder writes back unchanged.
 
     Checked the way ``missedcall.deliver.mail`` uses it: set as a header of an ``EmailMessage``
     (policy default), written with the SMTP policy and read back, it must come out as this one
     address and nothing else. ``email`` is imported only here, never by ``load_settings``.
+    Remembered: the answer depends on the text alone, and a long-lived process (the FastAGI
+    service, a retry pass) asks it for the same few recipients call after call.
     """
     if not is_plain_address(text):
         return False
