@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from missedcall import config
+from missedcall.admin import checks_fastagi
 from missedcall.detect import listen
 from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer.network import NetRun, converse
@@ -68,6 +69,8 @@ def test_a_session_over_the_cap_is_told_failure_and_the_process_hook_mails_it(pb
         assert pbx.run(abandon_peer(over), ["600"]).ok
         again = asyncio.run(converse(abandon_peer(later), service.host, service.port, timeout=10))
         assert again.ok and again.agistatus == "SUCCESS", again  # the cap is free again
+        status = checks_fastagi.probe(listen.Listen(service.host, service.port))  # what doctor reads
+        assert status["refused"] == "1", status
         wait_for(lambda: len(callids_mailed(pbx.stored())) >= 3)
     assert service.proc.returncode == 0, service.stderr.read_text()
     mailed = Counter(callids_mailed(pbx.stored()))

@@ -76,6 +76,9 @@ def check_fastagi(doc: Doctor) -> Check | None:
         f"listening on {where}, version {status['version']}, pid {status.get('pid', '?')},"
         f" {status.get('sessions', '?')} session(s) since it started, last {status.get('last_session', 'none')}"
     )
+    refused = status.get("refused", "0")
+    if refused not in ("0", ""):  # each of those calls fell back to missed.py: nothing lost, but slower
+        said += f", {refused} refused over MISSEDCALL_FASTAGI_MAX_SESSIONS (missed.py took them)"
     if status["version"] != __version__:
         return Check(WARN, NAME, f"{said}; {__version__} is installed", "systemctl restart missedcall-fastagi")
     expected = where.url()
