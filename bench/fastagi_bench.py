@@ -2,17 +2,27 @@
 """What does one missed call cost through the FastAGI service, against the process hook?
 
 Both paths run for real against the scripted Asterisk 22 peer (tests/agipeer), an
-SQLite database and a sendmail stand-in in plain sh, with a flood limit above the
-number of calls so storm control never holds a mail:
+SQLite (or ``--db``) database and a sendmail stand-in in plain sh (``exec cat`` into a
+file: one process, the cheapest real program that takes a mail), with a flood limit
+above the number of calls so storm control never holds a mail, and a caller number of
+its own per call (a storm is many callers; ``--same-caller`` measures repeat callers,
+whose alerts join the first one's thread):
 
 * the process hook (agi-bin/missed.py) ``--hook-runs`` times, one process per call;
 * ``missedcall-admin serve`` as a subprocess, then a burst of ``-n`` sessions (at least
   300) over ``--connections`` simultaneous connections, waited for until every mail went.
 
-It prints CPU seconds per missed call (the hook: its process and its sendmail; the
-service: its process and its sendmail children, read from /proc), their ratio, the
-time each session held the channel (median, p99) and whether every call was mailed
-exactly once. Ratios, not asserts: the test suite checks correctness.
+CPU seconds per missed call, counted the same way on both sides:
+
+* the hook: its process and the sendmail it waits for (getrusage of children);
+* the service: its process (/proc utime+stime) and its sendmail children (cutime+cstime);
+* the stand-in alone, run as many times on a mail of the burst: its cost per mail.
+
+The ratio is printed twice: with the sendmail children on both sides, and with the
+stand-in's own cost taken off both sides (what is left is the hook, or the service with
+whatever its children cost before they became the stand-in). Also the time each session
+held the channel (median, p99) and whether every call was mailed exactly once. Ratios,
+not asserts: the test suite checks correctness.
 
 Run it in a virtualenv made like install.sh's (non-editable), from the repository root:
 
@@ -62,8 +72,8 @@ def _cpu_of(pid: int) -> tuple[float, float]:
     return (utime + stime) / TICK, (utime + stime + cutime + cstime) / TICK
 
 
-def _peer(callid: str) -> AgiPeer:
-    headers = make_headers(uniqueid=callid, callerid="79161234567", calleridname="Иван Петров", args=["600"])
+def _peer(callid: str, caller: str = "79161234567") -> AgiPeer:
+    headers = make_headers(uniqueid=callid, callerid=caller, calleridname="Иван Петров", args=["600"])
     return AgiPeer(headers, {"ABANDONED": "TRUE", "QUEUEPOSITION": "1"})
 
 
@@ -82,7 +92,9 @@ def _mailed(maildir: Path) -> Counter[str]:
 def _workdir(tmp: Path, db_url: str) -> dict[str, str]:
     (tmp / "mail").mkdir()
     sendmail = tmp / "sendmail"
-    sendmail.write_text('#!/bin/sh\ncat > "$MISSEDCALL_TEST_MAILDIR/$$-$(date +%s%N).eml"\n')
+    # One process per mail: sh execs cat. Its pid names the file; noclobber turns a reused pid
+    # into a failed (and so counted: "missing") mail instead of an overwritten one.
+    sendmail.write_text('#!/bin/sh\nset -C\nexec cat > "$MISSEDCALL_TEST_MAILDIR/$$.eml"\n')
     sendmail.chmod(0o755)
     sqlite = f"sqlite:///{tmp / 'missedcall.sqlite3'}"
     (tmp / "missedcall.env").write_text(
@@ -106,18 +118,43 @@ def _workdir(tmp: Path, db_url: str) -> dict[str, str]:
     return env
 
 
-def bench_hook(runs: int, env: dict[str, str]) -> float:
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _caller(i: int, same: bool) -> str:
+    return "79161234567" if same else f"7916{i:07d}"
+
+
+def bench_hook(runs: int, env: dict[str, str], same_caller: bool) -> float:
     """CPU seconds per call of the process hook (its process and its sendmail)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = _children_cpu()
     for i in range(runs):
-        result = _peer(f"{int(time.time())}.{900000 + i}").run([sys.executable, str(HOOK), "600"], env=env, timeout=30)
+        peer = _peer(f"{int(time.time())}.{900000 + i}", _caller(9_000_000 + i, same_caller))
+        result = peer.run([sys.executable, str(HOOK), "600"], env=env, timeout=30)
         if not result.ok:
             raise SystemExit(f"hook run {i} failed: {result}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / runs
+    return (_children_cpu() - before) / runs
 
 
-def bench_service(calls: int, connections: int, env: dict[str, str], maildir: Path) -> dict[str, object]:
+def bench_standin(runs: int, env: dict[str, str], maildir: Path) -> float:
+    """CPU seconds per mail of the sendmail stand-in alone, fed one of the mails it took."""
+    sample = next(maildir.glob("*.eml")).read_bytes()
+    sink = maildir.parent / "standin"
+    sink.mkdir()
+    alone = {**env, "MISSEDCALL_TEST_MAILDIR": str(sink)}
+    sendmail = str(maildir.parent / "sendmail")
+    before = _children_cpu()
+    for _ in range(runs):
+        subprocess.run([sendmail, "-oi", "-f", "pbx@example.com", "--", "ops@example.com"], input=sample,
+                       env=alone, check=True)  # fmt: skip
+    return (_children_cpu() - before) / runs
+
+
+def bench_service(
+    calls: int, connections: int, env: dict[str, str], maildir: Path, same_caller: bool
+) -> dict[str, object]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -139,7 +176,8 @@ def bench_service(calls: int, connections: int, env: dict[str, str], maildir: Pa
         base = int(time.time())
         callids = [f"{base}.{i}" for i in range(calls)]
         started = time.monotonic()
-        runs = run_many([_peer(c) for c in callids], "127.0.0.1", port, connections=connections, timeout=60)
+        peers = [_peer(c, _caller(i, same_caller)) for i, c in enumerate(callids)]
+        runs = run_many(peers, "127.0.0.1", port, connections=connections, timeout=60)
         sessions_done = time.monotonic() - started
         until = time.monotonic() + 300
         while len(list(maildir.glob("*.eml"))) - before < calls and time.monotonic() < until:
@@ -172,20 +210,27 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=30, help="simultaneous connections (default 30)")
     parser.add_argument("--db", default="", help="a database URL (an empty MariaDB database) instead of SQLite")
     parser.add_argument("--hook-runs", type=int, default=30, help="process hook runs for its per-call cost (30)")
+    parser.add_argument("--same-caller", action="store_true", help="one caller number for every call (repeats)")
     args = parser.parse_args()
     calls = max(300, args.n)
-    print(f"missedcall: {_install_kind()}; database: {'the --db URL' if args.db else 'SQLite'}")
+    callers = "one caller for all (repeat alerts)" if args.same_caller else "a caller of its own per call"
+    print(f"missedcall: {_install_kind()}; database: {'the --db URL' if args.db else 'SQLite'}; {callers}")
     with tempfile.TemporaryDirectory(prefix="missedcall-fastagi-bench-") as tmp:
         env = _workdir(Path(tmp), args.db)
-        hook = bench_hook(args.hook_runs, env)
-        service = bench_service(calls, args.connections, env, Path(tmp) / "mail")
-    print(f"process hook: {hook * 1000:.1f} ms CPU per call ({args.hook_runs} runs, hook + sendmail)")
-    print(
-        f"service:      {service['all'] * 1000:.2f} ms CPU per call with its sendmail children,"  # type: ignore[operator]
-        f" {service['own'] * 1000:.2f} ms in the service process alone ({calls} sessions)"  # type: ignore[operator]
-    )
-    print(f"ratio (hook / service, CPU per call): {hook / service['all']:.1f}x"  # type: ignore[operator]
-          f" ({hook / service['own']:.1f}x counting the service process alone)")  # type: ignore[operator]
+        hook = bench_hook(args.hook_runs, env, args.same_caller)
+        service = bench_service(calls, args.connections, env, Path(tmp) / "mail", args.same_caller)
+        standin = bench_standin(calls, env, Path(tmp) / "mail")
+    own, everything = float(service["own"]), float(service["all"])  # type: ignore[arg-type]
+    children = everything - own
+    ms = 1000
+    print(f"sendmail stand-in alone: {standin * ms:.2f} ms CPU per mail ({calls} runs)")
+    print(f"process hook: {hook * ms:.1f} ms CPU per call with its sendmail, {(hook - standin) * ms:.1f} ms"
+          f" without the stand-in's own cost ({args.hook_runs} runs)")  # fmt: skip
+    print(f"service:      {everything * ms:.2f} ms CPU per call with its sendmail children"
+          f" ({own * ms:.2f} ms the service process, {children * ms:.2f} ms its children);"
+          f" {(everything - standin) * ms:.2f} ms without the stand-in's own cost ({calls} sessions)")  # fmt: skip
+    print(f"ratio (hook / service, CPU per call): {hook / everything:.1f}x with sendmail on both sides,"
+          f" {(hook - standin) / max(everything - standin, 1e-9):.1f}x with it on neither")  # fmt: skip
     print(
         f"burst of {calls} over {args.connections} connections: sessions done in {service['sessions_s']:.2f} s,"
         f" all mailed in {service['mailed_s']:.2f} s"

@@ -62,8 +62,9 @@ def check_fastagi(doc: Doctor) -> Check | None:
         return None  # the process hook alone: nothing to say
     try:
         where = listen.from_raw(raw)
+        listen.max_sessions(raw)
     except config.ConfigError as exc:
-        return Check(FAIL, NAME, str(exc), f"edit {doc.config_path} (host:port, e.g. 127.0.0.1:4574)")
+        return Check(FAIL, NAME, str(exc), f"edit {doc.config_path} (docs/fastagi.md lists both keys)")
     if not installed:
         return Check(OK, NAME, f"{listen.KEY}={where} parses; the service is not installed", "")
     try:
@@ -75,6 +76,9 @@ def check_fastagi(doc: Doctor) -> Check | None:
         f"listening on {where}, version {status['version']}, pid {status.get('pid', '?')},"
         f" {status.get('sessions', '?')} session(s) since it started, last {status.get('last_session', 'none')}"
     )
+    refused = status.get("refused", "0")
+    if refused not in ("0", ""):  # each of those calls fell back to missed.py: nothing lost, but slower
+        said += f", {refused} refused over MISSEDCALL_FASTAGI_MAX_SESSIONS (missed.py took them)"
     if status["version"] != __version__:
         return Check(WARN, NAME, f"{said}; {__version__} is installed", "systemctl restart missedcall-fastagi")
     expected = where.url()

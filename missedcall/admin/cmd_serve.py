@@ -32,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()  # a broken configuration: one line and exit 1 (the dialplan falls back)
     try:
         where = listen.parse_listen(args.listen, key="--listen") if args.listen else listen.from_raw(settings.raw)
+        listen.max_sessions(settings.raw)  # a bad cap stops the start here, in one line; SIGHUP re-reads it
     except config.ConfigError as exc:
         raise UserError(str(exc)) from None
     try:

@@ -21,6 +21,7 @@ configuration (a new listen address needs a restart).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -31,22 +32,31 @@ from datetime import datetime, timezone
 
 from missedcall import __version__, config, log
 from missedcall.detect import agiproto, fastagi_work, verdict
+from missedcall.detect.fastagi_io import (
+    Garbage,
+    close,
+    drain_input,
+    peer_name,
+    read_headers,
+    readline,
+    script_of,
+    why,
+    within,
+)
 from missedcall.detect.fastagi_work import Breaker, Job, Recorded
-from missedcall.detect.listen import Listen
+from missedcall.detect.listen import MAX_SESSIONS_DEFAULT, Listen
+from missedcall.detect.listen import max_sessions as configured_cap
 
 #: The scripts the service answers: ``agi://host:port/missed`` (and ``missed.py``, the hook's name).
 CALL_SCRIPTS = ("missed", "missed.py")
 VERSION_SCRIPT = "version"
 HEADER_TIMEOUT = 2.0  # the whole header block; Asterisk writes it at once
 REPLY_TIMEOUT = 2.0  # each reply; Asterisk answers GET FULL VARIABLE at once, even on a dead channel
-MAX_HEADER_BYTES = 256 * 1024
-MAX_HEADER_LINES = 400
-CLOSE_TIMEOUT = 1.0
 MAIL_YIELD = 1.0  # the most a mail waits for sessions in flight before it goes anyway
-
-
-class Garbage(Exception):
-    """The peer sent something that is no AGI session, or too much, or nothing in time."""
+#: What a session over the cap is told: res_agi sets AGISTATUS=FAILURE on a line starting with "failure".
+FAILURE_LINE = b"FAILURE\n"
+REFUSE_DRAIN = 2.0  # how long a refused connection is read (and dropped) for Asterisk to close it
+REFUSED_EVERY = 10.0  # seconds between two log lines about refused sessions
 
 
 class Service:
@@ -60,12 +70,14 @@ class Service:
         workers: int = 4,
         record_workers: int = 4,
         backlog: int = 1000,
-        max_sessions: int = 2000,
+        max_sessions: int | None = None,
     ) -> None:
         self.listen = listen
         self._load = load
         self.settings: config.Settings | None = None
         self.settings_error = ""
+        self._fixed_cap = max_sessions  # None: MISSEDCALL_FASTAGI_MAX_SESSIONS, re-read on SIGHUP
+        self.max_sessions = max_sessions or MAX_SESSIONS_DEFAULT
         self.reload()
         self.breaker = Breaker()
         self.record_workers = record_workers
@@ -73,7 +85,9 @@ class Service:
         self.mail_pool = ThreadPoolExecutor(workers, thread_name_prefix="mc-mail")
         self.workers = workers
         self.backlog = backlog
-        self.max_sessions = max_sessions
+        self.refused = 0
+        self.draining = 0  # refused connections being read until Asterisk closes them
+        self._refused_said = -REFUSED_EVERY
         self.sessions: set[asyncio.Task[None]] = set()
         self.mailing: set[asyncio.Future[None]] = set()
         self.queue: asyncio.Queue[Recorded] | None = None
@@ -93,12 +107,20 @@ class Service:
             if self.settings is None:
                 self.settings_error = str(exc)
             log.error(f"fastagi: configuration error: {exc}" + ("; keeping the last good one" if self.settings else ""))
+            return
+        if self._fixed_cap is None:
+            try:
+                self.max_sessions = configured_cap(self.settings.raw)
+            except config.ConfigError as exc:
+                log.error(f"fastagi: configuration error: {exc}; keeping {self.max_sessions}")
 
     # -- life cycle
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()  # set while no session is being recorded
+        self._idle.set()
         self.queue = asyncio.Queue(self.backlog)
         self.server = await asyncio.start_server(
             self._accept, self.listen.host, self.listen.port, limit=agiproto.MAX_LINE, backlog=1024, reuse_address=True
@@ -107,6 +129,10 @@ class Service:
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         await self._warm(loop)
+        # What start-up built (modules, settings, connections) lives as long as the process: out of
+        # the collector's sight, every collection a burst's mails trigger walks only what they made.
+        gc.collect()
+        gc.freeze()
         mailers = [asyncio.create_task(self._mailer()) for _ in range(self.workers)]
         exposed = "" if self.listen.loopback else "; NOT loopback: firewall it to your PBXs (FastAGI has no login)"
         log.info(f"fastagi: version {__version__} listening on {self.listen} (pid {os.getpid()}){exposed}")
@@ -150,10 +176,9 @@ class Service:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        peer = _peer(writer)
+        peer = peer_name(writer)
         if len(self.sessions) >= self.max_sessions:
-            log.error(f"fastagi: {len(self.sessions)} sessions open; refusing {peer} (the sweeper will see the call)")
-            writer.transport.abort()
+            await self._refuse(reader, writer, peer)
             return
         self.sessions.add(task)
         try:
@@ -162,16 +187,50 @@ class Service:
             log.error(f"fastagi: session from {peer}: internal error: {exc.__class__.__name__}: {exc}")
         finally:
             self.sessions.discard(task)
-            await _close(writer)
+            await close(writer)
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        """Over capacity: make Asterisk fall back rather than drop the call.
+
+        res_agi's run_agi() takes a line from the script that starts with ``failure`` as the
+        script's failure and sets ``AGISTATUS`` to ``FAILURE``, and the dialplan then runs
+        missed.py (a connection merely closed or reset reads as ``SUCCESS``: the call would be
+        left to the sweeper). The header block is not read; what Asterisk still sends (the
+        headers, its ``HANGUP``) is drained until it closes, so that our close is a FIN and not a
+        reset racing the line. Refusals being drained are bounded too: past as many again as the
+        cap, the line is written and the connection aborted at once.
+        """
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refused_said >= REFUSED_EVERY:
+            self._refused_said = now
+            log.warning(
+                f"fastagi: {len(self.sessions)} sessions open (MISSEDCALL_FASTAGI_MAX_SESSIONS={self.max_sessions});"
+                f" told {peer} FAILURE, the dialplan runs missed.py; {self.refused} refused since the start"
+            )
+        try:
+            writer.write(FAILURE_LINE)
+            if self.draining >= self.max_sessions:
+                await within(writer.drain(), REPLY_TIMEOUT)
+                return
+            self.draining += 1
+            try:
+                await within(drain_input(reader), REFUSE_DRAIN)
+            finally:
+                self.draining -= 1
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            await close(writer)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         try:
-            lines = await asyncio.wait_for(_read_headers(reader), HEADER_TIMEOUT)
+            lines = await within(read_headers(reader), HEADER_TIMEOUT)
         except (asyncio.TimeoutError, Garbage, ConnectionError) as exc:
-            log.warning(f"fastagi: {peer}: no AGI header block ({_why(exc)}); closed")
+            log.warning(f"fastagi: {peer}: no AGI header block ({why(exc)}); closed")
             return
         env = agiproto.parse_headers(lines)
-        script = _script(env)
+        script = script_of(env)
         if script == VERSION_SCRIPT:
             await self._say(reader, writer, self.status_line())
             return
@@ -189,12 +248,15 @@ class Service:
         loop = asyncio.get_running_loop()
         settings, error = self.settings, self.settings_error
         self.recording += 1
+        self._idle.clear()
         try:
             done = await loop.run_in_executor(
                 self.record_pool, fastagi_work.record, job, settings, error, self.breaker
             )
         finally:
             self.recording -= 1
+            if not self.recording:
+                self._idle.set()
         done.session = job.session
         for message, is_error in done.notes:
             fastagi_work.report(f"{message} [{job.session}]", is_error)
@@ -219,9 +281,9 @@ class Service:
         """The framed variables, or None when Asterisk could not say in time (the verdict copes)."""
         try:
             writer.write(framed.line.encode("utf-8"))
-            await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+            await within(writer.drain(), REPLY_TIMEOUT)
             while True:
-                line = await asyncio.wait_for(_readline(reader), REPLY_TIMEOUT)
+                line = await within(readline(reader), REPLY_TIMEOUT)
                 values = framed.feed(line)
                 if values is not None:
                     return values or None
@@ -234,9 +296,9 @@ class Service:
             return
         try:
             writer.write(agiproto.verbose_line(message).encode("utf-8"))
-            await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+            await within(writer.drain(), REPLY_TIMEOUT)
             while True:
-                line = await asyncio.wait_for(_readline(reader), REPLY_TIMEOUT)
+                line = await within(readline(reader), REPLY_TIMEOUT)
                 if agiproto.is_status(line):
                     return
         except (asyncio.TimeoutError, Garbage, ConnectionError):
@@ -244,7 +306,10 @@ class Service:
 
     def status_line(self) -> str:
         last = self.last_session.isoformat(timespec="seconds") if self.last_session else "none"
-        return f"fastagi version={__version__} pid={os.getpid()} sessions={self.count} last_session={last}"
+        return (
+            f"fastagi version={__version__} pid={os.getpid()} sessions={self.count} last_session={last}"
+            f" refused={self.refused}"
+        )
 
     # -- mail
 
@@ -255,10 +320,11 @@ class Service:
             done = await self.queue.get()
             # Channels first: while sessions are being recorded, a mail waits (a little) for the
             # database and the CPUs they need; it is recorded already, so waiting costs nothing.
-            waited = 0.0
-            while self.recording and waited < MAIL_YIELD:
-                await asyncio.sleep(0.01)
-                waited += 0.01
+            if self.recording:
+                try:
+                    await within(self._idle.wait(), MAIL_YIELD)
+                except asyncio.TimeoutError:
+                    pass
             future = loop.run_in_executor(self.mail_pool, self._deliver, done)
             self.mailing.add(future)
             try:
@@ -273,63 +339,6 @@ class Service:
             callid = done.call.callid if done.call else "?"
             line, error = f"call {callid}: internal error while mailing: {exc.__class__.__name__}: {exc}", True
         fastagi_work.report(f"{line} [{done.session}]", error)
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    name = writer.get_extra_info("peername")
-    if isinstance(name, tuple) and len(name) >= 2:
-        return f"[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"{name[0]}:{name[1]}"
-    return "?"
-
-
-def _why(exc: BaseException) -> str:
-    return "timed out" if isinstance(exc, asyncio.TimeoutError) else (str(exc) or exc.__class__.__name__)
-
-
-def _script(env: dict[str, str]) -> str:
-    """The network script (``agi://host/missed`` -> ``missed``), from ``agi_network_script`` or the request."""
-    script = env.get("agi_network_script", "")
-    if not script:
-        request = env.get("agi_request", "")
-        script = request.split("://", 1)[-1].partition("/")[2] if "://" in request else ""
-    return script.split("?", 1)[0].strip()
-
-
-async def _readline(reader: asyncio.StreamReader) -> str:
-    """One line without its newline; a line over MAX_LINE or EOF is Garbage."""
-    try:
-        raw = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError:
-        raise Garbage("the peer closed the connection") from None
-    except asyncio.LimitOverrunError:
-        raise Garbage("a line over 128 KiB") from None
-    return raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace")
-
-
-async def _read_headers(reader: asyncio.StreamReader) -> list[str]:
-    lines: list[str] = []
-    size = 0
-    while True:
-        line = await _readline(reader)
-        if line == "":
-            break
-        if line == "HANGUP":  # a live channel hung up before the block was read: not part of it
-            continue
-        size += len(line) + 1
-        lines.append(line)
-        if size > MAX_HEADER_BYTES or len(lines) > MAX_HEADER_LINES:
-            raise Garbage("a header block over 256 KiB")
-    if not any(agiproto.header_key(line) for line in lines[:1]):
-        raise Garbage("the first line is no agi_ header")
-    return lines
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    try:
-        writer.close()
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
-    except (asyncio.TimeoutError, ConnectionError, OSError):
-        writer.transport.abort()
 
 
 def serve(listen: Listen, *, workers: int = 4, backlog: int = 1000, ready: Callable[[], None] | None = None) -> int:

@@ -1,4 +1,6 @@
-"""``MISSEDCALL_FASTAGI_LISTEN``: where ``missedcall-admin serve`` listens (docs/fastagi.md).
+"""The FastAGI service's own keys (docs/fastagi.md): ``MISSEDCALL_FASTAGI_LISTEN``, where
+``missedcall-admin serve`` listens, and ``MISSEDCALL_FASTAGI_MAX_SESSIONS``, how many sessions
+it holds at once.
 
 FastAGI has no authentication: whoever reaches the port can report calls. So the
 default is loopback, and an address that is not loopback is taken only when it is
@@ -17,6 +19,9 @@ from missedcall.config import ConfigError
 
 KEY = "MISSEDCALL_FASTAGI_LISTEN"
 DEFAULT = "127.0.0.1:4574"
+MAX_SESSIONS_KEY = "MISSEDCALL_FASTAGI_MAX_SESSIONS"
+MAX_SESSIONS_DEFAULT = 2000
+MAX_SESSIONS_LIMIT = 100_000
 
 
 class Listen(NamedTuple):
@@ -68,3 +73,15 @@ def parse_listen(text: str, *, key: str = KEY) -> Listen:
 def from_raw(raw: Mapping[str, str]) -> Listen:
     """The service's address from ``Settings.raw`` (the default when the key is not set)."""
     return parse_listen(raw.get(KEY, "") or DEFAULT)
+
+
+def max_sessions(raw: Mapping[str, str]) -> int:
+    """``MISSEDCALL_FASTAGI_MAX_SESSIONS`` from ``Settings.raw``: one session more is told ``FAILURE``
+    (Asterisk then sets ``AGISTATUS`` to ``FAILURE`` and the dialplan runs ``missed.py``)."""
+    text = raw.get(MAX_SESSIONS_KEY, "").strip()
+    if not text:
+        return MAX_SESSIONS_DEFAULT
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_SESSIONS_LIMIT:
+        shown = text[:20].encode("ascii", "replace").decode()
+        raise ConfigError(f"{MAX_SESSIONS_KEY} must be a whole number from 1 to {MAX_SESSIONS_LIMIT}, not {shown!r}")
+    return int(text)

@@ -7,6 +7,11 @@ with the same :class:`~tests.agipeer.commands.Session` as the pipe peer. Instead
 SIGHUP a live channel that hangs up gets a ``HANGUP`` line. It waits for the
 service to close the connection: :attr:`NetRun.held` is how long the channel was
 held. Everything is bounded by ``timeout``.
+
+:attr:`NetRun.agistatus` is what res_agi would set: ``FAILURE`` when the connection
+could not be made or the service sent a line starting with ``failure`` (run_agi()'s
+"inability to execute" case: Asterisk then says ``HANGUP`` and closes, and the dialplan
+falls back), ``SUCCESS`` when the service closed the connection, however early.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ class NetRun:
     """Seconds from connecting until the service closed the connection."""
     timed_out: bool = False
     closed_by_service: bool = False
+    told_failure: bool = False
+    """The service sent a line starting with ``failure``: Asterisk closed, AGISTATUS=FAILURE."""
+
+    @property
+    def agistatus(self) -> str:
+        if not self.connected or self.told_failure:
+            return "FAILURE"
+        return "SUCCESS" if self.closed_by_service else ""
 
     @property
     def ok(self) -> bool:
@@ -102,6 +115,15 @@ async def converse(
                 run.closed_by_service = True
                 break
             text = line.rstrip(b"\n").decode("utf-8", "replace")
+            if text[:7].lower() == "failure":  # res_agi: strncasecmp(buf, "failure", 7)
+                run.told_failure = True
+                writer.write(b"HANGUP\n")  # AGISIGHUP's default, then fclose(): a FIN, not a reset
+                writer.close()
+                try:
+                    await asyncio.wait_for(writer.wait_closed(), max(0.1, remaining))
+                except (asyncio.TimeoutError, ConnectionError):
+                    pass
+                break
             command, reply = session.handle(text)
             (run.commands if command else run.garbage).append(text)
             run.exchanges.append((text, reply))

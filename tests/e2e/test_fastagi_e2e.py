@@ -11,6 +11,10 @@ service stopped and the same abandon handled by the process hook (the dialplan's
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import os
+import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +140,56 @@ def test_2b_fifty_abandons_at_once_through_the_service(served: tuple[Box, Servic
     assert len(rows) == 50 and {r["status"] for r in rows} == {"sent"} and {r["source"] for r in rows} == {"agi"}
     print(f"\n50 abandons through the service: channels gone {channels_done:.1f} s, all mailed {mailed_in:.1f} s"
           " after the last hang-up")  # fmt: skip
+
+
+def _hold_a_session(port: int, seconds: float) -> None:
+    """A session that fills a cap of 1 for about ``seconds``: its header block trickles in (under the
+    service's 2 s header bound), then it answers neither GET FULL VARIABLE nor VERBOSE (2 s each)."""
+    lines = [b"agi_network: yes\n", b"agi_network_script: missed\n", b"agi_request: agi://127.0.0.1/missed\n",
+             b"agi_channel: Local/holder\n", b"agi_uniqueid: 1000000000.999\n", b"agi_arg_1: 600\n", b"\n"]  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds + 5) as conn:
+        for line in lines:
+            conn.sendall(line)
+            time.sleep(1.6 / len(lines))
+        until = time.monotonic() + seconds
+        with contextlib.suppress(OSError):
+            while time.monotonic() < until and conn.recv(4096):
+                pass
+
+
+def test_2c_over_the_cap_asterisk_is_told_failure_and_the_process_hook_mails(served: tuple[Box, Service]) -> None:
+    """MISSEDCALL_FASTAGI_MAX_SESSIONS=1 and one session in flight: the abandon's FastAGI is told FAILURE,
+    Asterisk sets AGISTATUS=FAILURE and the dialplan runs missed.py, which mails it."""
+    box, service = served
+    assert service.pid is not None
+    box.pbx.append_file(CONFIG, "MISSEDCALL_FASTAGI_MAX_SESSIONS=1\n")
+    os.kill(service.pid, signal.SIGHUP)
+    time.sleep(1.0)  # the reload is one line in the event loop
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        holder = pool.submit(_hold_a_session, service.port, 6.0)
+        time.sleep(0.2)
+        call, callid = _abandon(box, "5552777", "Over Cap")
+        copies = box.wait_mails(callid, len(recipients_of("600")), call=call)  # type: ignore[arg-type]
+        box.settle(call)  # type: ignore[arg-type]
+        holder.result(30)
+    assert len(copies) == len(recipients_of("600"))
+    lines = call.log_lines()  # type: ignore[attr-defined]
+    assert any(ran(line, f"agi://127.0.0.1:{service.port}/missed") for line in lines), lines
+    # res_agi takes the line before its debug echo, so the log shows its effect: the GotoIf after the
+    # AGI evaluated "${AGISTATUS}"!="FAILURE" to 0, and missed.py ran.
+    assert any("Executing [h@ext-queues:" in line and 'GotoIf(' in line and '"0?done")' in line for line in lines), [
+        line for line in lines if "h@ext-queues" in line
+    ]
+    assert any(ran(line, "missed.py") for line in lines), "AGISTATUS was not FAILURE: the fallback did not run"
+    said = box.agi_lines(call)  # type: ignore[arg-type]
+    assert said and said[-1].endswith(": sent"), said  # missed.py's own line
+    (row,) = box.rows([callid])
+    assert row["status"] == "sent"
+    # The cap free again, the next abandon goes through the service alone.
+    later, later_id = _abandon(box, "5552778", "Under Cap")
+    box.wait_mails(later_id, len(recipients_of("600")), call=later)  # type: ignore[arg-type]
+    box.settle(later)  # type: ignore[arg-type]
+    assert not any(ran(line, "missed.py") for line in later.log_lines())  # type: ignore[attr-defined]
 
 
 def test_3_service_stopped_the_process_hook_mails(served: tuple[Box, Service]) -> None:
