@@ -132,7 +132,7 @@ def bench_hook(runs: int, env: dict[str, str], same_caller: bool) -> float:
     before = _children_cpu()
     for i in range(runs):
         peer = _peer(f"{int(time.time())}.{900000 + i}", _caller(9_000_000 + i, same_caller))
-        result = peer.run([sys.executable, str(HOOK), "600"], env=env, timeout=30)
+        result = peer.run([sys.executable, "-IS", str(HOOK), "600"], env=env, timeout=30)
         if not result.ok:
             raise SystemExit(f"hook run {i} failed: {result}")
     return (_children_cpu() - before) / runs

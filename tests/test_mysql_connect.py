@@ -202,3 +202,32 @@ def test_a_pymysql_that_needs_ssl_after_all_is_imported_whole(tmp_path: Path) ->
     out = subprocess.run([sys.executable, "-c", code, str(package)], env=env, capture_output=True, text=True,
                          timeout=60, check=True)  # fmt: skip
     assert out.stdout.split() == ["True", "True", "True", "False"]
+
+
+#: PyMySQL's traceback stand-in: nothing imports the real module until PyMySQL's error path uses it.
+LATER = """\
+import json, socket, sys
+from missedcall.record import mysqlimport
+
+pymysql = mysqlimport.load(tls=False)
+before = "traceback" in sys.modules
+free = socket.socket()
+free.bind(("127.0.0.1", 0))  # bound, never listening: a connect is refused at once
+port = free.getsockname()[1]
+try:
+    pymysql.connect(host="127.0.0.1", port=port, user="nobody", password="Pa55-w0rd-later", connect_timeout=2)
+except pymysql.err.OperationalError as exc:
+    said = exc.traceback
+import traceback
+print(json.dumps({"before": before, "said": said, "real": hasattr(traceback, "TracebackException"),
+                  "same": traceback is sys.modules["traceback"]}))
+"""
+
+
+def test_pymysqls_traceback_is_imported_only_when_its_error_path_uses_it(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", LATER], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         check=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})  # fmt: skip
+    found = json.loads(out.stdout)
+    assert found["before"] is False  # the hook's connect did not pay for traceback (and, on 3.13+, dataclasses)
+    assert "Traceback (most recent call last)" in found["said"] and "ConnectionRefusedError" in found["said"]
+    assert found["real"] and found["same"]  # whoever imports it afterwards gets the real module

@@ -127,10 +127,21 @@ def load_template(language: str, name: str, template_dir: str = "") -> str:
                     return handle.read(256 * 1024)  # a template is small; never read a huge file whole
             except (OSError, UnicodeDecodeError) as exc:
                 raise TemplateError(f"cannot read template {path}: {exc}") from None
-    # os.path, not pathlib or importlib.resources: the AGI pays for every import (pathlib brings urllib).
-    bundled = os.path.join(os.path.dirname(os.path.realpath(__file__)), "templates", language, name)
-    with open(bundled, encoding="utf-8") as handle:
-        return handle.read()
+    return _bundled(language, name)
+
+
+_BUNDLED: dict[tuple[str, str], str] = {}
+
+
+def _bundled(language: str, name: str) -> str:
+    """A template shipped with the package, read once per process (the FastAGI service asks for the same
+    three at every call); os.path, not pathlib or importlib.resources: pathlib brings urllib to the AGI."""
+    key = (language, name)
+    if key not in _BUNDLED:
+        path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "templates", language, name)
+        with open(path, encoding="utf-8") as handle:
+            _BUNDLED[key] = handle.read()
+    return _BUNDLED[key]
 
 
 def format_wait(seconds: int | None, language: str) -> str:

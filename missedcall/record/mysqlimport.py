@@ -18,6 +18,12 @@ that anything imported later in the process (smtplib's STARTTLS, hmac) gets the
 real modules. Only when this is the process's first PyMySQL import and no other
 thread runs (another thread's import in that moment would see the ``None``s).
 
+PyMySQL also imports ``traceback``, for one ``format_exc()`` on a failed connect. On
+Python 3.13 and later that pulls in ``_colorize``, ``dataclasses`` and ``inspect``: about
+45 ms of CPU at every hang-up on Debian's current Python (bench/e2e_bench.py). So
+PyMySQL gets a stand-in that imports the real module the first time one of its names
+is used; nobody else ever sees the stand-in.
+
 A connection that wants TLS (a remote server, or an ``ssl_ca``) in a process whose
 PyMySQL was imported that way re-imports ``pymysql.connections`` with ``ssl``
 (importlib.reload re-runs its ``import ssl`` in the same module namespace), so TLS
@@ -42,6 +48,9 @@ _OWN_HASHES = (
     else ("_md5", "_sha1", "_sha2", "_blake2", "_sha3")
 )
 
+#: What PyMySQL imports but uses only on an error path: it gets a stand-in that imports the real thing when used.
+_LATER = ("traceback",)
+
 #: True once this process's PyMySQL came without ``ssl`` (until :func:`load` brings it back).
 held_back = False
 
@@ -62,6 +71,9 @@ def load(*, tls: bool) -> ModuleType:
         hold.append("_hashlib")
     for name in hold:
         sys.modules[name] = None  # type: ignore[assignment]
+    later = [name for name in _LATER if name not in sys.modules]
+    for name in later:
+        sys.modules[name] = _Later(name)
     whole = True
     try:
         import pymysql
@@ -73,6 +85,9 @@ def load(*, tls: bool) -> ModuleType:
         for name in hold:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
+        for name in later:
+            if isinstance(sys.modules.get(name), _Later):
+                del sys.modules[name]  # PyMySQL keeps its stand-in; an import from now on gets the real module
         if own_hashlib:
             sys.modules.pop("hashlib", None)  # PyMySQL's _auth keeps it; anyone else imports the full one
     if not whole:
@@ -83,6 +98,17 @@ def load(*, tls: bool) -> ModuleType:
 
     held_back = "ssl" in hold
     return pymysql
+
+
+class _Later(type(sys)):  # type(sys) is types.ModuleType, without importing types
+    """A module that is imported for real when one of its names is first looked up."""
+
+    def __getattr__(self, attribute: str) -> object:
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = __import__(name)
+        return getattr(real, attribute)
 
 
 def _alone() -> bool:
