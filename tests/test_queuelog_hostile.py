@@ -196,3 +196,21 @@ def test_the_hook_uses_a_plausible_queuejointime(box: Pbx) -> None:
     assert run.ok, run
     [call] = box.calls()
     assert call.entered_at is not None and int(call.entered_at.timestamp()) == NOW - 25
+
+
+# ============================================================================ an ENTERQUEUE cut short
+
+
+@pytest.mark.parametrize("after", ["not a record", "", "5551234"])
+def test_an_enterqueue_without_data_then_a_line_without_fields_stops_nothing(box: Pbx, after: str) -> None:
+    """The joiner looked for the data of an ENTERQUEUE that had none and raised: the sweep died on this line
+    at every run, the position never moved. Now the pieces stay garbage and the calls around them are mailed."""
+    cut = f"{OLD + 50}.7"
+    box.write_queue_log([*abandon(GOOD_1, OLD), f"{OLD + 50}|{cut}|600|NONE|ENTERQUEUE", after,
+                         *abandon(GOOD_2, OLD + 100)])  # fmt: skip
+    done = box.admin("sweep", "--from-start", "-v")
+    assert done.returncode == 0 and done.stderr == "", done
+    assert sorted(callids_mailed(box.stored())) == sorted([GOOD_1, GOOD_2])
+    with box.store() as store:
+        position = json.loads(store.get_state("queue_log_position") or "{}")
+    assert position["file"]["offset"] == box.queue_log.stat().st_size

@@ -641,6 +641,47 @@ def test_block_reading_matches_parse_line() -> None:
     assert reader.garbage == 0 and reader.unknown == 0 and reader.out_of_range == 0
 
 
+def test_block_reading_keeps_hostile_lines_apart_and_counts_them_as_line_reading_does() -> None:
+    """The sweeper's block reader decodes a whole block at once; each line is still judged alone, by bytes rules:
+    ASCII digits only, ASCII whitespace only, an invalid byte in one line touches no other."""
+    good = line(T, cid(T, 1), "600", "ABANDON", "1", "1", "3").encode()
+    block = b"\n".join(
+        [
+            good,
+            b"",  # blank: not even garbage
+            b" \t\x0b\x0c",  # ASCII whitespace only: blank too
+            "\u00a0\u2003".encode(),  # Unicode spaces are not ASCII whitespace: garbage
+            b"\x00\x00\x00",  # garbage
+            "１７９５６５９０００|x|600|NONE|ABANDON|1|1|3".encode(),  # fullwidth digits: garbage
+            f"{T}|{cid(T, 2)}|600|NONE|ABANDO\xc9|1|1|3".encode("latin-1"),  # invalid UTF-8 in the event: garbage
+            f"{T}|{cid(T, 3)}|600|NONE|NEWEVENT_2|x".encode(),  # well-formed, unknown
+            f"{T}|{cid(T, 3)}|600|NONE|RINGNOANSWER|1000\r".encode(),  # skipped, CR or not
+            f"{T}|{cid(T, 4)}|600|NONE|DID|555\xff9000\r".encode("latin-1"),  # invalid byte in the data: kept
+            f"{T}|ab\xffc|600|NONE|EXITEMPTY|1|1|2".encode("latin-1"),  # in the callid: kept, replaced
+            f"{T}|{cid(T, 5)}|600|NONE|COMPLETEAGENT|1|2|1".encode(),  # the end of a call not open: dropped
+            f"{T}|{cid(T, 6)}|600|NONE|COMPLETECALLER|1|2|1".encode(),  # ... of an open one: kept
+            b"0|x|600|NONE|ABANDON|1|1|3",  # out of range
+            f"{T}|{cid(T, 7)}|600|NONE|ENTERQUEUE||555".encode(),  # its caller number goes on on the next line
+        ]
+    )
+    rest = b"1234|1\n" + good
+    reader = queuelog.Reader(open_calls={cid(T, 6)}, now=T + 100)
+    fed: list[queuelog.QueueLogEvent] = []
+    reader.feed(block, fed.append)
+    reader.feed(rest, fed.append)  # the joined record spans two blocks
+    reader.finish(fed.append)
+    assert [(e.callid, e.event, e.data) for e in fed] == [
+        (cid(T, 1), "ABANDON", ("1", "1", "3")),
+        (cid(T, 4), "DID", ("555\ufffd9000",)),
+        ("ab\ufffdc", "EXITEMPTY", ("1", "1", "2")),
+        (cid(T, 6), "COMPLETECALLER", ("1", "2", "1")),
+        (cid(T, 7), "ENTERQUEUE", ("", "555\n1234", "1")),
+        (cid(T, 1), "ABANDON", ("1", "1", "3")),
+    ]
+    assert (reader.lines, reader.garbage, reader.unknown, reader.out_of_range) == (17, 4, 1, 1)
+    assert reader.first_time == T
+
+
 # ============================================================================ a million lines
 
 
