@@ -86,13 +86,17 @@ async def converse(
     run.connected = True
     session = Session(peer.header_lines, peer.variables, peer.astdb, dead=peer.dead)
     try:
-        writer.write(raw if raw is not None else "".join(network_headers(peer, url)).encode("utf-8"))
-        if hangup_after == 0:
-            writer.write(b"HANGUP\n")
-            session.dead = True
-        if half_close:
-            writer.write_eof()
-        await writer.drain()
+        try:
+            writer.write(raw if raw is not None else "".join(network_headers(peer, url)).encode("utf-8"))
+            if hangup_after == 0:
+                writer.write(b"HANGUP\n")
+                session.dead = True
+            if half_close:
+                writer.write_eof()
+            await writer.drain()
+        except ConnectionError:  # the service died (or reset us) while the headers went: as Asterisk sees it
+            run.closed_by_service = True
+            return run
         if read_nothing:
             await asyncio.sleep(timeout)
             run.timed_out = True
