@@ -209,6 +209,25 @@ def burst(bench: BenchBox, n: int, label: str, out: list[str], workers: int = 6)
     out.append(f"  recorded: {len(rows)} of {n} rows ({dict(statuses)}); handed to postfix: {len(per_call)} calls,"
                f" {sum(per_call.values())} messages (more than once: {sum(1 for v in per_call.values() if v > 1)});"
                f" in the mailbox, copies per call: {dict(copies)}")  # fmt: skip
+    recorded = {str(row["callid"]) for row in rows}
+    if len(recorded) < n:
+        # What the minute's cron would do next (install.sh's cron runs sweep and retry): a hook that ran out
+        # of its budget leaves its call to the spool (retry) or to queue_log (sweep).
+        bench.box.admin("sweep", "--grace", "0", user="asterisk")
+        bench.box.admin("retry", user="asterisk")
+        bench.pbx.wait_mail_idle(timeout=300)
+        after = bench.box.rows(callids)
+        boxed_after = Counter(m.get("X-Missedcall-Callid") for m in bench.box.mails())
+        out.append(f"  the hooks themselves recorded {len(recorded)} of {n}; after one cron round (sweep, retry):"
+                   f" {len(after)} rows, {sum(1 for c in callids if boxed_after[c] == 1)} mailed once,"
+                   f" {sum(1 for c in callids if boxed_after[c] > 1)} more than once")  # fmt: skip
+    if len(recorded) < n:  # say what Asterisk's log knows of each call that left no row
+        log_lines = bench.pbx.full_log().splitlines()
+        for call, callid in zip(calls, callids):
+            if callid not in recorded:
+                seen = [line[-220:] for line in log_lines if call.channel_prefix in line or callid in line]
+                out.append(f"  no row for {callid} ({call.channel_prefix}); its last log lines:")
+                out += [f"    {line}" for line in seen[-12:]]
     first = {}
     for h in handoffs:
         if h.callid not in first or h.accepted < first[h.callid].accepted:
