@@ -87,6 +87,15 @@ def test_a_line_break_or_nul_in_a_value_is_refused(value: str) -> None:
     assert draft.items() == []
 
 
+@pytest.mark.parametrize(("name", "value"), [("To", "борис@example.com"), ("From", "pbx@пример.рф"),
+                                             ("References", "<a@b> <ц@d>")])  # fmt: skip
+def test_an_address_or_id_header_takes_ascii_only(name: str, value: str) -> None:
+    draft = draft_with("s")
+    with pytest.raises(ValueError, match="ASCII"):
+        draft[name] = value
+    assert draft.as_bytes().isascii()  # what was set before is still a whole message
+
+
 @pytest.mark.parametrize("name", ["", "Bad Name", "X:Y", "Тема", "X\r\nBcc"])
 def test_a_header_name_that_is_not_a_token_is_refused(name: str) -> None:
     with pytest.raises(ValueError):

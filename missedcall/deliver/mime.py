@@ -63,6 +63,10 @@ class Draft:
             raise ValueError(f"not a header name: {name!r}")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ValueError(f"header {name} may not contain CR, LF or NUL")
+        if name.lower() in _STRUCTURED and not value.isascii():
+            # Addresses and message ids are checked to be ASCII before they get here (config.is_plain_address);
+            # one that is not is refused where it is set, not later, half-way through writing the message.
+            raise ValueError(f"header {name} takes ASCII addresses or message ids only")
         self._headers.append((name, value))
 
     def __getitem__(self, name: str) -> str | None:
