@@ -94,7 +94,7 @@ async def converse(
             if half_close:
                 writer.write_eof()
             await writer.drain()
-        except ConnectionError:  # the service died (or reset us) while the headers went: as Asterisk sees it
+        except OSError:  # reset or shut on us (a service that died, or refused garbage) while the headers went
             run.closed_by_service = True
             return run
         if read_nothing:
