@@ -190,3 +190,12 @@ def test_to_email_is_the_same_message_read_back() -> None:
     draft = draft_with("Пропущен", body="Текст\n", html="<p>Текст</p>")
     parsed = draft.to_email()
     assert parsed["Subject"] == "Пропущен" and parsed.get_body(("plain",)).get_content() == "Текст\n"
+
+
+def test_the_encoding_header_is_decided_on_the_text_as_written() -> None:
+    # Lone CRs become line ends before the part's encoding is chosen: 2,000 characters with "=" in them
+    # are 7bit-plain once split, and must not be announced as quoted-printable (a reader would decode "=4").
+    body = "\r".join(["a=41 " * 100] * 4)
+    parsed = read(draft_with("s", body=body))
+    assert parsed["Content-Transfer-Encoding"] == "7bit"
+    assert parsed.get_content() == body.replace("\r", "\n") + "\n"

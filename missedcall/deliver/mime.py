@@ -106,18 +106,15 @@ class Draft:
         lines = [folded for name, value in self._headers for folded in header_lines(name, value)]
         lines.append("MIME-Version: 1.0")
         if not self.html:
-            lines += _part_head("plain", self.text)
-            lines.append("")
-            body = _encode_body(self.text)
+            *head, body = _part("plain", self.text)
+            lines += head
         else:
             boundary = self.boundary
             lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
             lines.append("")
             for subtype, content in (("plain", self.text), ("html", self.html)):
                 lines.append(f"--{boundary}")
-                lines += _part_head(subtype, content)
-                lines.append("")
-                lines.append(_encode_body(content))  # its last line end is the boundary's (RFC 2046)
+                lines += _part(subtype, content)  # the body's last line end is the boundary's (RFC 2046)
             lines.append(f"--{boundary}--")
             body = ""
         data = "\n".join(lines) + "\n" + body
@@ -137,22 +134,19 @@ class Draft:
         return parsed
 
 
-def _part_head(subtype: str, content: str) -> list[str]:
-    plain = content.isascii() and all(len(line) <= 998 for line in content.split("\n"))
-    return [
-        f'Content-Type: text/{subtype}; charset="utf-8"',
-        f"Content-Transfer-Encoding: {'7bit' if plain else 'quoted-printable'}",
-    ]
-
-
-def _encode_body(content: str) -> str:
-    """The body as it is written: text with "\\n" line ends, quoted-printable unless plain ASCII."""
+def _part(subtype: str, content: str) -> list[str]:
+    """A text part's two headers, a blank line and its body: the header says the encoding the body has."""
     content = content.replace("\r\n", "\n").replace("\r", "\n")
     if content and not content.endswith("\n"):
         content += "\n"
-    if content.isascii() and all(len(line) <= 998 for line in content.split("\n")):
-        return content
-    return binascii.b2a_qp(content.encode("utf-8"), istext=True).decode("ascii")
+    plain = content.isascii() and all(len(line) <= 998 for line in content.split("\n"))
+    body = content if plain else binascii.b2a_qp(content.encode("utf-8"), istext=True).decode("ascii")
+    return [
+        f'Content-Type: text/{subtype}; charset="utf-8"',
+        f"Content-Transfer-Encoding: {'7bit' if plain else 'quoted-printable'}",
+        "",
+        body,
+    ]
 
 
 def header_lines(name: str, value: str) -> list[str]:
