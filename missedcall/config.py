@@ -9,11 +9,10 @@ one command without editing anything. Every check here fails with a one-line
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Mapping
 
-from missedcall import freepbx, settingscache
+from missedcall import settingscache
 from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db_url, target_from_amp_conf
 from missedcall.settings import REASONS, Settings
 
@@ -72,10 +71,11 @@ KEYS: dict[str, tuple[str, str]] = {
 }
 
 # A dot-atom local part and a host name: the addr-spec that Python's ``email`` package writes back
-# unchanged (no quoted local part, no comment, no domain literal, ASCII only).
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_ADDRESS = rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@{_LABEL}(?:\.{_LABEL})*"  # compiled on first use
+# unchanged (no quoted local part, no comment, no domain literal, ASCII only). Character sets, not a
+# regex: ``re`` (with the ``enum`` and ``functools`` it imports) is no longer on the AGI's path.
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_ATEXT = _ALNUM | frozenset("!#$%&'*+/=?^_`{|}~-")  # RFC 5322 atext
+_LABEL = _ALNUM | {"-"}
 
 
 #: MISSEDCALL_* names that are not settings: the config path itself, and the test suite's taps.
@@ -101,8 +101,16 @@ def is_plain_address(text: str) -> bool:
     ``email`` package's parser). "=?" is refused anywhere: a reader would take it for the start of an
     RFC 2047 encoded word.
     """
-    match = re.fullmatch(_ADDRESS, text)
-    return match is not None and len(text) <= 254 and len(match["local"]) <= 64 and "=?" not in text
+    local, at, domain = text.partition("@")
+    if not at or len(text) > 254 or len(local) > 64 or "=?" in text:
+        return False
+    atoms_ok = all(atom and _ATEXT.issuperset(atom) for atom in local.split("."))
+    return atoms_ok and all(_is_label(label) for label in domain.split("."))
+
+
+def _is_label(label: str) -> bool:
+    """A host name label: letters, digits and inner hyphens, 1 to 63 characters."""
+    return 0 < len(label) <= 63 and _LABEL.issuperset(label) and label[0] != "-" and label[-1] != "-"
 
 
 def is_address(text: str) -> bool:
@@ -202,6 +210,8 @@ def _read_freepbx(values: Mapping[str, str]) -> tuple[DbTarget | None, bool, str
             continue
         except OSError as exc:
             raise ConfigError(f"cannot read FreePBX config {shown(path)}: {exc.strerror}") from None
+        from missedcall import freepbx  # only on a FreePBX box, where PyMySQL brings ``re`` anyway
+
         conf = freepbx.parse_amp_conf(text)
         if not conf.get("AMPDBUSER"):
             continue  # freepbx.conf without credentials: amportal.conf may have them
@@ -306,7 +316,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = Fa
         raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} is not a plain e-mail address")
     if not mail_from:
         # FreePBX's own From, as `missedcall-admin init` copied it: a short read, no query per call.
-        copied = freepbx.read_from_copy(config_path) if is_freepbx else ""
+        if is_freepbx:
+            from missedcall import freepbx
+
+            copied = freepbx.read_from_copy(config_path)
+        else:
+            copied = ""
         mail_from = copied if is_plain_address(copied) else host_from()
 
     template_dir = values.get("MISSEDCALL_TEMPLATE_DIR", "").strip()

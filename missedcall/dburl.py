@@ -8,7 +8,6 @@ The password lives here and nowhere else; ``DbTarget`` never shows it in
 from __future__ import annotations
 
 import os
-import re
 
 from missedcall.slots import Frozen
 
@@ -83,6 +82,8 @@ def redact_url(url: str) -> str:
     """``url`` fit for a message: whatever stands before its last "@" (user, password) is ``***``."""
     if "@" not in url:
         return url
+    import re  # here, not at the top: the AGI imports this module, and nothing else on its path needs re
+
     return re.sub(_USERINFO, lambda m: f"{m['scheme'] or ''}{m['slashes']}***@", url, count=1, flags=re.DOTALL)
 
 
@@ -109,6 +110,8 @@ def parse_db_url(url: str) -> DbTarget:
         if not path.startswith("/") or "\x00" in path:
             raise DbUrlError("MISSEDCALL_DB_URL: a sqlite path must be absolute (sqlite:////var/lib/...)")
         return DbTarget(kind="sqlite", path=path, origin="MISSEDCALL_DB_URL")
+    import re  # a MariaDB URL: PyMySQL imports re anyway; an SQLite one never needs it
+
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in ("mysql", "mariadb", "mysql+pymysql"):
         raise _refuse(url, "must start with mysql:// or sqlite:///")

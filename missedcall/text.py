@@ -26,6 +26,15 @@ def printable(text: str, *, limit: int | None = None, replace: str = " ") -> str
     return cleaned if limit is None else cleaned[:limit]
 
 
+#: ASCII letters, digits, "_" and "-": what a callid keeps in a header or a Message-ID.
+WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def only(text: str, allowed: frozenset[str], replace: str) -> str:
+    """``text`` with every character not in ``allowed`` replaced by ``replace`` (a character class, no regex)."""
+    return "".join(ch if ch in allowed else replace for ch in text)
+
+
 def small_int(text: str | bytes, max_digits: int = 9) -> int | None:
     """The value of a string of ASCII digits no longer than ``max_digits``, else None.
 

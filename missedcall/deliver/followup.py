@@ -24,11 +24,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from string import Template
 
 from missedcall import log, text
 from missedcall.config import ConfigError, Settings
 from missedcall.deliver import flood, mail, mime, notify, plural, targets, threads, threadsettings, transport
+from missedcall.deliver.placeholders import substitute
 from missedcall.record import followups, queues
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord, utcnow
@@ -135,7 +135,7 @@ def build(root: CallRecord, members: Sequence[CallRecord], settings: Settings, *
         "resolved_by": mail.clean(closed.resolved_by, 128),
         "host": mail.clean(host, 255),
     }
-    body = Template(mail.load_template(language, "followup_body.txt", settings.template_dir)).safe_substitute(values)
+    body = substitute(mail.load_template(language, "followup_body.txt", settings.template_dir), values)
     references = tuple(
         m.message_id or threads.message_id(m.callid, settings.mail_from) for m in _thread_order(root, members)
     )[-10:]

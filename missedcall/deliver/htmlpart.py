@@ -8,7 +8,7 @@ placeholder that is markup: an ``<a href="tel:…">`` built here from escaped pa
 
 from __future__ import annotations
 
-from string import Template
+from missedcall.deliver.placeholders import substitute
 
 # html.escape would import the html package (and its entity table) on the AGI's path for five replacements.
 _ESCAPES = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;", ord("'"): "&#x27;"}
@@ -30,4 +30,4 @@ def render(template: str, values: dict[str, str]) -> str:
         escaped["caller_link"] = f'<a href="{tel}">{shown}</a>'
     else:
         escaped["caller_link"] = shown
-    return Template(template).safe_substitute(escaped)
+    return substitute(template, escaped)

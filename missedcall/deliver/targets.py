@@ -19,14 +19,17 @@ hashlib and urllib.parse are imported only when a target is parsed.
 
 from __future__ import annotations
 
-import re
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
+if TYPE_CHECKING:
+    import re
 
 URL_SCHEMES = ("slack", "mattermost", "teams", "webhook")
 CHAT_SCHEMES = ("telegram", *URL_SCHEMES)
 #: Longest URL accepted (the ``target`` column's size); Teams workflow URLs are about 300 characters.
 URL_MAX = 2048
 KEY_MAX = 254
-# Patterns, compiled on first use: this module is imported by every AGI run, most never parse a target.
+# Patterns, compiled on first use, and ``re`` imported then: this module is imported by every AGI run,
+# most never parse a target, and nothing else on a mailed call imports ``re``.
 _PATTERNS = {
     # Telegram: a numeric chat id (groups are negative, supergroups -100...) or a public @channelusername.
     "telegram": r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}",
@@ -37,6 +40,8 @@ _PATTERNS = {
 
 
 def _pattern(name: str) -> re.Pattern[str]:
+    import re
+
     return re.compile(_PATTERNS[name])  # re keeps its own cache of compiled patterns
 
 
@@ -167,6 +172,8 @@ def redact_url(url: str, *, limit: int = 200) -> str:
 
 def redact(text: str) -> str:
     """Any target or URL text made safe to show: URLs cut down to host and first segment, printable, short."""
+    import re
+
     from missedcall.text import printable
 
     out = re.sub(r"https?://[^\s]*", lambda m: "https://" + redact_url(m.group(0)) + "/…", text, flags=re.I)

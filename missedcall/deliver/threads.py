@@ -14,13 +14,12 @@ a non-default value.
 from __future__ import annotations
 
 import binascii
-import re
 from datetime import datetime, timedelta, timezone, tzinfo
-from string import Template
 
 from missedcall import log, text
 from missedcall.config import ConfigError, Settings
 from missedcall.deliver import mail, mime
+from missedcall.deliver.placeholders import substitute
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord
 from missedcall.record.storage import Store
@@ -59,7 +58,7 @@ class Thread:
 
 def _id_part(callid: str) -> str:
     """The callid as the left part of a Message-ID: a dot-atom (no empty label between dots)."""
-    part = ".".join(label for label in re.sub(r"[^A-Za-z0-9_-]", ".", callid[:64]).split(".") if label)
+    part = ".".join(label for label in text.only(callid[:64], text.WORD_CHARS, ".").split(".") if label)
     return part or "call"
 
 
@@ -131,7 +130,7 @@ def repeat_subject(template: str, *, subject: str, call: CallRecord, number: int
         "when": today if same_day else since.format(first.astimezone(zone)),
         "caller": mail.describe_caller(call.caller_num, call.caller_name, language),
     }
-    return mail.clean(Template(template).safe_substitute(values), SUBJECT_MAX)
+    return mail.clean(substitute(template, values), SUBJECT_MAX)
 
 
 def reply_subject(subject: str) -> str:
