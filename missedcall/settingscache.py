@@ -25,6 +25,13 @@ Why this is safe with a file that holds passwords:
   read, as before, and every value is validated on every read, as before.
 
 A stale or missing cache costs one python-dotenv parse, nothing more.
+
+The cache is UTF-8 text in NUL-separated fields: a magic word, the key, the number
+of values, then each name and its value. Not JSON: ``json`` imports ``re``, and with
+``enum`` and ``functools`` behind it that was a few milliseconds of every hang-up
+that nothing else on the AGI's path needs. A NUL cannot be in a setting that
+python-dotenv read from a text file an admin edits; should one be there, the values
+are simply not cached.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from collections.abc import Mapping
 
 from missedcall import __version__
 
-FORMAT = 1
+FORMAT = 2
+MAGIC = "missedcall-settings"
+_SEP = "\x00"
 #: The most a cache may weigh: the settings file itself is bounded by config.MAX_FILE.
 MAX_BYTES = 4 << 20
 #: Seconds a settings file must have been left alone before its values are cached.
@@ -48,8 +57,8 @@ def cache_path(config_path: str) -> str:
     return os.path.join(folder, f".{name}.parsed")
 
 
-def _key(info: os.stat_result) -> list[object]:
-    return [
+def _key(info: os.stat_result) -> list[str]:
+    fields: list[object] = [
         FORMAT,
         __version__,
         info.st_dev,
@@ -61,6 +70,7 @@ def _key(info: os.stat_result) -> list[object]:
         info.st_gid,
         info.st_mode,
     ]
+    return [str(field) for field in fields]
 
 
 def _same_owner_and_mode(cache: os.stat_result, source: os.stat_result) -> bool:
@@ -93,18 +103,18 @@ def load(config_path: str, source: os.stat_result) -> dict[str, str] | None:
         return None
     finally:
         os.close(fd)
-    import json  # the AGI imports it for the spool anyway
-
     try:
-        document = json.loads(b"".join(chunks).decode("utf-8"))
-    except ValueError:  # torn or hand-edited: parse the file instead
+        fields = b"".join(chunks).decode("utf-8").split(_SEP)
+    except ValueError:  # hand-edited: parse the file instead
         return None
-    if not isinstance(document, dict) or document.get("key") != _key(source):
+    key = _key(source)
+    head = 1 + len(key)
+    if fields[:head] != [MAGIC, *key] or len(fields) <= head:
         return None
-    values = document.get("values")
-    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+    count, pairs = fields[head], fields[head + 1 :]
+    if not (count.isascii() and count.isdigit()) or len(pairs) != 2 * int(count):  # torn, or a foreign file
         return None
-    return values
+    return dict(zip(pairs[::2], pairs[1::2]))
 
 
 def save(config_path: str, source: os.stat_result, values: Mapping[str, str]) -> bool:
@@ -117,11 +127,17 @@ def save(config_path: str, source: os.stat_result, values: Mapping[str, str]) ->
         return False
     if os.geteuid() not in (0, source.st_uid):
         return False  # the cache would not have the file's owner, and no reader would believe it
-    import json
-
+    fields = [MAGIC, *_key(source), str(len(values))]
+    for name, value in values.items():
+        fields += (name, value)
+    if any(_SEP in field for field in fields):
+        return False  # a NUL in a setting: no field boundary left to trust, so no cache
     target = cache_path(config_path)
     temporary = f"{target}.{os.getpid()}.tmp"
-    payload = json.dumps({"key": _key(source), "values": dict(values)}).encode("utf-8")
+    try:
+        payload = _SEP.join(fields).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate python-dotenv let through
+        return False
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:

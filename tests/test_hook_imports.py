@@ -166,9 +166,46 @@ def test_a_torn_or_foreign_cache_is_not_believed(tmp_path: Path) -> None:
     conf = tmp_path / "missedcall.env"
     _write(conf, "MISSEDCALL_FROM=a@example.com\n")
     cache = Path(settingscache.cache_path(str(conf)))
-    for junk in ('{"key": [1', "[]", '{"key": [], "values": {}}', "\xff\xfe"):
+    for junk in ('{"key": [1', "[]", '{"key": [], "values": {}}', "\xff\xfe", settingscache.MAGIC, ""):
         _write(cache, junk)
         assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "a@example.com"}
+
+
+def test_a_cut_or_padded_cache_is_not_believed(tmp_path: Path) -> None:
+    """The count of values guards the end: a cache cut between two values, or with one added, is refused."""
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_FROM=a@example.com\nMISSEDCALL_LANGUAGE=ru\n")
+    _cache_now(conf)
+    cache = Path(settingscache.cache_path(str(conf)))
+    whole = cache.read_text(encoding="utf-8")
+    assert whole.startswith(settingscache.MAGIC + "\x00") and len(whole.split("\x00")) == 1 + 10 + 1 + 4
+    cut = whole[: whole.rindex("\x00MISSEDCALL_LANGUAGE")]
+    for forged in (cut, whole + "\x00MISSEDCALL_FROM\x00evil@example.com", whole.replace("\x002\x00", "\x00x\x00")):
+        cache.unlink()
+        _write(cache, forged)
+        assert config.read_env_file(str(conf)) == {"MISSEDCALL_FROM": "a@example.com", "MISSEDCALL_LANGUAGE": "ru"}
+
+
+def test_awkward_values_come_back_from_the_cache_as_python_dotenv_read_them(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    text = (
+        "MISSEDCALL_SMTP_PASSWORD='p=a|ss \"w\"'\nMISSEDCALL_SUBJECT_PREFIX=\"Пропущенный\\nзвонок\"\n"
+        "MISSEDCALL_EMPTY=\nMISSEDCALL_JSONISH={\"key\": [1]}\n"
+    )
+    _write(conf, text)
+    parsed = _cache_now(conf)
+    assert os.path.exists(settingscache.cache_path(str(conf)))
+    assert parsed["MISSEDCALL_SUBJECT_PREFIX"] == "Пропущенный\nзвонок" and parsed["MISSEDCALL_EMPTY"] == ""
+    assert config.read_env_file(str(conf)) == parsed  # from the cache now
+
+
+def test_a_setting_with_a_nul_is_not_cached(tmp_path: Path) -> None:
+    conf = tmp_path / "missedcall.env"
+    _write(conf, "MISSEDCALL_FROM=a@example.com\nMISSEDCALL_ODD=a\x00b\n")
+    parsed = _cache_now(conf)
+    assert parsed["MISSEDCALL_ODD"] == "a\x00b"
+    assert not os.path.exists(settingscache.cache_path(str(conf)))
+    assert config.read_env_file(str(conf)) == parsed
 
 
 def test_a_fresh_file_is_not_cached(tmp_path: Path) -> None:
