@@ -48,8 +48,13 @@ with open(dump + ".added", "w", encoding="utf-8") as handle:
     handle.write("\\n".join(sorted(set(sys.modules) - before)))
 """
 NEVER = ("dataclasses", "inspect", "typing", "logging", "six", "asterisk", "asterisk.agi", "dotenv", "_strptime")
-#: What a mailed call on SQLite with a sendmail does without, each a few milliseconds of imports a call.
-MAILED_NEVER = ("email", "pathlib", "urllib", "urllib.parse")
+#: What a mailed call on SQLite with a sendmail does without, each a few milliseconds of imports a call:
+#: ``re`` with ``enum`` (templates, checks and the settings cache are written without them), ``json``
+#: (spool files are read and written only when a call is spooled), ``string``, ``contextlib``, and
+#: ``signal`` (its C half, ``_signal``, is loaded at every start-up anyway).
+MAILED_NEVER = (
+    "email", "pathlib", "urllib", "urllib.parse", "re", "enum", "json", "string", "contextlib", "signal",
+)  # fmt: skip
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from missedcall.dburl import parse_db_url
 from missedcall.deliver import lastknown, spool
@@ -288,3 +290,38 @@ def test_pending_calls_are_not_retried_before_their_time(tmp_path: Path, sqlite_
         assert first is not None and second is not None
         assert store.begin_attempt(first, next_attempt_at=now + timedelta(minutes=1))
         assert not store.begin_attempt(second, next_attempt_at=now + timedelta(minutes=1))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.text(max_size=8), st.text(max_size=20)), max_size=6))
+def test_the_copy_is_json_of_the_rows_and_is_written_only_when_they_change(
+    tmp_path: Path, rows: list[tuple[str, str]]
+) -> None:
+    """Its bytes decide whether it is current (no json on a call), so they must read back as the rows."""
+    folder = tmp_path / f"spool-{os.urandom(4).hex()}"
+    folder.mkdir()
+    copy = folder / "recipients.json"
+    assert lastknown.save(str(folder), rows) and lastknown.load(str(folder)) == rows
+    assert json.loads(copy.read_bytes())["rows"] == [list(r) for r in rows] and copy.read_bytes().isascii()
+    inode = copy.stat().st_ino
+    assert lastknown.save(str(folder), rows) and copy.stat().st_ino == inode  # current: not rewritten
+    assert lastknown.save(str(folder), [*rows, ("*", "x")]) and copy.stat().st_ino != inode
+
+
+def test_a_copy_in_another_layout_is_rewritten_once_and_a_tampered_one_too(tmp_path: Path) -> None:
+    rows = [("600", "ops@example.com"), ("*", 'bo"ss\\@example.com')]
+    copy = tmp_path / "recipients.json"
+    older = {"version": 1, "written_at": "2026-11-01T00:00:00+00:00", "rows": [list(r) for r in rows]}
+    copy.write_text(json.dumps(older, ensure_ascii=True, indent=0))  # how earlier versions wrote it
+    assert lastknown.load(str(tmp_path)) == rows
+    inode = copy.stat().st_ino
+    assert lastknown.save(str(tmp_path), rows) and copy.stat().st_ino != inode
+    inode = copy.stat().st_ino
+    assert lastknown.save(str(tmp_path), rows) and copy.stat().st_ino == inode
+    current = copy.read_bytes()
+    # Cut, a second "rows" after the stamp (json.loads keeps the last one), and one with a plain ending.
+    second_rows = (current.replace(b'}\n', b'}, "rows": []}\n'), current[:-3] + b'", "rows": [], "x": "y"}\n')
+    for tampered in (current[:-1], *second_rows):
+        copy.write_bytes(tampered)
+        assert lastknown.save(str(tmp_path), rows)
+        assert copy.read_bytes() != tampered and lastknown.load(str(tmp_path)) == rows

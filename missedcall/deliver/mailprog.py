@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
+
+try:  # signal's C half: the same functions with plain int numbers; signal.py adds enums (and enum, functools)
+    import _signal as signal
+except ImportError:  # an interpreter without it
+    import signal  # type: ignore[no-redef]
 
 #: Past the timeout, how long a mail program that is still *working* (runnable, in disk I/O) may go on:
 #: the same cap as the run-queue credit of the AGI's own budget (missedcall.budget).

@@ -20,7 +20,6 @@ folder's owner and group, so the Asterisk user can still read and replace them.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
@@ -134,6 +133,8 @@ def from_json(data: Any) -> CallRecord:
 
 def write(spool_dir: str, call: CallRecord, *, create_dir: bool = True) -> str:
     """Spool ``call`` as it stands (its ``status`` says whether it was mailed); returns the path."""
+    import json  # here: a call that is mailed at once never spools, and json brings re with it
+
     payload = json.dumps(to_json(call), ensure_ascii=True, sort_keys=True).encode("ascii")
     return atomic_write(spool_dir, os.path.basename(path_for(spool_dir, call.callid)), payload, create_dir=create_dir)
 
@@ -170,11 +171,13 @@ def read_regular(path: str, limit: int) -> bytes:
 
 
 def read(path: str) -> Spooled:
-    raw = read_regular(path, 1 << 20)
+    raw = read_regular(path, 1 << 20)  # first: the AGI's look-up for a call never spooled stops here
     try:
         mtime = os.stat(path, follow_symlinks=False).st_mtime
     except OSError:
         raise SpoolGone(f"{path} is gone") from None
+    import json
+
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

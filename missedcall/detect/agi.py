@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
+
+try:  # signal's C half: the same functions with plain int numbers; signal.py adds enums (and enum, functools)
+    import _signal as signal
+except ImportError:  # an interpreter without it
+    import signal  # type: ignore[no-redef]
 
 from missedcall import budget
 from missedcall.detect.agiproto import MAX_LINE as _MAX_LINE

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 
 from missedcall.record import schema
 from missedcall.record.model import db_value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from typing import Any, TypeVar
 
     from missedcall.dburl import DbTarget
@@ -240,26 +239,9 @@ class Database:
         except Exception as exc:
             raise StorageError(f"{self.target.describe()}: {_db_reason(exc)}") from None
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self.kind == "sqlite":
-            # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
-            # instead of one failing half-way through.
-            self.execute("BEGIN IMMEDIATE")
-        else:
-            self.execute("START TRANSACTION")
-        self._in_transaction = True
-        try:
-            yield
-        except BaseException:
-            self._in_transaction = False
-            try:
-                self.execute("ROLLBACK")
-            except StorageError:
-                pass
-            raise
-        self._in_transaction = False
-        self.execute("COMMIT")
+    def transaction(self) -> _Transaction:
+        """``with db.transaction():`` commits the block's statements together, or rolls them all back."""
+        return _Transaction(self)
 
     def create_tables(self) -> None:
         """CREATE TABLE IF NOT EXISTS for every table (no migration: see Store.init)."""
@@ -273,3 +255,31 @@ class Database:
         a dozen CREATE ... IF NOT EXISTS on every hang-up cost more than the call's own writes."""
         row = self.execute("PRAGMA user_version").fetchone()
         return bool(row) and row[0] == _ddl_mark()
+
+
+class _Transaction:
+    """The context manager behind ``Database.transaction`` (a class: contextlib would cost the AGI its import)."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        if self.db.kind == "sqlite":
+            # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+            # instead of one failing half-way through.
+            self.db.execute("BEGIN IMMEDIATE")
+        else:
+            self.db.execute("START TRANSACTION")
+        self.db._in_transaction = True
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.db._in_transaction = False
+        if kind is None:
+            self.db.execute("COMMIT")
+            return
+        try:
+            self.db.execute("ROLLBACK")
+        except StorageError:
+            pass
