@@ -791,9 +791,9 @@ purge_files() {
     local dir
     step "configuration and data"
     # Copies the product derived from the configuration (the hook's parsed-settings cache, FreePBX's From
-    # address): ours, not the admin's, and they hold what the file holds, so they go with the code.
+    # address, this host's): ours, not the admin's, and they hold what the file holds, so they go with the code.
     local derived
-    for derived in "$CONFIG_DIR/.$(basename "$CONFIG_FILE").parsed" "$CONFIG_DIR/freepbx-from"; do
+    for derived in "$CONFIG_DIR/.$(basename "$CONFIG_FILE").parsed" "$CONFIG_DIR/freepbx-from" "$CONFIG_DIR/host-from"; do
         if [ -e "$(r "$derived")" ] && [ "$PURGE" = 0 ]; then
             run rm -f "$(r "$derived")"
         fi

@@ -12,7 +12,7 @@ import os
 import stat
 from collections.abc import Mapping
 
-from missedcall import settingscache
+from missedcall import fromcopy, settingscache
 from missedcall.dburl import DEFAULT_SQLITE_PATH, DbTarget, DbUrlError, parse_db_url, target_from_amp_conf
 from missedcall.settings import REASONS, Settings
 
@@ -235,10 +235,19 @@ def _check_timezone(name: str) -> None:
 
 
 def host_from() -> str:
-    """missedcall@<this host's FQDN>, or missedcall@localhost when that is no address."""
-    import socket  # only here: the AGI runs with MISSEDCALL_FROM set (or FreePBX's copy) and never pays for it
+    """missedcall@<this host's FQDN>, or missedcall@localhost when that is no address.
+
+    A DNS look-up: for ``missedcall-admin init``, which keeps the answer for the hook (missedcall.fromcopy).
+    """
+    import socket
 
     address = f"missedcall@{socket.getfqdn()}"
+    return address if is_plain_address(address) else "missedcall@localhost"
+
+
+def node_from() -> str:
+    """missedcall@<the kernel's host name>, or missedcall@localhost when that is no address: no DNS."""
+    address = f"missedcall@{os.uname().nodename}"
     return address if is_plain_address(address) else "missedcall@localhost"
 
 
@@ -315,14 +324,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = Fa
     if mail_from and not is_plain_address(mail_from):
         raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} is not a plain e-mail address")
     if not mail_from:
-        # FreePBX's own From, as `missedcall-admin init` copied it: a short read, no query per call.
-        if is_freepbx:
-            from missedcall import freepbx
-
-            copied = freepbx.read_from_copy(config_path)
-        else:
-            copied = ""
-        mail_from = copied if is_plain_address(copied) else host_from()
+        # FreePBX's own From, else this host's FQDN, as `missedcall-admin init` found them: a short read
+        # each, no query and no DNS look-up per call (missedcall.fromcopy).
+        copied = fromcopy.read(config_path, fromcopy.FREEPBX) if is_freepbx else ""
+        if not is_plain_address(copied):
+            copied = fromcopy.read(config_path, fromcopy.HOST)
+        mail_from = copied if is_plain_address(copied) else node_from()
 
     template_dir = values.get("MISSEDCALL_TEMPLATE_DIR", "").strip()
     if template_dir and not os.path.isabs(template_dir):

@@ -8,9 +8,7 @@ take text and return a dict, so they are tested on every variant without files.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 
 # $amp_conf['KEY'] = 'value';   or   $amp_conf["KEY"] = "value";
 # A pattern, compiled (and cached by re) on first use: the AGI imports this module on every call.
@@ -92,25 +90,3 @@ def ext_queues_h_line(extensions_additional: str) -> str | None:
         if match:
             return match.group(1).strip()
     return None
-
-
-def from_copy_path(config_path: str) -> str:
-    """Where ``missedcall-admin init`` keeps FreePBX's own From address (see missedcall.admin.sender)."""
-    return os.path.join(os.path.dirname(os.path.abspath(config_path)), "freepbx-from")
-
-
-def read_from_copy(config_path: str) -> str:
-    """That copy's one line, or "" when there is none; the caller checks it is an address."""
-    try:
-        # The hook reads this on every run: a FIFO or device put there must not block or flood it.
-        fd = os.open(from_copy_path(config_path), os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return ""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, 300).decode("utf-8", "replace").strip()  # bounded: it holds one address
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)

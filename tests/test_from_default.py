@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ from tests.support.freepbx import set_freepbx_setting
 from tests.support.mariadb import MariaDBDatabase
 
 FREEPBX_FROM = "pbx-notify@example.com"
+#: From without MISSEDCALL_FROM and before init found the FQDN: the kernel's host name, no DNS.
+NODE_FROM = f"missedcall@{os.uname().nodename}" if config.is_plain_address(f"missedcall@{os.uname().nodename}") else (
+    "missedcall@localhost"
+)
 
 
 @pytest.fixture
@@ -109,13 +114,33 @@ def test_freepbx_without_the_settings_table(freepbx_box: Path, capsys: pytest.Ca
     assert not (freepbx_box.parent / "freepbx-from").exists()
 
 
-def test_plain_asterisk_ignores_a_copy_and_uses_missedcall_at_the_fqdn(tmp_path: Path) -> None:
+def test_plain_asterisk_ignores_a_freepbx_copy_and_uses_missedcall_at_the_fqdn_init_found(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "freepbx-from").write_text(FREEPBX_FROM + "\n")  # left over from a FreePBX past
-    path = write_env_file(tmp_path, MISSEDCALL_FREEPBX_CONF=str(tmp_path / "none"))
+    path = write_env_file(tmp_path, MISSEDCALL_DB_URL=sqlite_url, MISSEDCALL_FREEPBX_CONF=str(tmp_path / "none"))
     settings = config.load_settings({"MISSEDCALL_CONFIG": str(path)})
-    assert not settings.is_freepbx
+    assert not settings.is_freepbx and settings.mail_from == NODE_FROM  # before init: no DNS, the kernel's name
+    monkeypatch.setenv("MISSEDCALL_CONFIG", str(path))
+    code, out, err = admin(capsys, "init")
+    assert code == 0, err
     expected = f"missedcall@{socket.getfqdn()}"
-    assert settings.mail_from == (expected if config.is_plain_address(expected) else "missedcall@localhost")
+    expected = expected if config.is_plain_address(expected) else "missedcall@localhost"
+    assert f"From: {expected} (this host's name" in out
+    assert (tmp_path / "host-from").read_text() == expected + "\n"
+    assert stat.S_IMODE((tmp_path / "host-from").stat().st_mode) == 0o644
+    assert config.load_settings({"MISSEDCALL_CONFIG": str(path)}).mail_from == expected
+
+
+def test_init_keeps_no_host_copy_when_missedcall_from_is_set(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_env_file(tmp_path, MISSEDCALL_DB_URL=sqlite_url, MISSEDCALL_FROM="pbx@example.com",
+                          MISSEDCALL_FREEPBX_CONF=str(tmp_path / "none"))  # fmt: skip
+    monkeypatch.setenv("MISSEDCALL_CONFIG", str(path))
+    code, out, err = admin(capsys, "init")
+    assert code == 0 and "From:" not in out, err
+    assert not (tmp_path / "host-from").exists()
 
 
 @pytest.mark.parametrize(
@@ -163,11 +188,13 @@ def test_the_hook_mails_from_the_copy_even_with_the_database_down(
 def test_a_hostile_copy_is_not_used(tmp_path: Path, freepbx_conf: Path, content: bytes) -> None:
     path = write_env_file(tmp_path, MISSEDCALL_FREEPBX_CONF=str(freepbx_conf))
     (tmp_path / "freepbx-from").write_bytes(content)
+    (tmp_path / "host-from").write_bytes(content)
     settings = config.load_settings({"MISSEDCALL_CONFIG": str(path)})
-    assert settings.is_freepbx and settings.mail_from == config.host_from()
+    assert settings.is_freepbx and settings.mail_from == NODE_FROM
 
 
 def test_a_fifo_at_the_copy_neither_blocks_nor_counts(tmp_path: Path, freepbx_conf: Path) -> None:
     path = write_env_file(tmp_path, MISSEDCALL_FREEPBX_CONF=str(freepbx_conf))
     os.mkfifo(tmp_path / "freepbx-from")  # a reader of a FIFO without a writer would wait for ever
-    assert config.load_settings({"MISSEDCALL_CONFIG": str(path)}).mail_from == config.host_from()
+    os.mkfifo(tmp_path / "host-from")
+    assert config.load_settings({"MISSEDCALL_CONFIG": str(path)}).mail_from == NODE_FROM

@@ -95,6 +95,18 @@ def test_a_mailed_call_loads_no_dataclasses_typing_logging_pyst2_or_dotenv(pbx: 
     assert sorted(m for m in (*NEVER, *MAILED_NEVER) if m in modules) == []
 
 
+def test_without_missedcall_from_the_hook_makes_no_dns_look_up(pbx: Pbx) -> None:
+    """From is then the FQDN that init kept (missedcall.fromcopy): ``socket.getfqdn`` is never called on a
+    hang-up, where a broken resolver would hold the call for seconds; ``socket`` is not even imported."""
+    pbx.configure(MISSEDCALL_FROM=None)
+    _cache_now(pbx.config_file)
+    (pbx.config_file.parent / "host-from").write_text("missedcall@pbx.example.com\n")
+    modules = _modules_after(pbx, _abandon("1795659165.3", {"ABANDONED": "TRUE"}), ["600"], added=True)
+    [mail] = read_mail(pbx.maildir)
+    assert mail.message["From"] == "missedcall@pbx.example.com"
+    assert "socket" not in modules and "missedcall.deliver.mime" in modules
+
+
 def test_a_call_that_is_not_missed_loads_no_email_either(pbx: Pbx) -> None:
     modules = _modules_after(pbx, _abandon("1795659165.2", {"ABANDONED": "FALSE"}), ["600"])
     assert read_mail(pbx.maildir) == []

@@ -235,8 +235,8 @@ def test_freepbx17_install_rerun_upgrade_uninstall(source: Path, tmp_path: Path)
     assert override.read_bytes() == OVERRIDE_START + block(GOSUB)
 
     # Uninstall: the override file byte for byte, code gone, configuration and data kept; the copies derived
-    # from the configuration (the hook's settings cache, FreePBX's From address) go with the code.
-    derived = [root / "etc" / "missedcall" / ".missedcall.env.parsed", root / "etc" / "missedcall" / "freepbx-from"]
+    # from the configuration (the hook's settings cache, FreePBX's From address, this host's) go with the code.
+    derived = [root / "etc" / "missedcall" / name for name in (".missedcall.env.parsed", "freepbx-from", "host-from")]
     for copy in derived:
         copy.write_text("derived\n")
     out = ok(install(source, root, "--uninstall"))

@@ -31,10 +31,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     with open_store(settings) as store:
         try:
             before, now = store.init()
-            if settings.is_freepbx:  # FreePBX's own From address, copied where the hook reads it
-                from missedcall.admin import sender
+            from missedcall.admin import sender
 
+            if settings.is_freepbx:  # FreePBX's own From address, copied where the hook reads it
                 sender_line = sender.refresh(settings, store)
+            elif not settings.raw.get("MISSEDCALL_FROM", "").strip():  # this host's FQDN, found once
+                sender_line = f"From: {sender.keep_host(settings)} (this host's name; MISSEDCALL_FROM sets another)"
         except StorageError as exc:
             raise UserError(str(exc)) from None
     if before is None:

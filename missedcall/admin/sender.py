@@ -3,17 +3,17 @@
 FreePBX keeps the address its notifications come from in the database (``freepbx_settings``,
 AMPUSERMANEMAILFROM). The hook does not look it up per call: ``missedcall-admin init``, which
 install.sh runs on every install and upgrade, copies it into ``freepbx-from`` beside the
-configuration file, and ``config.load_settings`` reads that one line on FreePBX only. So a mail
+configuration file (missedcall.fromcopy), and ``config.load_settings`` reads that one line on
+FreePBX only. So a mail
 sent while the database is down has the same From as the others, and the hook pays no query.
 ``doctor`` says when FreePBX's value has changed since (fix: ``missedcall-admin init``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-from missedcall import config, freepbx
+from missedcall import config, fromcopy
 from missedcall.admin.checks_access import OK, WARN, Check
 from missedcall.record.db import StorageError
 from missedcall.record.pbxsettings import FROM_KEYWORD, freepbx_setting
@@ -37,22 +37,21 @@ def freepbx_from(store: Store) -> tuple[str, str]:
 
 def refresh(settings: config.Settings, store: Store) -> str:
     """Copy FreePBX's address into the file load_settings reads (or remove a stale copy); one line saying so."""
-    path = freepbx.from_copy_path(settings.config_path)
     address, why = freepbx_from(store)
-    try:
-        if address:
-            temporary = f"{path}.tmp"
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.write(address + "\n")
-            os.chmod(temporary, 0o644)  # an address, no secret: the asterisk user reads it
-            os.replace(temporary, path)
-        elif os.path.lexists(path):
-            os.unlink(path)
-    except OSError as exc:
-        return f"note: cannot write {config.shown(path)} ({exc.strerror}): From stays {settings.mail_from}"
+    problem = fromcopy.write(settings.config_path, fromcopy.FREEPBX, address)
+    if problem:
+        return f"note: {config.shown(problem, 200)}: From stays {settings.mail_from}"
     if address:
-        return f"From: {address} (FreePBX's Email \"From:\" Address, kept in {path})"
-    return f"From: {config.host_from()} ({why}; MISSEDCALL_FROM sets another)"
+        kept = fromcopy.path(settings.config_path, fromcopy.FREEPBX)
+        return f"From: {address} (FreePBX's Email \"From:\" Address, kept in {kept})"
+    return f"From: {keep_host(settings)} ({why}; MISSEDCALL_FROM sets another)"
+
+
+def keep_host(settings: config.Settings) -> str:
+    """Resolve missedcall@<FQDN> now and keep it where the hook reads it (never resolved per call)."""
+    address = config.host_from()
+    problem = fromcopy.write(settings.config_path, fromcopy.HOST, address)
+    return f"{address} (note: {config.shown(problem, 200)})" if problem else address
 
 
 def check_from(doc: Doctor) -> Check:
@@ -63,7 +62,7 @@ def check_from(doc: Doctor) -> Check:
     sender = settings.mail_from
     if settings.raw.get("MISSEDCALL_FROM", "").strip():
         source = "MISSEDCALL_FROM"
-    elif settings.is_freepbx and sender == freepbx.read_from_copy(settings.config_path):
+    elif settings.is_freepbx and sender == fromcopy.read(settings.config_path, fromcopy.FREEPBX):
         source = "FreePBX's Email \"From:\" Address"
     else:
         source = "this host's name"
