@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from missedcall import __version__, config, log
-from missedcall.detect import agiproto, fastagi_work, verdict
+from missedcall.detect import agiproto, fastagi_cache, fastagi_work, verdict
 from missedcall.detect.fastagi_io import (
     Garbage,
     Lines,
@@ -48,7 +48,7 @@ from missedcall.detect.fastagi_io import (
 )
 from missedcall.detect.fastagi_mail import Mailers
 from missedcall.detect.fastagi_work import Breaker, Job, Recorded
-from missedcall.detect.listen import MAX_SESSIONS_DEFAULT, Listen
+from missedcall.detect.listen import MAX_SESSIONS_DEFAULT, Listen, cache_seconds
 from missedcall.detect.listen import max_sessions as configured_cap
 
 #: The scripts the service answers: ``agi://host:port/missed`` (and ``missed.py``, the hook's name).
@@ -114,6 +114,12 @@ class Service:
                 self.max_sessions = configured_cap(self.settings.raw)
             except config.ConfigError as exc:
                 log.error(f"fastagi: configuration error: {exc}; keeping {self.max_sessions}")
+        # A reload is also how an admin says "now": the copy of recipients and queue settings goes.
+        try:
+            fastagi_cache.SHELF.clear(cache_seconds(self.settings.raw))
+        except config.ConfigError as exc:
+            fastagi_cache.SHELF.clear()
+            log.error(f"fastagi: configuration error: {exc}; keeping {fastagi_cache.SHELF.seconds:g} s")
 
     # -- life cycle
 

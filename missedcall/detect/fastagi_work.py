@@ -13,9 +13,10 @@ Between the two the call is durable (a pending row under its claim lease, or a
 spool file), so anything the service holds in memory ``retry`` would redo: a full
 mail queue, a SIGTERM or a SIGKILL leaves the call to ``retry``.
 
-Each worker thread keeps its own database connection. A database that failed is
-left alone for :data:`DB_PAUSE` seconds (:class:`Breaker`): calls go straight to the
-spool, so a black-holed MariaDB costs one timeout, not one per call.
+Each worker thread keeps its own database connection; its look-ups of recipients and
+per-queue settings come from a copy a few seconds old at most (missedcall.detect.fastagi_cache).
+A database that failed is left alone for :data:`DB_PAUSE` seconds (:class:`Breaker`): calls
+go straight to the spool, so a black-holed MariaDB costs one timeout, not one per call.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from dataclasses import dataclass, field
 from missedcall import config, log
 from missedcall.deliver import notify, spool
 from missedcall.detect import judge as judge_step
+from missedcall.detect.fastagi_cache import CachedStore
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord
-from missedcall.record.storage import Store
 
 #: Seconds a failed database is left alone before the next call tries it again.
 DB_PAUSE = 5.0
@@ -98,18 +99,18 @@ class Breaker:
 _local = threading.local()
 
 
-def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> Store:
+def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> CachedStore:
     """This thread's connection to the configured database (a new one after a reload or a failure).
 
     Only a failed connect trips the breaker: a query that timed out (a lock, a slow
     moment) drops the connection, and the next call finds out whether the server is gone.
     """
-    held: tuple[object, Store] | None = getattr(_local, "store", None)
-    if held is not None and held[0] == settings.db:
+    held: tuple[object, CachedStore] | None = getattr(_local, "store", None)
+    if held is not None and (held[0] is settings.db or held[0] == settings.db):  # `is`: no field-by-field compare
         return held[1]
     drop_store()
     try:
-        store = Store.open(settings.db, timeout=timeout)
+        store = CachedStore.open(settings.db, timeout=timeout)
     except StorageError as exc:
         breaker.trip(str(exc))
         raise
