@@ -1,6 +1,7 @@
 """What the FastAGI service keeps between calls, and how it lets go of it (missedcall.detect.fastagi_cache,
 missedcall.detect.fastagi_work): the copy of recipients and per-queue settings honours a change made with
-``missedcall-admin`` once its bound is over or after SIGHUP.
+``missedcall-admin`` once its bound is over or after SIGHUP, and a database connection the server closed
+is opened again with the call still recorded in the database, not spooled.
 
 Real service over TCP with the scripted peer, real SQLite and MariaDB, the sendmail stand-in.
 """
@@ -17,6 +18,7 @@ from tests.agibox import Pbx, abandon_peer, make_pbx
 from tests.agipeer.network import run_network
 from tests.fastagibox import Service
 from tests.mailbox import read_mail
+from tests.support.mariadb import MariaDBDatabase
 
 BOUND = 1  # MISSEDCALL_FASTAGI_CACHE_SECONDS in the test that waits the bound out
 
@@ -96,3 +98,31 @@ def test_no_copy_at_all_with_a_bound_of_zero(pbx: Pbx) -> None:
 def test_a_bad_bound_stops_the_start_in_one_line(pbx: Pbx) -> None:
     with pytest.raises(AssertionError, match="MISSEDCALL_FASTAGI_CACHE_SECONDS must be a whole number"):
         Service(pbx, MISSEDCALL_FASTAGI_CACHE_SECONDS="soon")
+
+
+def _kill_connections(db: MariaDBDatabase) -> int:
+    """KILL every connection of the database's own user (the service's), as a server restart would."""
+    root = db.server.root()
+    try:
+        with root.cursor() as cursor:
+            cursor.execute("SELECT id FROM information_schema.processlist WHERE user = %s", (db.user,))
+            ids = [int(row[0]) for row in cursor.fetchall()]
+            for number in ids:
+                cursor.execute(f"KILL CONNECTION {number}")
+    finally:
+        root.close()
+    return len(ids)
+
+
+def test_connections_the_server_closed_are_reopened_and_the_call_recorded(
+    tmp_path: Path, mariadb_url: str, mariadb_database: MariaDBDatabase
+) -> None:
+    pbx = make_pbx(tmp_path, mariadb_url, MISSEDCALL_FLOOD_LIMIT="100000", MISSEDCALL_FASTAGI_CACHE_SECONDS="0")
+    with Service(pbx) as service:
+        call_and_mail(pbx, service, "1795700003.1", "5550031")
+        assert _kill_connections(mariadb_database) >= 2  # at least one record and one mail thread's
+        assert call_and_mail(pbx, service, "1795700003.2", "5550032") == ["boss@example.com", "ops600@example.com"]
+        wait_for(lambda: {c.callid: c.status for c in pbx.calls()}.get("1795700003.2") == "sent")
+    assert service.proc.returncode == 0, service.stderr.read_text()
+    assert pbx.spooled() == []  # recorded in the database itself, not kept for retry
+    assert not [line for line in service.log_lines() if "database unreachable" in line]

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from missedcall import config, log
 from missedcall.deliver import notify, spool
@@ -97,6 +99,7 @@ class Breaker:
 
 
 _local = threading.local()
+_T = TypeVar("_T")
 
 
 def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> CachedStore:
@@ -116,6 +119,35 @@ def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> Cache
         raise
     _local.store = (settings.db, store)
     return store
+
+
+def _using(settings: config.Settings, timeout: float, breaker: Breaker, work: Callable[[CachedStore], _T]) -> _T:
+    """``work`` on this thread's connection. A connection held from earlier calls that fails at once
+    is opened again and ``work`` runs once more: the server closed it (a restart, MariaDB's
+    ``wait_timeout`` after a quiet night), so the call needs no spool. A failure that took half the
+    bound or more is the server being slow, not gone: no second wait on the channel.
+
+    ``work`` must be safe to run twice: a claim whose INSERT landed before the connection died finds
+    its row (then "already recorded"; the pending row is ``retry``'s after its claim lease), and the
+    notifier raises only before anything was sent."""
+    held = getattr(_local, "store", None) is not None
+    store = _store(settings, timeout, breaker)
+    started = time.monotonic()
+    try:
+        return work(store)
+    except StorageError:
+        drop_store()
+        if not held or time.monotonic() - started >= timeout / 2:
+            raise
+    return work(_store(settings, timeout, breaker))
+
+
+def _claim(store: CachedStore, call: CallRecord) -> bool:
+    try:
+        return store.claim_call(call)
+    except StorageError:
+        store.init()  # tables missing (init never ran) or older: once, as the hook does
+        return store.claim_call(call)
 
 
 def warm(settings: config.Settings | None, timeout: float, breaker: Breaker, gate: threading.Barrier) -> None:
@@ -165,12 +197,7 @@ def record(job: Job, settings: config.Settings | None, settings_error: str, brea
     why = breaker.down()
     if not why:
         try:
-            store = _store(settings, DB_TIMEOUT, breaker)
-            try:
-                claimed = store.claim_call(call)
-            except StorageError:
-                store.init()  # tables missing (init never ran) or older: once, as the hook does
-                claimed = store.claim_call(call)
+            claimed = _using(settings, DB_TIMEOUT, breaker, lambda store: _claim(store, call))
         except StorageError as exc:
             drop_store()
             why = str(exc)
@@ -211,8 +238,10 @@ def deliver(done: Recorded, breaker: Breaker) -> tuple[str, bool]:
     assert call is not None and settings is not None
     if done.kind == "claimed":
         try:
-            store = _store(settings, MAIL_DB_TIMEOUT, breaker)
-            sent = notify.notify(store, settings, call, timeout=settings.smtp_timeout)
+            sent = _using(
+                settings, MAIL_DB_TIMEOUT, breaker,
+                lambda store: notify.notify(store, settings, call, timeout=settings.smtp_timeout),
+            )  # fmt: skip
         except StorageError as exc:
             # notify raises only before anything was sent: mail from the local copy, as the hook does.
             drop_store()
