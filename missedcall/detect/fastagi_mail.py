@@ -17,7 +17,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from missedcall import config
+from missedcall import config, log
 from missedcall.detect import fastagi_work
 from missedcall.detect.fastagi_work import Breaker, Recorded
 
@@ -66,6 +66,8 @@ class Mailers:
     ) -> None:
         try:
             fastagi_work.warm(settings, fastagi_work.MAIL_DB_TIMEOUT, self._breaker, gate)
+        except Exception as exc:  # the thread must live on: its first mail opens the connection instead
+            log.error(f"fastagi: mail thread could not open its database connection: {exc.__class__.__name__}: {exc}")
         finally:
             loop.call_soon_threadsafe(_settle, warmed)
         while True:
