@@ -64,6 +64,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "MISSEDCALL_FASTAGI_LISTEN": ("127.0.0.1:4574", "host:port of the FastAGI service (missedcall-admin serve)"),
     "MISSEDCALL_FASTAGI_MAX_SESSIONS": ("2000", "sessions the FastAGI service holds at once; past it Asterisk"
                                         " is told FAILURE and the dialplan runs missed.py"),
+    "MISSEDCALL_FASTAGI_CACHE_SECONDS": ("5", "seconds the FastAGI service keeps the recipients and queue"
+                                         " settings it read (0: none; systemctl reload drops them)"),
     "MISSEDCALL_TELEGRAM_TOKEN": ("", "Telegram bot token for telegram: targets (only ever kept here)"),
     "MISSEDCALL_TELEGRAM_API": ("https://api.telegram.org", "Telegram Bot API base URL"),
     "MISSEDCALL_WEBHOOK_SECRET": ("", "key that signs webhook: bodies with HMAC-SHA256 (empty: unsigned)"),

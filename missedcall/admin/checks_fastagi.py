@@ -63,8 +63,9 @@ def check_fastagi(doc: Doctor) -> Check | None:
     try:
         where = listen.from_raw(raw)
         listen.max_sessions(raw)
+        listen.cache_seconds(raw)
     except config.ConfigError as exc:
-        return Check(FAIL, NAME, str(exc), f"edit {doc.config_path} (docs/fastagi.md lists both keys)")
+        return Check(FAIL, NAME, str(exc), f"edit {doc.config_path} (docs/fastagi.md lists the keys)")
     if not installed:
         return Check(OK, NAME, f"{listen.KEY}={where} parses; the service is not installed", "")
     try:

@@ -33,6 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         where = listen.parse_listen(args.listen, key="--listen") if args.listen else listen.from_raw(settings.raw)
         listen.max_sessions(settings.raw)  # a bad cap stops the start here, in one line; SIGHUP re-reads it
+        listen.cache_seconds(settings.raw)  # the same for the bound on the copy of recipients and queue settings
     except config.ConfigError as exc:
         raise UserError(str(exc)) from None
     try:

@@ -37,6 +37,8 @@ _STRUCTURED = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender", "messa
 _WIDTH = 76  # a folded line's length (RFC 5322 asks for at most 78)
 _WORD = 75  # RFC 2047: an encoded word is at most 75 characters
 _PREFIX = "=?utf-8?b?"
+#: What a header name may hold (RFC 5322 ftext): printable ASCII but the colon.
+_NAME_CHARS = frozenset(chr(c) for c in range(33, 127)) - {":"}
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -59,7 +61,7 @@ class Draft:
 
     def __setitem__(self, name: str, value: str) -> None:
         value = str(value)
-        if not name or not name.isascii() or not all(33 <= ord(ch) <= 126 and ch != ":" for ch in name):
+        if not name or not _NAME_CHARS.issuperset(name):  # one set operation, not a generator per character
             raise ValueError(f"not a header name: {name!r}")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ValueError(f"header {name} may not contain CR, LF or NUL")
@@ -185,16 +187,20 @@ def encoded_words(value: str, *, first: int = _WORD) -> Iterator[str]:
     """``value`` as RFC 2047 ``B`` encoded words of UTF-8; the first fits in ``first`` characters."""
     room = min(_WORD, max(first, len(_PREFIX) + 2 + 8))
     chunk = ""
+    size = 0  # UTF-8 bytes in chunk, kept as it grows: encoding the whole chunk again for each character was quadratic
     for ch in value:
-        if _word_length(chunk + ch) > room and chunk:
+        width = len(ch.encode("utf-8"))
+        if _word_length(size + width) > room and chunk:
             yield _word(chunk)
-            chunk, room = "", _WORD
+            chunk, size, room = "", 0, _WORD
         chunk += ch
+        size += width
     yield _word(chunk)
 
 
-def _word_length(text: str) -> int:
-    return len(_PREFIX) + 2 + 4 * ((len(text.encode("utf-8")) + 2) // 3)
+def _word_length(size: int) -> int:
+    """The length of the encoded word of ``size`` UTF-8 bytes."""
+    return len(_PREFIX) + 2 + 4 * ((size + 2) // 3)
 
 
 def _word(text: str) -> str:

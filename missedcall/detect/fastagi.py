@@ -4,8 +4,9 @@ The dialplan calls ``AGI(agi://127.0.0.1:4574/missed,QUEUE[,REASON])`` with the 
 hook's contract (docs/design.md §4). Asterisk waits without a timeout once connected,
 so a session only reads what the call needs — the header block, then one framed
 ``GET FULL VARIABLE`` — records the call (missedcall.detect.fastagi_work.record, in a
-thread), says one VERBOSE line and closes: the channel is free. The mail follows in a
-bounded pool; a full queue leaves the recorded call to ``retry``.
+thread), says one VERBOSE line and closes: the channel is free. The mail follows from
+a bounded queue and threads of its own (missedcall.detect.fastagi_mail); a full queue leaves the
+recorded call to ``retry``.
 
 Every read is bounded in size and time (a half-open, silent or garbage peer costs one
 timeout); ``HANGUP`` lines, which a live channel sends instead of SIGHUP, are skipped.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import queue
 import signal
 import threading
 import time
@@ -31,20 +33,22 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from missedcall import __version__, config, log
-from missedcall.detect import agiproto, fastagi_work, verdict
+from missedcall.detect import agiproto, fastagi_cache, fastagi_work, verdict
 from missedcall.detect.fastagi_io import (
     Garbage,
+    Lines,
     close,
     drain_input,
+    flush,
     peer_name,
     read_headers,
-    readline,
     script_of,
     why,
     within,
 )
+from missedcall.detect.fastagi_mail import Mailers
 from missedcall.detect.fastagi_work import Breaker, Job, Recorded
-from missedcall.detect.listen import MAX_SESSIONS_DEFAULT, Listen
+from missedcall.detect.listen import MAX_SESSIONS_DEFAULT, Listen, cache_seconds
 from missedcall.detect.listen import max_sessions as configured_cap
 
 #: The scripts the service answers: ``agi://host:port/missed`` (and ``missed.py``, the hook's name).
@@ -52,7 +56,6 @@ CALL_SCRIPTS = ("missed", "missed.py")
 VERSION_SCRIPT = "version"
 HEADER_TIMEOUT = 2.0  # the whole header block; Asterisk writes it at once
 REPLY_TIMEOUT = 2.0  # each reply; Asterisk answers GET FULL VARIABLE at once, even on a dead channel
-MAIL_YIELD = 1.0  # the most a mail waits for sessions in flight before it goes anyway
 #: What a session over the cap is told: res_agi sets AGISTATUS=FAILURE on a line starting with "failure".
 FAILURE_LINE = b"FAILURE\n"
 REFUSE_DRAIN = 2.0  # how long a refused connection is read (and dropped) for Asterisk to close it
@@ -82,15 +85,13 @@ class Service:
         self.breaker = Breaker()
         self.record_workers = record_workers
         self.record_pool = ThreadPoolExecutor(record_workers, thread_name_prefix="mc-record")
-        self.mail_pool = ThreadPoolExecutor(workers, thread_name_prefix="mc-mail")
+        self.mailers = Mailers(workers, backlog, self.breaker, self._deliver)
         self.workers = workers
         self.backlog = backlog
         self.refused = 0
         self.draining = 0  # refused connections being read until Asterisk closes them
         self._refused_said = -REFUSED_EVERY
         self.sessions: set[asyncio.Task[None]] = set()
-        self.mailing: set[asyncio.Future[None]] = set()
-        self.queue: asyncio.Queue[Recorded] | None = None
         self.server: asyncio.base_events.Server | None = None
         self.last_session: datetime | None = None
         self.count = 0
@@ -113,15 +114,18 @@ class Service:
                 self.max_sessions = configured_cap(self.settings.raw)
             except config.ConfigError as exc:
                 log.error(f"fastagi: configuration error: {exc}; keeping {self.max_sessions}")
+        # A reload is also how an admin says "now": the copy of recipients and queue settings goes.
+        try:
+            fastagi_cache.SHELF.clear(cache_seconds(self.settings.raw))
+        except config.ConfigError as exc:
+            fastagi_cache.SHELF.clear()
+            log.error(f"fastagi: configuration error: {exc}; keeping {fastagi_cache.SHELF.seconds:g} s")
 
     # -- life cycle
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._idle = asyncio.Event()  # set while no session is being recorded
-        self._idle.set()
-        self.queue = asyncio.Queue(self.backlog)
         self.server = await asyncio.start_server(
             self._accept, self.listen.host, self.listen.port, limit=agiproto.MAX_LINE, backlog=1024, reuse_address=True
         )
@@ -133,7 +137,6 @@ class Service:
         # the collector's sight, every collection a burst's mails trigger walks only what they made.
         gc.collect()
         gc.freeze()
-        mailers = [asyncio.create_task(self._mailer()) for _ in range(self.workers)]
         exposed = "" if self.listen.loopback else "; NOT loopback: firewall it to your PBXs (FastAGI has no login)"
         log.info(f"fastagi: version {__version__} listening on {self.listen} (pid {os.getpid()}){exposed}")
         if ready is not None:
@@ -144,28 +147,20 @@ class Service:
         self.server.close()
         if self.sessions:
             await asyncio.wait(set(self.sessions), timeout=HEADER_TIMEOUT + 3 * REPLY_TIMEOUT + 5)
-        for task in mailers:
-            task.cancel()
-        left = self.queue.qsize()
-        if self.mailing:
-            await asyncio.wait(set(self.mailing))
+        left = await loop.run_in_executor(None, self.mailers.stop)  # returns once the mails being sent went
         self.record_pool.shutdown(wait=True)
-        self.mail_pool.shutdown(wait=True)
         log.info(f"fastagi: stopped; {left} queued mail(s) left to retry (their calls are recorded)")
 
     async def _warm(self, loop: asyncio.AbstractEventLoop) -> None:
         """Every worker thread's database connection, opened once before the first burst."""
-        jobs = []
-        for pool, count, timeout in (
-            (self.record_pool, self.record_workers, fastagi_work.DB_TIMEOUT),
-            (self.mail_pool, self.workers, fastagi_work.MAIL_DB_TIMEOUT),
-        ):
-            gate = threading.Barrier(count)
-            jobs += [
-                loop.run_in_executor(pool, fastagi_work.warm, self.settings, timeout, self.breaker, gate)
-                for _ in range(count)
-            ]
-        await asyncio.gather(*jobs)
+        gate = threading.Barrier(self.record_workers)
+        jobs = [
+            loop.run_in_executor(
+                self.record_pool, fastagi_work.warm, self.settings, fastagi_work.DB_TIMEOUT, self.breaker, gate
+            )
+            for _ in range(self.record_workers)
+        ]
+        await asyncio.gather(self.mailers.start(loop, self.settings), *jobs)
 
     def _on_sighup(self) -> None:
         log.info("fastagi: SIGHUP: re-reading the configuration")
@@ -224,15 +219,16 @@ class Service:
             await close(writer)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        stream = Lines(reader)
         try:
-            lines = await within(read_headers(reader), HEADER_TIMEOUT)
+            lines = await within(read_headers(stream), HEADER_TIMEOUT)
         except (asyncio.TimeoutError, Garbage, ConnectionError) as exc:
             log.warning(f"fastagi: {peer}: no AGI header block ({why(exc)}); closed")
             return
         env = agiproto.parse_headers(lines)
         script = script_of(env)
         if script == VERSION_SCRIPT:
-            await self._say(reader, writer, self.status_line())
+            await self._say(stream, writer, self.status_line())
             return
         if script not in CALL_SCRIPTS:
             shown = verdict.clean_id(script)[:40]
@@ -244,63 +240,51 @@ class Service:
         self.last_session = datetime.now(timezone.utc)
         if job.callid:
             framed = agiproto.Framed(fastagi_work.ASKED, "mc" + os.urandom(6).hex())
-            job.values = await self._ask(reader, writer, framed) or []
+            job.values = await self._ask(stream, writer, framed) or []
         loop = asyncio.get_running_loop()
         settings, error = self.settings, self.settings_error
         self.recording += 1
-        self._idle.clear()
+        self.mailers.idle.clear()
         try:
-            done = await loop.run_in_executor(
-                self.record_pool, fastagi_work.record, job, settings, error, self.breaker
-            )
+            done = await loop.run_in_executor(self.record_pool, fastagi_work.record, job, settings, error, self.breaker)
         finally:
             self.recording -= 1
             if not self.recording:
-                self._idle.set()
+                self.mailers.idle.set()
         done.session = job.session
         for message, is_error in done.notes:
             fastagi_work.report(f"{message} [{job.session}]", is_error)
-            await self._say(reader, writer, message)
+            await self._say(stream, writer, message)
         if done.kind == "done":
             fastagi_work.report(f"{done.message} [{job.session}]", done.error)
-            await self._say(reader, writer, done.message)
+            await self._say(stream, writer, done.message)
             return
         assert done.call is not None
-        await self._say(reader, writer, f"missed call {done.call.callid} in queue {done.call.queue}: recorded")
+        await self._say(stream, writer, f"missed call {done.call.callid} in queue {done.call.queue}: recorded")
         if done.message:  # recorded, but with trouble worth a line now (not spooled)
             fastagi_work.report(f"{done.message} [{job.session}]", done.error)
-        assert self.queue is not None
         try:
-            self.queue.put_nowait(done)
-        except asyncio.QueueFull:
+            self.mailers.put(done)
+        except queue.Full:
             fastagi_work.report(f"{fastagi_work.left_for_retry(done)} [{job.session}]", True)
 
-    async def _ask(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framed: agiproto.Framed
-    ) -> list[str] | None:
+    async def _ask(self, stream: Lines, writer: asyncio.StreamWriter, framed: agiproto.Framed) -> list[str] | None:
         """The framed variables, or None when Asterisk could not say in time (the verdict copes)."""
         try:
             writer.write(framed.line.encode("utf-8"))
-            await within(writer.drain(), REPLY_TIMEOUT)
-            while True:
-                line = await within(readline(reader), REPLY_TIMEOUT)
-                values = framed.feed(line)
-                if values is not None:
-                    return values or None
+            await flush(writer, REPLY_TIMEOUT)
+            return await within(_framed_reply(stream, framed), REPLY_TIMEOUT)
         except (asyncio.TimeoutError, Garbage, ConnectionError):
             return None
 
-    async def _say(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: str) -> None:
+    async def _say(self, stream: Lines, writer: asyncio.StreamWriter, message: str) -> None:
         """One VERBOSE line in Asterisk's log (dead-channel safe); its reply is awaited, briefly."""
-        if writer.is_closing() or reader.at_eof():
+        if writer.is_closing() or stream.at_eof():
             return
         try:
             writer.write(agiproto.verbose_line(message).encode("utf-8"))
-            await within(writer.drain(), REPLY_TIMEOUT)
-            while True:
-                line = await within(readline(reader), REPLY_TIMEOUT)
-                if agiproto.is_status(line):
-                    return
+            await flush(writer, REPLY_TIMEOUT)
+            await within(_status(stream), REPLY_TIMEOUT)
         except (asyncio.TimeoutError, Garbage, ConnectionError):
             return
 
@@ -313,25 +297,6 @@ class Service:
 
     # -- mail
 
-    async def _mailer(self) -> None:
-        assert self.queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            done = await self.queue.get()
-            # Channels first: while sessions are being recorded, a mail waits (a little) for the
-            # database and the CPUs they need; it is recorded already, so waiting costs nothing.
-            if self.recording:
-                try:
-                    await within(self._idle.wait(), MAIL_YIELD)
-                except asyncio.TimeoutError:
-                    pass
-            future = loop.run_in_executor(self.mail_pool, self._deliver, done)
-            self.mailing.add(future)
-            try:
-                await asyncio.shield(future)
-            finally:
-                self.mailing.discard(future)
-
     def _deliver(self, done: Recorded) -> None:
         try:
             line, error = fastagi_work.deliver(done, self.breaker)
@@ -339,6 +304,20 @@ class Service:
             callid = done.call.callid if done.call else "?"
             line, error = f"call {callid}: internal error while mailing: {exc.__class__.__name__}: {exc}", True
         fastagi_work.report(f"{line} [{done.session}]", error)
+
+
+async def _framed_reply(stream: Lines, framed: agiproto.Framed) -> list[str] | None:
+    """Lines up to the closing frame (one deadline for the whole reply, set by the caller)."""
+    while True:
+        values = framed.feed(await stream.readline())
+        if values is not None:
+            return values or None
+
+
+async def _status(stream: Lines) -> None:
+    """Lines up to a reply's status line."""
+    while not agiproto.is_status(await stream.readline()):
+        pass
 
 
 def serve(listen: Listen, *, workers: int = 4, backlog: int = 1000, ready: Callable[[], None] | None = None) -> int:

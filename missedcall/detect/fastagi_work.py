@@ -13,23 +13,26 @@ Between the two the call is durable (a pending row under its claim lease, or a
 spool file), so anything the service holds in memory ``retry`` would redo: a full
 mail queue, a SIGTERM or a SIGKILL leaves the call to ``retry``.
 
-Each worker thread keeps its own database connection. A database that failed is
-left alone for :data:`DB_PAUSE` seconds (:class:`Breaker`): calls go straight to the
-spool, so a black-holed MariaDB costs one timeout, not one per call.
+Each worker thread keeps its own database connection; its look-ups of recipients and
+per-queue settings come from a copy a few seconds old at most (missedcall.detect.fastagi_cache).
+A database that failed is left alone for :data:`DB_PAUSE` seconds (:class:`Breaker`): calls
+go straight to the spool, so a black-holed MariaDB costs one timeout, not one per call.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from missedcall import config, log
 from missedcall.deliver import notify, spool
 from missedcall.detect import judge as judge_step
+from missedcall.detect.fastagi_cache import CachedStore
 from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord
-from missedcall.record.storage import Store
 
 #: Seconds a failed database is left alone before the next call tries it again.
 DB_PAUSE = 5.0
@@ -96,25 +99,55 @@ class Breaker:
 
 
 _local = threading.local()
+_T = TypeVar("_T")
 
 
-def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> Store:
+def _store(settings: config.Settings, timeout: float, breaker: Breaker) -> CachedStore:
     """This thread's connection to the configured database (a new one after a reload or a failure).
 
     Only a failed connect trips the breaker: a query that timed out (a lock, a slow
     moment) drops the connection, and the next call finds out whether the server is gone.
     """
-    held: tuple[object, Store] | None = getattr(_local, "store", None)
-    if held is not None and held[0] == settings.db:
+    held: tuple[object, CachedStore] | None = getattr(_local, "store", None)
+    if held is not None and (held[0] is settings.db or held[0] == settings.db):  # `is`: no field-by-field compare
         return held[1]
     drop_store()
     try:
-        store = Store.open(settings.db, timeout=timeout)
+        store = CachedStore.open(settings.db, timeout=timeout)
     except StorageError as exc:
         breaker.trip(str(exc))
         raise
     _local.store = (settings.db, store)
     return store
+
+
+def _using(settings: config.Settings, timeout: float, breaker: Breaker, work: Callable[[CachedStore], _T]) -> _T:
+    """``work`` on this thread's connection. A connection held from earlier calls that fails at once
+    is opened again and ``work`` runs once more: the server closed it (a restart, MariaDB's
+    ``wait_timeout`` after a quiet night), so the call needs no spool. A failure that took half the
+    bound or more is the server being slow, not gone: no second wait on the channel.
+
+    ``work`` must be safe to run twice: a claim whose INSERT landed before the connection died finds
+    its row (then "already recorded"; the pending row is ``retry``'s after its claim lease), and the
+    notifier raises only before anything was sent."""
+    held = getattr(_local, "store", None) is not None
+    store = _store(settings, timeout, breaker)
+    started = time.monotonic()
+    try:
+        return work(store)
+    except StorageError:
+        drop_store()
+        if not held or time.monotonic() - started >= timeout / 2:
+            raise
+    return work(_store(settings, timeout, breaker))
+
+
+def _claim(store: CachedStore, call: CallRecord) -> bool:
+    try:
+        return store.claim_call(call)
+    except StorageError:
+        store.init()  # tables missing (init never ran) or older: once, as the hook does
+        return store.claim_call(call)
 
 
 def warm(settings: config.Settings | None, timeout: float, breaker: Breaker, gate: threading.Barrier) -> None:
@@ -164,12 +197,7 @@ def record(job: Job, settings: config.Settings | None, settings_error: str, brea
     why = breaker.down()
     if not why:
         try:
-            store = _store(settings, DB_TIMEOUT, breaker)
-            try:
-                claimed = store.claim_call(call)
-            except StorageError:
-                store.init()  # tables missing (init never ran) or older: once, as the hook does
-                claimed = store.claim_call(call)
+            claimed = _using(settings, DB_TIMEOUT, breaker, lambda store: _claim(store, call))
         except StorageError as exc:
             drop_store()
             why = str(exc)
@@ -210,8 +238,10 @@ def deliver(done: Recorded, breaker: Breaker) -> tuple[str, bool]:
     assert call is not None and settings is not None
     if done.kind == "claimed":
         try:
-            store = _store(settings, MAIL_DB_TIMEOUT, breaker)
-            sent = notify.notify(store, settings, call, timeout=settings.smtp_timeout)
+            sent = _using(
+                settings, MAIL_DB_TIMEOUT, breaker,
+                lambda store: notify.notify(store, settings, call, timeout=settings.smtp_timeout),
+            )  # fmt: skip
         except StorageError as exc:
             # notify raises only before anything was sent: mail from the local copy, as the hook does.
             drop_store()

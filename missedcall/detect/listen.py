@@ -1,6 +1,7 @@
 """The FastAGI service's own keys (docs/fastagi.md): ``MISSEDCALL_FASTAGI_LISTEN``, where
-``missedcall-admin serve`` listens, and ``MISSEDCALL_FASTAGI_MAX_SESSIONS``, how many sessions
-it holds at once.
+``missedcall-admin serve`` listens, ``MISSEDCALL_FASTAGI_MAX_SESSIONS``, how many sessions
+it holds at once, and ``MISSEDCALL_FASTAGI_CACHE_SECONDS``, how long it keeps the recipients and
+the per-queue settings it read.
 
 FastAGI has no authentication: whoever reaches the port can report calls. So the
 default is loopback, and an address that is not loopback is taken only when it is
@@ -22,6 +23,9 @@ DEFAULT = "127.0.0.1:4574"
 MAX_SESSIONS_KEY = "MISSEDCALL_FASTAGI_MAX_SESSIONS"
 MAX_SESSIONS_DEFAULT = 2000
 MAX_SESSIONS_LIMIT = 100_000
+CACHE_KEY = "MISSEDCALL_FASTAGI_CACHE_SECONDS"
+CACHE_DEFAULT = 5
+CACHE_LIMIT = 60
 
 
 class Listen(NamedTuple):
@@ -84,4 +88,16 @@ def max_sessions(raw: Mapping[str, str]) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_SESSIONS_LIMIT:
         shown = text[:20].encode("ascii", "replace").decode()
         raise ConfigError(f"{MAX_SESSIONS_KEY} must be a whole number from 1 to {MAX_SESSIONS_LIMIT}, not {shown!r}")
+    return int(text)
+
+
+def cache_seconds(raw: Mapping[str, str]) -> int:
+    """``MISSEDCALL_FASTAGI_CACHE_SECONDS`` from ``Settings.raw``: how stale the service's copy of the
+    recipients and per-queue settings may be (0: read them for every call)."""
+    text = raw.get(CACHE_KEY, "").strip()
+    if not text:
+        return CACHE_DEFAULT
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > CACHE_LIMIT:
+        shown = text[:20].encode("ascii", "replace").decode()
+        raise ConfigError(f"{CACHE_KEY} must be a whole number of seconds from 0 to {CACHE_LIMIT}, not {shown!r}")
     return int(text)

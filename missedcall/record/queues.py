@@ -52,12 +52,14 @@ class QueueSettings(Frozen):
         )  # fmt: skip
 
 
+#: The one query the notifier makes per call (the FastAGI service keeps its answers a few seconds).
+ROWS_SQL = f"SELECT queue, {', '.join(COLUMNS)} FROM missedcall_queues WHERE queue = ? OR queue = '*'"
+
+
 def _rows(store: Store, queue: str) -> tuple[dict[str, Any] | None, str]:
     """The queue's own row and the ``*`` row's hours, in the one query the notifier makes per call."""
     try:
-        rows = store.rows(
-            f"SELECT queue, {', '.join(COLUMNS)} FROM missedcall_queues WHERE queue = ? OR queue = '*'", (queue,)
-        )
+        rows = store.rows(ROWS_SQL, (queue,))
     except StorageError:
         return None, ""  # an older schema (init not run yet): nothing set per queue
     own = next((dict(zip(COLUMNS, r[1:])) for r in rows if str(r[0]) == queue), None)
