@@ -48,6 +48,7 @@ import sys
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
     from types import ModuleType
+    from typing import Any
 
 #: What PyMySQL's import can do without, when its connection is local and in the clear.
 _OPTIONAL = ("ssl", "getpass")
@@ -65,8 +66,15 @@ _OWN_HASHES = {
 
 #: What PyMySQL imports but uses only on paths the hook never takes: a stand-in imports the real module when
 #: used. With the names PyMySQL takes from it at import (``from .optionfile import Parser``), each put off
-#: until it is called.
-_LATER: dict[str, tuple[str, ...]] = {"traceback": (), "pymysql.optionfile": ("Parser",)}
+#: until it is called. ``warnings``: PyMySQL's deprecation notices; ``selectors`` and ``array``: what
+#: ``socket`` (imported here first) uses for sendfile() and send_fds()/recv_fds() alone.
+_LATER: dict[str, tuple[str, ...]] = {
+    "traceback": (),
+    "pymysql.optionfile": ("Parser",),
+    "warnings": (),
+    "selectors": (),
+    "array": (),
+}
 
 #: True once this process's PyMySQL came without ``ssl`` (until :func:`load` brings it back).
 held_back = False
@@ -91,6 +99,8 @@ def load(*, tls: bool) -> ModuleType:
     later = [name for name in _LATER if name not in sys.modules]
     for name in later:
         sys.modules[name] = _Later(name, _LATER[name])
+    lazy_re = _LaterRe(sys.modules.get("re"))
+    sys.modules["re"] = lazy_re
     whole = True
     try:
         import pymysql
@@ -107,14 +117,56 @@ def load(*, tls: bool) -> ModuleType:
                 del sys.modules[name]  # PyMySQL keeps its stand-in; an import from now on gets the real module
         if own_hashlib and isinstance(sys.modules.get("hashlib"), _OwnHashes):
             del sys.modules["hashlib"]  # PyMySQL's _auth keeps it; anyone else imports the real one
+        if sys.modules.get("re") is lazy_re:
+            if lazy_re._re is not None:
+                sys.modules["re"] = lazy_re._re  # the real one, there before or imported meanwhile
+            else:
+                del sys.modules["re"]
     if not whole:
         for name in [m for m in sys.modules if m == "pymysql" or m.startswith("pymysql.")]:
             del sys.modules[name]
         hold = []
     import pymysql
 
+    if whole:
+        _decode_datetimes(pymysql)
     held_back = "ssl" in hold
     return pymysql
+
+
+def _decode_datetimes(pymysql: ModuleType) -> None:
+    """PyMySQL's DATETIME and TIMESTAMP decoders for every connection of this process: :func:`_datetime`."""
+    import datetime
+
+    global _convert_datetime, _datetime_type
+    converters = pymysql.converters
+    _convert_datetime, _datetime_type = converters.convert_datetime, datetime.datetime
+    kinds = (pymysql.constants.FIELD_TYPE.DATETIME, pymysql.constants.FIELD_TYPE.TIMESTAMP)
+    for table in (converters.decoders, converters.conversions):
+        for kind in kinds:
+            if table.get(kind) is _convert_datetime:
+                table[kind] = _datetime
+
+
+_convert_datetime: Any = None
+_datetime_type: Any = None
+
+
+def _datetime(value: str | bytes) -> object:
+    """A DATETIME as MariaDB sends it, ``YYYY-MM-DD HH:MM:SS``, decoded without PyMySQL's regular expression
+    (whose ``re`` a hang-up otherwise does without); any other text (a fraction of a second, a zero date)
+    is PyMySQL's own to decode, so that the values are those PyMySQL gives."""
+    text = value.decode("ascii") if isinstance(value, (bytes, bytearray)) else value
+    if len(text) == 19 and text[4] + text[7] + text[10] + text[13] + text[16] == "-- ::":
+        digits = text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:]
+        if digits.isascii() and digits.isdigit():
+            try:
+                return _datetime_type(
+                    int(text[:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:])
+                )
+            except ValueError:
+                pass  # 0000-00-00 00:00:00 and the like: PyMySQL gives them back as text
+    return _convert_datetime(text)
 
 
 class _Later(type(sys)):  # type(sys) is types.ModuleType, without importing types
@@ -172,6 +224,63 @@ class _OwnHashes(type(sys)):  # type(sys) is types.ModuleType, without importing
         import hashlib
 
         return getattr(hashlib, attribute)
+
+
+class _LaterRe(type(sys)):  # type(sys) is types.ModuleType, without importing types
+    """``re`` for PyMySQL's import: the patterns PyMySQL's modules compile at import are compiled when first
+    used, and the real ``re`` is imported only then; everything else, and anyone else's ``compile``, is the
+    real module's."""
+
+    # re.IGNORECASE and re.DOTALL as re defines them: what pymysql.cursors combines at import.
+    IGNORECASE = 2
+    DOTALL = 16
+
+    def __init__(self, real: ModuleType | None) -> None:
+        super().__init__("re")
+        self._re = real
+
+    def compile(self, pattern: str, flags: int = 0) -> object:
+        frame = getattr(sys, "_getframe", None)
+        caller = frame(1).f_globals.get("__name__", "") if frame is not None else ""
+        if str(caller).startswith("pymysql."):
+            return _LaterPattern(self, pattern, flags)
+        return self._real().compile(pattern, flags)
+
+    def __getattr__(self, attribute: str) -> object:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return getattr(self._real(), attribute)
+
+    def _real(self) -> ModuleType:
+        real = self._re
+        if real is None:
+            standing = sys.modules.get("re") is self
+            if standing:
+                del sys.modules["re"]  # while PyMySQL is imported: import the real one, then stand in again
+            try:
+                import re as real
+            finally:
+                if standing:
+                    sys.modules["re"] = self
+            self._re = real
+        return real
+
+
+class _LaterPattern:
+    """A compiled pattern, compiled at its first use (PyMySQL calls ``.match`` or ``.fullmatch`` on it)."""
+
+    __slots__ = ("_compiled", "_how")
+
+    def __init__(self, module: _LaterRe, pattern: str, flags: int) -> None:
+        self._how = (module, pattern, flags)
+        self._compiled: object = None
+
+    def __getattr__(self, attribute: str) -> object:
+        compiled = self._compiled
+        if compiled is None:
+            module, pattern, flags = self._how
+            compiled = self._compiled = module._real().compile(pattern, flags)
+        return getattr(compiled, attribute)
 
 
 def _alone() -> bool:

@@ -1,5 +1,7 @@
-"""PyMySQL as missedcall.record.mysqlimport loads it for a local connection: its own hashlib stand-in and
-its deferred ``pymysql.optionfile`` must leave every login it can do working, against the real MariaDB.
+"""PyMySQL as missedcall.record.mysqlimport loads it for a local connection: its own hashlib stand-in, its
+``re`` whose patterns compile when first used, and the modules it gets only when a name of theirs is used
+(``pymysql.optionfile``, ``warnings``, and ``selectors`` and ``array`` for ``socket``) must leave every login
+and every use of them working, against the real MariaDB.
 
 Each case runs in a fresh interpreter (what a process has imported is the point). The users are made
 here, with the plugin named, and dropped again. MariaDB 10.11 offers mysql_native_password and
@@ -15,6 +17,7 @@ import hashlib
 import json
 import os
 import secrets
+import site
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import REPO_ROOT
 from tests.support.mariadb import MariaDBDatabase, MariaDBServer
 
 #: Python's own hash modules that hashlib without OpenSSL would import, all of them, up front.
@@ -184,3 +188,84 @@ def test_read_default_file_still_reads_the_option_file(mariadb_database: MariaDB
                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNF": str(cnf)})  # fmt: skip
     seen = json.loads(out.stdout)
     assert seen == {"before": False, "who": f"{mariadb_database.user}@127.0.0.1", "real": True}
+
+
+#: In a process whose PyMySQL came that way: DATETIME values read (without re), then executemany (PyMySQL's
+#: only use of RE_INSERT_VALUES: a multi-row INSERT when the pattern matches, one INSERT per row when not),
+#: TIME and fractional DATETIME values (PyMySQL's patterns), PyMySQL's DeprecationWarning, socket.sendfile
+#: (selectors) and send_fds (array); and the DATETIME decoder against PyMySQL's own on awkward text.
+LATER_USES = """\
+import os, sys
+# No site (-S), as the hook: it would import warnings itself; no json until the end: it imports re.
+sys.path[:0] = os.environ["PATHS"].split(os.pathsep)
+from missedcall.record import mysqlimport
+
+pymysql = mysqlimport.load(tls=False)
+out = {"imported": sorted(m for m in ("selectors", "array", "warnings", "re") if m in sys.modules)}
+# Over the socket: PyMySQL's own TCP connect gives getaddrinfo a str, whose IDNA codec imports re
+# (missedcall.record.db connects with the host's bytes instead).
+login = {k: os.environ["MC_" + k.upper()] for k in ("user", "password", "unix_socket", "database")}
+conn = pymysql.connect(**login, ssl_disabled=True, connect_timeout=5)
+with conn.cursor() as cur:
+    cur.execute("CREATE TABLE t (n INT, at DATETIME, fine DATETIME(3), took TIME)")
+    cur.execute("INSERT INTO t VALUES (%s, %s, %s, %s)",
+                (1, "2026-01-02 03:04:05", "2026-01-02 03:04:05.5", "01:02:03"))
+    cur.execute("SELECT at, NOW() FROM t")
+    out["plain"] = [v.isoformat() for v in cur.fetchone()][:1]
+    out["re_after_plain"] = "re" in sys.modules
+    cur.executemany("INSERT INTO t (n, at, fine, took) VALUES (%s, %s, %s, %s)",
+                    [(2, "2026-01-02 03:04:06", None, "-00:00:01"), (3, "0000-00-00 00:00:00", None, None)])
+    cur.execute("SHOW SESSION STATUS LIKE 'Com_insert'")
+    out["inserts"] = int(cur.fetchone()[1])
+    cur.execute("SELECT n, at, fine, took FROM t ORDER BY n")
+    out["rows"] = [[n, str(at), str(fine), str(took)] for n, at, fine, took in cur.fetchall()]
+conn.close()
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pymysql.connect(db=login.pop("database"), **login, ssl_disabled=True, connect_timeout=5).close()
+out["warned"] = [str(w.message) for w in caught if w.category is DeprecationWarning]
+import re, socket, tempfile
+out.update({"real_re": sys.modules["re"] is re, "pattern": isinstance(re.compile("x"), re.Pattern)})
+left, right = socket.socketpair()
+with tempfile.TemporaryFile() as f:
+    f.write(b"sent with sendfile"); f.flush(); f.seek(0)
+    left.settimeout(5)  # a timeout makes sendfile wait on a selector
+    left.sendfile(f)
+out["sendfile"] = right.recv(100).decode()
+socket.send_fds(left, [b"x"], [right.fileno()])
+out["fds"] = len(socket.recv_fds(right, 10, 1)[1])
+import selectors, array
+out["real_later"] = hasattr(selectors, "DefaultSelector") and hasattr(array, "array")
+ours, theirs = pymysql.converters.decoders[pymysql.constants.FIELD_TYPE.DATETIME], pymysql.converters.convert_datetime
+awkward = ["2026-01-02 03:04:05", b"2026-01-02 03:04:05", "2026-02-31 03:04:05", "0000-00-00 00:00:00",
+           "2026-01-02T03:04:05", "2026-01-02 03:04:05.123456", "\uff12026-01-02 03:04:05", "2026-1-2 3:4:5",
+           "9999-12-31 23:59:59", "2026-01-02 24:00:00", "+026-01-02 03:04:05", "2026-01-02"]
+out["differ"] = [repr(v) for v in awkward if repr(ours(v)) != repr(theirs(v))]
+out["ours"] = ours is not theirs
+import json
+print(json.dumps(out))
+"""
+
+
+def test_what_pymysql_gets_later_works_when_used(mariadb_database: MariaDBDatabase, tmp_path: Path) -> None:
+    db = mariadb_database
+    paths = os.pathsep.join([str(REPO_ROOT), *site.getsitepackages()])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PATHS": paths, "MC_USER": db.user,
+           "MC_PASSWORD": db.password, "MC_UNIX_SOCKET": db.server.unix_socket, "MC_DATABASE": db.name}  # fmt: skip
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", LATER_USES], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["imported"] == []  # by PyMySQL's import: none of them
+    assert seen["plain"] == ["2026-01-02T03:04:05"] and seen["re_after_plain"] is False
+    assert seen["inserts"] == 2  # the first INSERT, then both rows of executemany in one: RE_INSERT_VALUES matched
+    assert seen["rows"] == [
+        [1, "2026-01-02 03:04:05", "2026-01-02 03:04:05.500000", "1:02:03"],
+        [2, "2026-01-02 03:04:06", "None", "-1 day, 23:59:59"],
+        [3, "0000-00-00 00:00:00", "None", "None"],  # a zero date comes back as text, as PyMySQL gives it
+    ]
+    assert seen["warned"] == ["'db' is deprecated, use 'database'"]
+    assert seen["real_re"] and seen["pattern"]  # anyone but PyMySQL compiles with the real re, as before
+    assert seen["sendfile"] == "sent with sendfile" and seen["fds"] == 1 and seen["real_later"]
+    assert seen["ours"] and seen["differ"] == []  # the DATETIME decoder gives what PyMySQL's gives
