@@ -157,12 +157,12 @@ def test_a_remote_server_keeps_pymysqls_tls() -> None:
 
 
 #: What the process hook on a local MariaDB has no use for (each is milliseconds, or megabytes, a hang-up):
-#: OpenSSL, getpass, the IDNA codec; PyMySQL's option-file reader; any hash but the login's SHA-1; what
-#: socket keeps for sendfile() and send_fds() (missedcall.record.mysqlimport; PyMySQL's warnings are left
-#: out too, but this process has site, which imports them: tests/test_mysql_standins.py checks that one).
+#: OpenSSL, getpass, the IDNA codec; PyMySQL's option-file reader; any hash but the login's SHA-1; socket.py
+#: (missedcall.record.mysqlsock) and what it would import (missedcall.record.mysqlimport; PyMySQL's warnings
+#: are left out too, but this process has site, which imports them: tests/test_mysql_standins.py checks that).
 NOT_FOR_A_LOCAL_MARIADB = (
     "ssl", "_ssl", "_hashlib", "getpass", "encodings.idna", "pymysql.optionfile", "configparser", "hashlib",
-    "_md5", "_sha2", "_sha256", "_sha512", "_blake2", "_sha3", "selectors", "array",
+    "_md5", "_sha2", "_sha256", "_sha512", "_blake2", "_sha3", "socket", "selectors", "array",
 )  # fmt: skip
 
 

@@ -96,9 +96,12 @@ def load(*, tls: bool) -> ModuleType:
         sys.modules[name] = None  # type: ignore[assignment]
     if own_hashlib:
         sys.modules["hashlib"] = _OwnHashes("hashlib")
-    later = [name for name in _LATER if name not in sys.modules]
+    # In the clear, missedcall.record.db hands PyMySQL a socket of missedcall.record.mysqlsock: socket.py is
+    # then PyMySQL's only on a path of its own (a host name not in ASCII, TLS brought back by a reload).
+    wanted = _LATER if tls else {**_LATER, "socket": ()}
+    later = [name for name in wanted if name not in sys.modules]
     for name in later:
-        sys.modules[name] = _Later(name, _LATER[name])
+        sys.modules[name] = _Later(name, wanted[name])
     lazy_re = _LaterRe(sys.modules.get("re"))
     sys.modules["re"] = lazy_re
     whole = True
