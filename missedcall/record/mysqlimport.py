@@ -33,7 +33,19 @@ Python 3.13 and later that pulls in ``_colorize``, ``dataclasses`` and ``inspect
 at import), for a ``read_default_file`` missedcall never passes. So PyMySQL gets
 stand-ins (:class:`_Later`) that import the real module the first time one of its names
 is used (``Parser``, which PyMySQL takes from ``optionfile`` at import, the first time
-it is called); nobody else ever sees a stand-in.
+it is called). The same for ``warnings`` (PyMySQL's deprecation notices), for ``socket``
+when the connection is in the clear (missedcall.record.mysqlsock makes its socket from
+``_socket``), and for the ``selectors`` and ``array`` of a ``socket`` first imported by
+PyMySQL (its sendfile() and send_fds() alone); nobody else ever sees a stand-in, except
+that such a ``socket`` keeps its two (which import the real modules when used).
+
+PyMySQL compiles four regular expressions at import, one of them (``RE_INSERT_VALUES``,
+for executemany alone) 1.5-2 ms of every hang-up. While PyMySQL is imported ``re`` is a
+stand-in (:class:`_LaterRe`) whose ``compile`` gives PyMySQL's modules a pattern compiled
+at its first use, and anyone else a real one; afterwards the real ``re`` is back. And
+PyMySQL's DATETIME decoder, the one pattern a hang-up would use, is replaced by
+:func:`_datetime`, which decodes MariaDB's own layout without it and hands anything
+else to PyMySQL's: a hang-up on MariaDB need not import ``re`` at all.
 
 A connection that wants TLS (a remote server, or an ``ssl_ca``) in a process whose
 PyMySQL was imported that way re-imports ``pymysql.connections`` with ``ssl``
@@ -189,7 +201,7 @@ class _Later(type(sys)):  # type(sys) is types.ModuleType, without importing typ
         return getattr(self._real(), attribute)
 
     def _real(self) -> ModuleType:
-        name = self.__name__
+        name = str(self.__name__)
         if sys.modules.get(name) is self:
             del sys.modules[name]
         __import__(name)
@@ -255,18 +267,17 @@ class _LaterRe(type(sys)):  # type(sys) is types.ModuleType, without importing t
         return getattr(self._real(), attribute)
 
     def _real(self) -> ModuleType:
-        real = self._re
-        if real is None:
+        if self._re is None:
             standing = sys.modules.get("re") is self
             if standing:
                 del sys.modules["re"]  # while PyMySQL is imported: import the real one, then stand in again
             try:
-                import re as real
+                import re
             finally:
                 if standing:
                     sys.modules["re"] = self
-            self._re = real
-        return real
+            self._re = re
+        return self._re
 
 
 class _LaterPattern:
