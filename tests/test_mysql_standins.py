@@ -1,7 +1,7 @@
 """PyMySQL as missedcall.record.mysqlimport loads it for a local connection: its own hashlib stand-in, its
-``re`` whose patterns compile when first used, and the modules it gets only when a name of theirs is used
-(``pymysql.optionfile``, ``warnings``, and ``selectors`` and ``array`` for ``socket``) must leave every login
-and every use of them working, against the real MariaDB.
+``re`` whose patterns compile when first used, its ``contextlib.suppress``, and the modules it gets only when
+a name of theirs is used (``pymysql.optionfile``, ``warnings``, and ``selectors`` and ``array`` for
+``socket``) must leave every login and every use of them working, against the real MariaDB.
 
 Each case runs in a fresh interpreter (what a process has imported is the point). The users are made
 here, with the plugin named, and dropped again. MariaDB 10.11 offers mysql_native_password and
@@ -220,6 +220,11 @@ with conn.cursor() as cur:
     cur.execute("SELECT n, at, fine, took FROM t ORDER BY n")
     out["rows"] = [[n, str(at), str(fine), str(took)] for n, at, fine, took in cur.fetchall()]
 conn.close()
+out["contextlib_after_close"] = "contextlib" in sys.modules  # close() used PyMySQL's suppress()
+broken = pymysql.connect(**login, ssl_disabled=True, connect_timeout=5)
+broken._sock.shutdown(2)  # SHUT_RDWR: the COM_QUIT that close() sends fails, and suppress() swallows it
+broken.close()
+out["closed_anyway"] = broken.open is False
 import warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -265,6 +270,7 @@ def test_what_pymysql_gets_later_works_when_used(mariadb_database: MariaDBDataba
         [2, "2026-01-02 03:04:06", "None", "-1 day, 23:59:59"],
         [3, "0000-00-00 00:00:00", "None", "None"],  # a zero date comes back as text, as PyMySQL gives it
     ]
+    assert seen["contextlib_after_close"] is False and seen["closed_anyway"] is True
     assert seen["warned"] == ["'db' is deprecated, use 'database'"]
     assert seen["real_re"] and seen["pattern"]  # anyone but PyMySQL compiles with the real re, as before
     assert seen["sendfile"] == "sent with sendfile" and seen["fds"] == 1 and seen["real_later"]

@@ -36,8 +36,10 @@ is used (``Parser``, which PyMySQL takes from ``optionfile`` at import, the firs
 it is called). The same for ``warnings`` (PyMySQL's deprecation notices), for ``socket``
 when the connection is in the clear (missedcall.record.mysqlsock makes its socket from
 ``_socket``), and for the ``selectors`` and ``array`` of a ``socket`` first imported by
-PyMySQL (its sendfile() and send_fds() alone); nobody else ever sees a stand-in, except
-that such a ``socket`` keeps its two (which import the real modules when used).
+PyMySQL (its sendfile() and send_fds() alone); and ``contextlib``, whose ``suppress``, the
+one name PyMySQL uses (closing a connection), comes from here (:class:`_OwnContextlib`).
+Nobody else ever sees a stand-in, except that such a ``socket`` keeps its two (which
+import the real modules when used).
 
 PyMySQL compiles four regular expressions at import, one of them (``RE_INSERT_VALUES``,
 for executemany alone) 1.5-2 ms of every hang-up. While PyMySQL is imported ``re`` is a
@@ -86,6 +88,7 @@ _LATER: dict[str, tuple[str, ...]] = {
     "warnings": (),
     "selectors": (),
     "array": (),
+    "contextlib": (),
 }
 
 #: True once this process's PyMySQL came without ``ssl`` (until :func:`load` brings it back).
@@ -113,7 +116,7 @@ def load(*, tls: bool) -> ModuleType:
     wanted = _LATER if tls else {**_LATER, "socket": ()}
     later = [name for name in wanted if name not in sys.modules]
     for name in later:
-        sys.modules[name] = _Later(name, wanted[name])
+        sys.modules[name] = _OwnContextlib(name) if name == "contextlib" else _Later(name, wanted[name])
     lazy_re = _LaterRe(sys.modules.get("re"))
     sys.modules["re"] = lazy_re
     whole = True
@@ -206,6 +209,23 @@ class _Later(type(sys)):  # type(sys) is types.ModuleType, without importing typ
             del sys.modules[name]
         __import__(name)
         return sys.modules[name]
+
+
+class _OwnContextlib(_Later):
+    """``contextlib`` for PyMySQL, whose one use of it is ``suppress(Exception)`` around the COM_QUIT that
+    ``Connection.close()`` sends (at every hang-up): that one from here, anything else the real module's."""
+
+    class suppress:  # contextlib's name, as PyMySQL looks it up
+        """contextlib.suppress as PyMySQL uses it: an exception of one of the given classes ends at the block."""
+
+        def __init__(self, *exceptions: type[BaseException]) -> None:
+            self._exceptions = exceptions
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, kind: type[BaseException] | None, value: object, traceback: object) -> bool:
+            return kind is not None and issubclass(kind, self._exceptions)
 
 
 class _LaterName:
