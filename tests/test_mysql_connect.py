@@ -129,12 +129,14 @@ def test_with_another_thread_running_ssl_is_imported_as_usual(tmp_path: Path) ->
         "import sys, threading\n"
         "stop = threading.Event(); t = threading.Thread(target=stop.wait); t.start()\n"
         "from missedcall.record import mysqlimport\n"
-        "mysqlimport.load(tls=False)\n"
+        "pymysql = mysqlimport.load(tls=False)\n"
         "stop.set(); t.join()\n"
-        "print('ssl' in sys.modules, mysqlimport.held_back)\n"
+        "print('ssl' in sys.modules, mysqlimport.held_back, type(pymysql.cursors.RE_INSERT_VALUES).__name__,\n"
+        "      hasattr(pymysql.connections.contextlib, '__file__'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["True", "False"]
+    # ... and PyMySQL's patterns and contextlib are the real ones (the thread could have imported re meanwhile).
+    assert out.stdout.split() == ["True", "False", "Pattern", "True"]
 
 
 def test_a_remote_server_keeps_pymysqls_tls() -> None:

@@ -104,7 +104,8 @@ def load(*, tls: bool) -> ModuleType:
         if tls and held_back:
             _bring_back_tls()
         return pymysql
-    hold = [] if tls or not _alone() else [name for name in _OPTIONAL if name not in sys.modules]
+    alone = _alone()
+    hold = [] if tls or not alone else [name for name in _OPTIONAL if name not in sys.modules]
     # With ssl loaded, libcrypto is in the process already: the real hashlib then costs little.
     own_hashlib = "ssl" in hold and "hashlib" not in sys.modules
     for name in hold:
@@ -114,11 +115,16 @@ def load(*, tls: bool) -> ModuleType:
     # In the clear, missedcall.record.db hands PyMySQL a socket of missedcall.record.mysqlsock: socket.py is
     # then PyMySQL's only on a path of its own (a host name not in ASCII, TLS brought back by a reload).
     wanted = _LATER if tls else {**_LATER, "socket": ()}
+    if not alone:
+        # Another thread's import would get them too: _Later is the real module at first use to it as well,
+        # but our contextlib.suppress and re.compile are PyMySQL's alone.
+        wanted = {name: taken for name, taken in wanted.items() if name != "contextlib"}
     later = [name for name in wanted if name not in sys.modules]
     for name in later:
         sys.modules[name] = _OwnContextlib(name) if name == "contextlib" else _Later(name, wanted[name])
     lazy_re = _LaterRe(sys.modules.get("re"))
-    sys.modules["re"] = lazy_re
+    if alone:
+        sys.modules["re"] = lazy_re
     whole = True
     try:
         import pymysql
