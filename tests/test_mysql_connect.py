@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
+from missedcall import config, settingscache
 from missedcall.dburl import parse_db_url
 from missedcall.record.db import connect_options
 from tests.agibox import make_pbx
@@ -33,6 +34,7 @@ from tests.support.tlsmariadb import TlsServer, tls_mariadb
 #: prints, as JSON, one result per URL and then which modules of interest the process had loaded.
 PROBE = """\
 import json, os, sys
+from missedcall import config, settingscache
 from missedcall.dburl import parse_db_url
 from missedcall.record.db import Database, StorageError
 
@@ -127,12 +129,14 @@ def test_with_another_thread_running_ssl_is_imported_as_usual(tmp_path: Path) ->
         "import sys, threading\n"
         "stop = threading.Event(); t = threading.Thread(target=stop.wait); t.start()\n"
         "from missedcall.record import mysqlimport\n"
-        "mysqlimport.load(tls=False)\n"
+        "pymysql = mysqlimport.load(tls=False)\n"
         "stop.set(); t.join()\n"
-        "print('ssl' in sys.modules, mysqlimport.held_back)\n"
+        "print('ssl' in sys.modules, mysqlimport.held_back, type(pymysql.cursors.RE_INSERT_VALUES).__name__,\n"
+        "      hasattr(pymysql.connections.contextlib, '__file__'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["True", "False"]
+    # ... and PyMySQL's patterns and contextlib are the real ones (the thread could have imported re meanwhile).
+    assert out.stdout.split() == ["True", "False", "Pattern", "True"]
 
 
 def test_a_remote_server_keeps_pymysqls_tls() -> None:
@@ -154,8 +158,25 @@ def test_a_remote_server_keeps_pymysqls_tls() -> None:
     assert out.stdout.split() == ["True", "True"]
 
 
-#: What the process hook on a local MariaDB has no use for (each is milliseconds, or megabytes, a hang-up).
-NOT_FOR_A_LOCAL_MARIADB = ("ssl", "_ssl", "_hashlib", "getpass", "encodings.idna")
+#: What the process hook on a local MariaDB has no use for (each is milliseconds, or megabytes, a hang-up):
+#: OpenSSL, getpass, the IDNA codec; PyMySQL's option-file reader; any hash but the login's SHA-1; socket.py
+#: (missedcall.record.mysqlsock) and what it would import (missedcall.record.mysqlimport; PyMySQL's warnings
+#: are left out too, but this process has site, which imports them: tests/test_mysql_standins.py checks that).
+NOT_FOR_A_LOCAL_MARIADB = (
+    "ssl", "_ssl", "_hashlib", "getpass", "encodings.idna", "pymysql.optionfile", "configparser", "hashlib",
+    "_md5", "_sha2", "_sha256", "_sha512", "_blake2", "_sha3", "socket", "selectors", "array",
+)  # fmt: skip
+
+
+def _cache_settings(path: Path) -> None:
+    """Leave the settings cache, as an admin command on a PBX does (without it python-dotenv is loaded,
+    and with it tempfile and random, whose _sha512 would hide what PyMySQL imports)."""
+    saved = settingscache.SETTLE
+    settingscache.SETTLE = -1.0
+    try:
+        config.read_env_file(str(path), strict=True)
+    finally:
+        settingscache.SETTLE = saved
 
 
 @pytest.mark.parametrize("where", ["tcp", "socket"])
@@ -166,6 +187,7 @@ def test_the_hook_on_a_local_mariadb_mails_without_openssl(
     if where == "socket":
         url = url.replace(f"@127.0.0.1:{mariadb_database.server.port}/", "@localhost/")
     box = make_pbx(tmp_path, url)
+    _cache_settings(box.config_file)
     site = tmp_path / "site"
     site.mkdir()
     # sitecustomize runs in the real AGI process and writes down what it had loaded at exit.
@@ -181,7 +203,8 @@ def test_the_hook_on_a_local_mariadb_mails_without_openssl(
     [call] = box.calls()
     assert call.status == "sent"
     loaded = set(modules_file.read_text().split())
-    assert "pymysql" in loaded and "missedcall.deliver.notify" in loaded
+    assert "pymysql" in loaded and "missedcall.deliver.notify" in loaded and "_sha1" in loaded  # the guard sees
+    assert "dotenv" not in loaded  # read from the settings cache, as on a PBX
     assert sorted(loaded.intersection(NOT_FOR_A_LOCAL_MARIADB)) == []
 
 

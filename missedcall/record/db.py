@@ -91,8 +91,6 @@ def connect_options(target: DbTarget, timeout: float) -> dict[str, Any]:
     else:
         kwargs["host"] = target.host
         kwargs["port"] = target.port
-        if target.host.isascii():
-            kwargs["defer_connect"] = True  # the socket comes from _tcp_socket
     if target.ssl_ca:
         # Required and checked: PyMySQL refuses a server without TLS, a certificate not from this CA,
         # or one made out to another name than the URL's host.
@@ -105,7 +103,21 @@ def connect_options(target: DbTarget, timeout: float) -> dict[str, Any]:
         # and without it the process need not load OpenSSL at all (missedcall.record.mysqlimport).
         # A remote server keeps PyMySQL's default.
         kwargs["ssl_disabled"] = True
+    if kwargs.get("ssl_disabled") or (not target.unix_socket and target.host.isascii()):
+        kwargs["defer_connect"] = True  # the socket comes from _socket_for; a name not in ASCII is PyMySQL's
     return kwargs
+
+
+def _socket_for(target: DbTarget, timeout: float, *, plain: bool) -> Any:
+    """The connected socket for PyMySQL: in the clear, one of missedcall.record.mysqlsock (no socket.py
+    at all); where TLS may follow, a ``socket.socket`` (what ``ssl`` wraps)."""
+    if plain:
+        from missedcall.record import mysqlsock
+
+        if target.unix_socket:
+            return mysqlsock.unix(target.unix_socket, timeout)
+        return mysqlsock.tcp(target.host, target.port, timeout)
+    return _tcp_socket(target, timeout)
 
 
 def _tcp_socket(target: DbTarget, timeout: float) -> Any:
@@ -176,6 +188,7 @@ class Database:
         local = bool(target.unix_socket) or _loopback(target.host)
         pymysql = mysqlimport.load(tls=bool(target.ssl_ca) or not local)
         kwargs = connect_options(target, timeout)
+        plain = bool(kwargs.get("ssl_disabled"))
         try:
             try:
                 conn = pymysql.connect(**kwargs)
@@ -183,7 +196,11 @@ class Database:
                 kwargs.pop("ssl_disabled", None)
                 conn = pymysql.connect(**kwargs)
             if kwargs.get("defer_connect"):
-                conn.connect(_tcp_socket(target, timeout))
+                if target.unix_socket:
+                    # What PyMySQL's own connect of a Unix socket sets: caching_sha2_password and
+                    # sha256_password may send the password over it as over TLS.
+                    conn.host_info, conn._secure = "Localhost via UNIX socket", True
+                conn.connect(_socket_for(target, timeout, plain=plain))
             if target.ssl_ca and not conn.server_capabilities & pymysql.constants.CLIENT.SSL:
                 # PyMySQL 1.2 refuses this itself, before the login; 1.0 would go on in the clear.
                 conn.close()
