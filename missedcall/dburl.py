@@ -65,8 +65,22 @@ _FORMS = "mysql://user[:pass]@host[:port]/db[?unix_socket=/path | ?ssl_ca=/path]
 # because an unencoded "@" or "/" in a password must not end the redaction early.
 # Patterns as text, compiled (and cached by re) on first use: the AGI imports this module on every call.
 _USERINFO = r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:)?(?P<slashes>/*).*@"
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
-_DATABASE = r"[A-Za-z0-9_$-]{1,64}"
+# Host names and database names as character sets, not regexes: a hang-up on MariaDB parses this URL, and
+# ``re`` (with ``enum``) is no longer on its path (PyMySQL compiles its patterns only when used).
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_HOST_CHARS = _ALNUM | frozenset(".-")
+_DATABASE_CHARS = _ALNUM | frozenset("_$-")
+
+
+def _is_host(text: str) -> bool:
+    """1 to 254 letters, digits, dots and hyphens, starting and ending with a letter or digit."""
+    return 0 < len(text) <= 254 and _HOST_CHARS.issuperset(text) and text[0] in _ALNUM and text[-1] in _ALNUM
+
+
+def _is_database(text: str) -> bool:
+    """1 to 64 letters, digits, "_", "$" and "-"."""
+    return 0 < len(text) <= 64 and _DATABASE_CHARS.issuperset(text)
+
 
 
 def unquote(text: str) -> str:
@@ -110,8 +124,6 @@ def parse_db_url(url: str) -> DbTarget:
         if not path.startswith("/") or "\x00" in path:
             raise DbUrlError("MISSEDCALL_DB_URL: a sqlite path must be absolute (sqlite:////var/lib/...)")
         return DbTarget(kind="sqlite", path=path, origin="MISSEDCALL_DB_URL")
-    import re  # a MariaDB URL: PyMySQL imports re anyway; an SQLite one never needs it
-
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in ("mysql", "mariadb", "mysql+pymysql"):
         raise _refuse(url, "must start with mysql:// or sqlite:///")
@@ -139,12 +151,12 @@ def parse_db_url(url: str) -> DbTarget:
     else:
         host, colon, port_text = hostport.partition(":")
         explicit = bool(colon)
-        if not re.fullmatch(_HOST, host):
+        if not _is_host(host):
             raise _refuse(url, "has no valid host name")
     if explicit and not (port_text.isdigit() and port_text.isascii() and 0 < int(port_text) < 65536):
         raise _refuse(url, "has an invalid port")
     database = unquote(path)
-    if not re.fullmatch(_DATABASE, database):
+    if not _is_database(database):
         raise _refuse(url, "names no database (letters, digits, _ $ -)" if database else "names no database")
     options = {"unix_socket": "", "ssl_ca": ""}
     for pair in query.split("&") if query else ():

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from missedcall.config import is_plain_address
+from missedcall.dburl import DbUrlError, parse_db_url
 from missedcall.deliver import mail, threads
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -91,3 +92,28 @@ def test_callid_header_is_the_regex_one(callid: str) -> None:
         now=datetime(2026, 12, 4, tzinfo=timezone.utc),
     )  # fmt: skip
     assert message["X-Missedcall-Callid"] == re.sub(r"[^A-Za-z0-9._-]", "_", callid)[:64]
+
+
+HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+DATABASE = r"[A-Za-z0-9_$-]{1,64}"
+#: Percent-encoding, ports and the URL's stripped ends are the parser's own rules: only the character rules here.
+url_parts = st.lists(st.sampled_from(["a", "Z9", ".", "-", "_", "$", "ж", "\u212a", "x" * 60, "a b", "*", "\x00"]),
+                     max_size=8).map("".join)  # fmt: skip
+
+
+def old_db_url_ok(host: str, database: str) -> bool:
+    return re.fullmatch(HOST, host) is not None and re.fullmatch(DATABASE, database) is not None
+
+
+@PROPERTY
+@given(url_parts, url_parts)
+def test_mysql_url_host_and_database_checks_are_the_regex_ones(host: str, database: str) -> None:
+    url = f"mysql://user:pw@{host}/{database}"
+    try:
+        target = parse_db_url(url)
+    except DbUrlError:
+        accepted = False
+    else:
+        accepted = True
+        assert (target.host, target.database) == (host, database)
+    assert accepted == old_db_url_ok(host, database)
