@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.agibox import Pbx
@@ -87,3 +88,13 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_for(predicate: Callable[[], object], seconds: float = 30) -> None:
+    """Poll ``predicate`` until it is true; an AssertionError after ``seconds`` (a bound, not a timing)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

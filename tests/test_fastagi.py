@@ -19,7 +19,7 @@ import pytest
 from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer import AgiPeer, make_headers
 from tests.agipeer.network import NetRun, converse, run_many, run_network
-from tests.fastagibox import Service
+from tests.fastagibox import Service, wait_for
 from tests.mailbox import read_mail, text_part
 from tests.paths import AGI_FIXTURES, QUEUE_LOG_FIXTURES
 
@@ -59,15 +59,6 @@ def assert_clean(run: NetRun) -> None:
     for command in run.commands:
         assert command.startswith(SAFE_ON_DEAD_CHANNEL), command
     assert all(not reply.startswith("511") for _, reply in run.exchanges)
-
-
-def wait_for(predicate, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def sent(pbx: Pbx, count: int) -> bool:

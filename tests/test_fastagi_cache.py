@@ -16,7 +16,7 @@ import pytest
 
 from tests.agibox import Pbx, abandon_peer, make_pbx
 from tests.agipeer.network import run_network
-from tests.fastagibox import Service
+from tests.fastagibox import Service, wait_for
 from tests.mailbox import read_mail
 from tests.support.mariadb import MariaDBDatabase
 
@@ -26,15 +26,6 @@ BOUND = 1  # MISSEDCALL_FASTAGI_CACHE_SECONDS in the test that waits the bound o
 @pytest.fixture
 def pbx(tmp_path: Path, db_url: str) -> Pbx:
     return make_pbx(tmp_path, db_url, MISSEDCALL_FLOOD_LIMIT="100000")
-
-
-def wait_for(predicate, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def call_and_mail(pbx: Pbx, service: Service, callid: str, caller: str) -> list[str]:

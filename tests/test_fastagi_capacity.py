@@ -21,21 +21,12 @@ from missedcall.admin import checks_fastagi
 from missedcall.detect import listen
 from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer.network import NetRun, converse
-from tests.fastagibox import Service
+from tests.fastagibox import Service, wait_for
 
 
 @pytest.fixture
 def pbx(tmp_path: Path, db_url: str) -> Pbx:
     return make_pbx(tmp_path, db_url, MISSEDCALL_FLOOD_LIMIT="100000")
-
-
-def wait_for(predicate, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def _while_one_is_held(service: Service, held: str, others: list[str]) -> tuple[NetRun, list[NetRun]]:
