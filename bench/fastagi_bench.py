@@ -160,12 +160,13 @@ def bench_standin(runs: int, env: dict[str, str], maildir: Path) -> float:
 
 
 def bench_service(
-    calls: int, connections: int, env: dict[str, str], maildir: Path, same_caller: bool
+    calls: int, connections: int, env: dict[str, str], maildir: Path, same_caller: bool, workers: int
 ) -> dict[str, object]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = [sys.executable, "-m", "missedcall.admin.cli", "serve", "--listen", f"127.0.0.1:{port}"]
+    argv = [sys.executable, "-m", "missedcall.admin.cli", "serve", "--listen", f"127.0.0.1:{port}",
+            "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         until = time.monotonic() + 20
@@ -217,6 +218,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=30, help="simultaneous connections (default 30)")
     parser.add_argument("--db", default="", help="a database URL (an empty MariaDB database) instead of SQLite")
     parser.add_argument("--hook-runs", type=int, default=30, help="process hook runs for its per-call cost (30)")
+    parser.add_argument("--workers", type=int, default=4, help="the service's mail threads (serve --workers; 4)")
     parser.add_argument("--same-caller", action="store_true", help="one caller number for every call (repeats)")
     args = parser.parse_args()
     calls = max(300, args.n)
@@ -225,7 +227,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="missedcall-fastagi-bench-") as tmp:
         env = _workdir(Path(tmp), args.db)
         hook = bench_hook(args.hook_runs, env, args.same_caller)
-        service = bench_service(calls, args.connections, env, Path(tmp) / "mail", args.same_caller)
+        service = bench_service(calls, args.connections, env, Path(tmp) / "mail", args.same_caller, args.workers)
         standin = bench_standin(calls, env, Path(tmp) / "mail")
     own, everything = float(service["own"]), float(service["all"])  # type: ignore[arg-type]
     children = everything - own

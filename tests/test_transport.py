@@ -3,7 +3,9 @@
 A mail program killed after it queued the message makes the call look unsent,
 and ``retry`` mails it a second time; one that hangs must still not hold the
 AGI. These run real programs (small scripts in tmp_path) through
-transport.send_sendmail and look at what they left on disk and in /proc.
+transport.send_sendmail and look at what they left on disk and in /proc, each
+test with both ways of starting one (posix_spawn for the hook, subprocess for
+the FastAGI service's threads).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import signal
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,14 @@ from missedcall import config
 from missedcall.deliver import mailprog, mime, transport
 
 CPU_SECONDS = 0.8
+
+
+@pytest.fixture(autouse=True, params=[mailprog.POSIX_SPAWN, mailprog.SUBPROCESS])
+def start(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test once as the hook starts a mail program and once as the FastAGI service does."""
+    mailprog.start_with(request.param)
+    yield request.param
+    mailprog.start_with(mailprog.POSIX_SPAWN)
 
 
 def settings_for(tmp_path: Path, program: Path) -> config.Settings:
@@ -164,3 +176,24 @@ def test_a_mail_program_that_cannot_be_started_is_one_clear_error(tmp_path: Path
     with pytest.raises(transport.TransportError, match=r"cannot run .*missing-sendmail"):
         transport.send_sendmail(msg, ["ops@example.com"], settings_for(tmp_path, tmp_path / "missing-sendmail"),
                                 timeout=5)  # fmt: skip
+
+
+def test_a_reaped_mail_program_is_never_waited_for_again(tmp_path: Path, start: str) -> None:
+    # The pid is reaped by Child (its pidfd); a Popen left believing it runs would wait for the pid
+    # later, when it may belong to the next mail program, and take that one's exit status.
+    program = tmp_path / "quick-sendmail"
+    program.write_text("#!/bin/sh\ncat > /dev/null\n")
+    program.chmod(0o755)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        for _ in range(20):
+            send(tmp_path, program, timeout=5)
+        import gc
+
+        gc.collect()
+    assert [str(w.message) for w in said if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_an_unknown_way_of_starting_a_mail_program_is_refused() -> None:
+    with pytest.raises(ValueError, match="no such way to start a mail program: 'fork'"):
+        mailprog.start_with("fork")

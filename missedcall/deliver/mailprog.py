@@ -1,9 +1,14 @@
 """Run a mail program: start it, feed it the message, wait for its answer, all within a time limit.
 
-``os.posix_spawn`` rather than ``subprocess``: every missed call runs this once, and ``subprocess``
-(with threading, selectors, locale, warnings) and the ``ctypes`` the old PR_SET_PDEATHSIG needed cost
-a hang-up a few milliseconds of imports before the mail program even started; posix_spawn is also a
-vfork-fast start from the FastAGI service's big process, and safe from its threads.
+``os.posix_spawn`` rather than ``subprocess`` in the hook: every missed call runs this once, and
+``subprocess`` (with threading, selectors, locale, warnings) and the ``ctypes`` the old PR_SET_PDEATHSIG
+needed cost a hang-up a few milliseconds of imports before the mail program even started.
+
+The FastAGI service calls ``start_with(SUBPROCESS)`` once: ``os.posix_spawn`` keeps the GIL while
+the kernel starts the child (vfork: until the child's exec), so on a loaded box every mail froze the
+event loop and every other thread for the child's wait for a CPU (p99 8-10 ms, up to 40 ms, against
+1.3 ms through ``subprocess``'s fork_exec, which lets go of it; docs/performance.md). Both start the
+program the same way: vfork-fast, a session of its own, SIGPIPE and SIGXFSZ restored, the same pipes.
 
 The program runs in a session of its own, so that on timeout its helpers (postdrop, a relay client)
 are killed with it and the AGI leaves no process behind. Its stdout and stderr share one pipe: only
@@ -16,6 +21,11 @@ from __future__ import annotations
 import os
 import select
 import time
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the hook's imports)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from subprocess import Popen
 
 try:  # signal's C half: the same functions with plain int numbers; signal.py adds enums (and enum, functools)
     import _signal as signal
@@ -43,15 +53,8 @@ class Child:
     def __init__(self, argv: list[str]) -> None:
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, out_w, 2)]
-        spawn = os.posix_spawn if "/" in argv[0] else os.posix_spawnp
         try:
-            try:
-                self.pid = spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True,
-                                 setsigdef=_RESTORED)  # fmt: skip
-            except NotImplementedError:  # a C library without POSIX_SPAWN_SETSID: a process group will do
-                self.pid = spawn(argv[0], argv, os.environ, file_actions=actions, setpgroup=0,
-                                 setsigdef=_RESTORED)  # fmt: skip
+            self.pid, self._popen = _start(argv, in_r, out_w)
         except BaseException:
             for fd in (in_r, in_w, out_r, out_w):
                 os.close(fd)
@@ -172,6 +175,8 @@ class Child:
             return
         if pid:
             self.returncode = os.waitstatus_to_exitcode(status)
+            if self._popen is not None:
+                self._popen.returncode = self.returncode  # reaped here: subprocess must never wait for the pid
 
     def _close_stdin(self) -> None:
         if self.stdin is not None:
@@ -200,6 +205,41 @@ class Child:
             if self.returncode is None:
                 time.sleep(0.005)
         # Still not reaped: stuck in the kernel (a dead NFS mount); SIGKILL takes it when it wakes.
+
+
+def _posix_spawn(argv: list[str], stdin: int, output: int) -> tuple[int, None]:
+    actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
+    spawn = os.posix_spawn if "/" in argv[0] else os.posix_spawnp
+    try:
+        return spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True, setsigdef=_RESTORED), None
+    except NotImplementedError:  # a C library without POSIX_SPAWN_SETSID: a process group will do
+        return spawn(argv[0], argv, os.environ, file_actions=actions, setpgroup=0, setsigdef=_RESTORED), None
+
+
+def _fork_exec(argv: list[str], stdin: int, output: int) -> tuple[int, Popen[bytes]]:
+    import subprocess
+
+    # restore_signals: SIGPIPE and SIGXFSZ, as _RESTORED. The Popen is kept only so that its
+    # returncode can be set once Child reaps the pid itself (its pidfd, its kill and grace logic).
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=output, stderr=output, close_fds=True,
+                            start_new_session=True, restore_signals=True)  # fmt: skip
+    return proc.pid, proc
+
+
+POSIX_SPAWN = "posix_spawn"
+SUBPROCESS = "subprocess"
+_STARTS = {POSIX_SPAWN: _posix_spawn, SUBPROCESS: _fork_exec}
+_start: Callable[[list[str], int, int], tuple[int, Popen[bytes] | None]] = _posix_spawn
+
+
+def start_with(kind: str) -> None:
+    """How mail programs are started from now on: POSIX_SPAWN (the default: the hook, one thread) or
+    SUBPROCESS (a threaded process: the FastAGI service). ValueError for anything else."""
+    global _start
+    try:
+        _start = _STARTS[kind]
+    except KeyError:
+        raise ValueError(f"no such way to start a mail program: {kind!r}") from None
 
 
 def busy(pid: int, depth: int = 0) -> bool:
