@@ -26,9 +26,13 @@ values = st.dictionaries(st.sampled_from(NAMES), st.text(max_size=5) | st.intege
 
 
 @settings(max_examples=3000, deadline=None)
-@given(templates, values)
-def test_generated_templates_fill_as_string_template_does(template: str, mapping: dict[str, str]) -> None:
+@given(templates, values, values)
+def test_generated_templates_fill_as_string_template_does(
+    template: str, mapping: dict[str, str], other: dict[str, str]
+) -> None:
     assert substitute(template, mapping) == Template(template).safe_substitute(mapping)
+    # The second time the template's pieces come from the module's copy: other values, the same rule.
+    assert substitute(template, other) == Template(template).safe_substitute(other)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +53,12 @@ def test_values_are_not_scanned_again() -> None:
     """A caller name holding "$queue" is text, not a placeholder, as with string.Template."""
     filled = substitute("$caller / $queue", {"caller": "$queue ${queue} $$", "queue": "600"})
     assert filled == "$queue ${queue} $$ / 600"
+
+
+def test_many_templates_in_turn_keep_filling_right() -> None:
+    """Past the number of templates the module keeps cut up, each is still filled as string.Template does."""
+    mapping = {"caller": "79161234567", "queue": "600"}
+    for round_ in range(2):
+        for number in range(200):
+            template = f"{number} $caller ${{queue}} $$ $nope {round_}"
+            assert substitute(template, mapping) == Template(template).safe_substitute(mapping)

@@ -32,34 +32,59 @@ def _name_end(template: str, start: int) -> int:
     return end
 
 
-def substitute(template: str, values: Mapping[str, object]) -> str:
-    """``template`` with its known placeholders filled in, exactly as ``Template(template).safe_substitute(values)``."""
-    dollar = template.find("$")
-    if dollar < 0:
-        return template
-    out: list[str] = []
+#: A template cut into (text, name, as written) pieces, by template: the FastAGI service fills the same
+#: few templates for every call, and the scan (a Python loop over the template's characters) cost it
+#: more than the rest of the message. Bounded: a template read again after a change is a new key.
+_PIECES: dict[str, tuple[tuple[str, str, str], ...]] = {}
+_KEPT = 64
+
+
+def _pieces(template: str) -> tuple[tuple[str, str, str], ...]:
+    """``template`` as (literal text, placeholder name or "", the placeholder as written) pieces."""
+    pieces: list[tuple[str, str, str]] = []
+    text: list[str] = []
     done = 0
+    dollar = template.find("$")
     while dollar >= 0:
-        out.append(template[done:dollar])
+        text.append(template[done:dollar])
         after = dollar + 1
         if template.startswith("$", after):  # "$$"
-            out.append("$")
+            text.append("$")
             done = after + 1
         elif (end := _name_end(template, after)) > after:  # "$name"
-            name = template[after:end]
-            out.append(str(values[name]) if name in values else template[dollar:end])
+            pieces.append(("".join(text), template[after:end], template[dollar:end]))
+            text = []
             done = end
         elif (
             template.startswith("{", after)
             and (end := _name_end(template, after + 1)) > after + 1
             and template.startswith("}", end)
         ):  # "${name}"
-            name = template[after + 1 : end]
-            out.append(str(values[name]) if name in values else template[dollar : end + 1])
+            pieces.append(("".join(text), template[after + 1 : end], template[dollar : end + 1]))
+            text = []
             done = end + 1
         else:  # a "$" that starts no placeholder stays, and the scan goes on right after it
-            out.append("$")
+            text.append("$")
             done = after
         dollar = template.find("$", done)
-    out.append(template[done:])
+    text.append(template[done:])
+    pieces.append(("".join(text), "", ""))
+    return tuple(pieces)
+
+
+def substitute(template: str, values: Mapping[str, object]) -> str:
+    """``template`` with its known placeholders filled in, exactly as ``Template(template).safe_substitute(values)``."""
+    pieces = _PIECES.get(template)
+    if pieces is None:
+        if "$" not in template:
+            return template
+        pieces = _pieces(template)
+        if len(_PIECES) >= _KEPT:
+            _PIECES.clear()
+        _PIECES[template] = pieces
+    out: list[str] = []
+    for text, name, written in pieces:
+        out.append(text)
+        if name:
+            out.append(str(values[name]) if name in values else written)
     return "".join(out)

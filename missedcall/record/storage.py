@@ -22,7 +22,7 @@ from missedcall.record.model import (
     to_row,
     utcnow,
 )
-from missedcall.record.schema import ADDED_COLUMNS, ADDED_INDEXES, SCHEMA_VERSION
+from missedcall.record.schema import ADDED_COLUMNS, ADDED_INDEXES, DROPPED_INDEXES, SCHEMA_VERSION
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the AGI imports this module
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class Store(Database):
         for name, table, columns in ADDED_INDEXES:
             # Both engines know IF NOT EXISTS (MariaDB since 10.1.4), so a race is harmless.
             self.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+        for name, table in DROPPED_INDEXES:
+            self.execute(f"DROP INDEX IF EXISTS {name}" + (f" ON {table}" if self.kind == "mysql" else ""))
         if before is None or before < SCHEMA_VERSION:
             self.set_state("schema_version", str(SCHEMA_VERSION))
         return before, max(before or 0, SCHEMA_VERSION)
@@ -267,7 +269,7 @@ class Store(Database):
     def open_misses(self, caller_key: str, since: datetime, until: datetime, *, exclude: str,
                     limit: int = 20) -> list[CallRecord]:  # fmt: skip
         """The caller's still open misses that ended in [since, until], oldest first, ``exclude`` left out:
-        the thread a repeat miss joins. One query on the (caller_key, ended_at) index; the hook runs it."""
+        the thread a repeat miss joins. One query on the (caller_key, resolution, ended_at) index; the hook runs it."""
         return self._select_calls(
             "WHERE caller_key = ? AND ended_at >= ? AND ended_at <= ? AND resolution = '' AND callid <> ?"
             f" ORDER BY ended_at, id LIMIT {int(limit)}",
