@@ -75,7 +75,7 @@ def test_a_repeat_miss_is_looked_up_by_the_callers_index_and_found(db_url: str) 
         now = utcnow()
         found = store.open_misses(caller_key("79161234567"), now - timedelta(hours=24), now, exclude="1797100000.1")
         assert [c.callid for c in found] == ["1797100000.0"]
-        (sql, params), = store.said
+        ((sql, params),) = store.said
         plan = _plan(store, sql, params)
         assert OPEN_INDEX in plan, plan
 
