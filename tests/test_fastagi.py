@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from missedcall.deliver import smtpkeep
 from tests.agibox import Pbx, abandon_lines, abandon_peer, callids_mailed, make_pbx
 from tests.agipeer import AgiPeer, make_headers
 from tests.agipeer.network import NetRun, converse, run_many, run_network
@@ -281,6 +282,9 @@ def test_thousand_sessions_at_once(tmp_path: Path, sqlite_url: str, smtp_server)
         runs = run_many([abandon_peer(c) for c in callids], service.host, service.port, timeout=120)
         assert all(r.ok for r in runs), [r for r in runs if not r.ok][:3]
         wait_for(lambda: len(smtp_server.messages) >= 1000, 300)
+        during = smtp_server.messages
+    # Each of the 8 mail threads kept its relay connection for up to 20 mails (missedcall.deliver.smtpkeep).
+    assert len({m.peer for m in during}) <= len(during) // smtpkeep.PER_CONNECTION + 8
     # A call whose row SQLite kept locked past the bound was mailed and spooled instead: retry records it.
     box.age_spool()
     assert box.admin("retry").returncode == 0

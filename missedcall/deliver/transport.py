@@ -25,6 +25,16 @@ class TransportError(RuntimeError):
         self.temporary = temporary
 
 
+_keep_connections = False
+
+
+def keep_smtp_connections(keep: bool = True) -> None:
+    """From now on each thread keeps its SMTP connection between mails (missedcall.deliver.smtpkeep):
+    for a long-running process that mails call after call, the FastAGI service. False: one per mail."""
+    global _keep_connections
+    _keep_connections = keep
+
+
 def send(message: Draft, recipients: list[str], settings: Settings, *, timeout: float) -> None:
     if not recipients:
         raise TransportError("no recipients", temporary=False)
@@ -121,9 +131,18 @@ def send_smtp(message: Draft, recipients: list[str], settings: Settings, *, time
 
     opened: list[smtplib.SMTP] = []
     try:
-        client = open_smtp(settings, timeout=timeout, opened=opened)
         # Bytes with CRLF line ends: smtplib sends them as they are (dot-stuffed); every address is ASCII.
-        refused = client.sendmail(settings.mail_from, recipients, message.as_bytes(linesep="\r\n"))
+        data = message.as_bytes(linesep="\r\n")
+        if _keep_connections:
+            from missedcall.deliver import smtpkeep
+
+            def connect(new: list[smtplib.SMTP]) -> smtplib.SMTP:
+                return open_smtp(settings, timeout=timeout, opened=new)
+
+            refused = smtpkeep.sendmail(settings, recipients, data, timeout=timeout, connect=connect)
+        else:
+            client = open_smtp(settings, timeout=timeout, opened=opened)
+            refused = client.sendmail(settings.mail_from, recipients, data)
         if refused:
             first = next(iter(refused.items()))
             raise TransportError(

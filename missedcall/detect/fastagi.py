@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from missedcall import __version__, config, log
-from missedcall.deliver import mailprog
+from missedcall.deliver import mailprog, transport
 from missedcall.detect import agiproto, fastagi_cache, fastagi_work, verdict
 from missedcall.detect.fastagi_io import (
     Garbage,
@@ -324,6 +324,7 @@ async def _status(stream: Lines) -> None:
 def serve(listen: Listen, *, workers: int = 4, backlog: int = 1000, ready: Callable[[], None] | None = None) -> int:
     """Run until SIGTERM; 0 on a clean stop. Raises OSError when the address cannot be bound."""
     mailprog.start_with(mailprog.SUBPROCESS)  # a mail thread's start must not hold the GIL the event loop needs
+    transport.keep_smtp_connections()  # a relay's handshake once per thread, not once per call
     service = Service(listen, workers=workers, backlog=backlog)
     if service.settings is None:
         raise config.ConfigError(service.settings_error)

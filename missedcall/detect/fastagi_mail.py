@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from missedcall import config, log
+from missedcall.deliver import smtpkeep
 from missedcall.detect import fastagi_work
 from missedcall.detect.fastagi_work import Breaker, Recorded
 
@@ -73,6 +74,7 @@ class Mailers:
         while True:
             done = self.queue.get()
             if done is None:
+                smtpkeep.forget()  # QUIT to the relay, if this thread kept a connection to it
                 return
             if self._stopping:
                 with self._lock:

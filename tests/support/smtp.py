@@ -46,6 +46,8 @@ class ReceivedMail:
     """The AUTH user the client logged in as, if it did."""
     tls: bool
     """Whether the message came over TLS (STARTTLS or implicit)."""
+    peer: str = ""
+    """The client's address and port: one per connection it came over."""
 
 
 SMTP_MODES = ("plain", "starttls", "ssl", "auth", "starttls+auth", "ssl+auth")
@@ -74,6 +76,8 @@ class SmtpServer:
         self._certificate = certificate
         self._messages: list[ReceivedMail] = []
         self._cond = threading.Condition()
+        self.idle_timeout: float | None = None
+        """Set before start() to drop a client that says nothing for that many seconds (as relays do)."""
         self.reply: str | None = None
         """Set to e.g. ``"451 4.3.0 try again later"`` to answer DATA with it instead of 250."""
         self._controller: Any = None
@@ -90,6 +94,7 @@ class SmtpServer:
             message=message,
             login=session.auth_data if session.authenticated else None,
             tls=self.security == "ssl" or session.ssl is not None,
+            peer=f"{session.peer[0]}:{session.peer[1]}" if session.peer else "",
         )
         if self.reply is not None:
             return self.reply
@@ -117,6 +122,8 @@ class SmtpServer:
             probe.bind((self.host, 0))
             self.port = probe.getsockname()[1]
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": True, "ready_timeout": 10}
+        if self.idle_timeout is not None:
+            kwargs["timeout"] = self.idle_timeout
         if self.security != "none":
             assert self._certificate is not None
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
