@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,20 @@ def test_each_thread_keeps_its_own_connection(smtp_server: SmtpServer) -> None:
     smtp_server.wait_for(15)
     assert len(smtp_server.messages) == 15
     assert _connections(smtp_server) == 3
+
+
+@pytest.mark.usefixtures("keeping")
+def test_a_switch_to_sendmail_lets_the_kept_connection_go(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    _send(_settings(smtp_server), 1)
+    smtp_server.wait_for(1)
+    program = tmp_path / "sendmail"
+    program.write_text("#!/bin/sh\ncat > /dev/null\n")
+    program.chmod(0o755)
+    msg = mime.Draft()
+    msg["Subject"] = "through sendmail"
+    msg.set_content("x\n")
+    settings = config.load_settings({"MISSEDCALL_CONFIG": "/nonexistent", "MISSEDCALL_SENDMAIL": str(program)})
+    transport.send(msg, ["ops@example.com"], settings, timeout=5)  # a reload set MISSEDCALL_TRANSPORT back
+    _send(_settings(smtp_server), 2)  # and forth: a new connection, the old one was closed (QUIT)
+    smtp_server.wait_for(2)
+    assert _connections(smtp_server) == 2

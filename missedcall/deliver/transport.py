@@ -41,6 +41,10 @@ def send(message: Draft, recipients: list[str], settings: Settings, *, timeout: 
     if settings.transport == "smtp":
         send_smtp(message, recipients, settings, timeout=timeout)
     else:
+        if _keep_connections:  # a reload switched to sendmail: the relay connection this thread kept goes
+            from missedcall.deliver import smtpkeep
+
+            smtpkeep.forget()
         send_sendmail(message, recipients, settings, timeout=timeout)
 
 
