@@ -23,7 +23,6 @@ finder that doubles the baseline and halves the ratio: the bench refuses it unle
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+
+from benchdb import database  # noqa: E402 - bench/benchdb.py: on sys.path when this runs as a script
 
 from tests.paths import AGI_FIXTURES, REPO_ROOT  # noqa: E402 - needs the sys.path entry above
 
@@ -168,23 +168,6 @@ def importtime(workdir: Path, index: int, top: int) -> tuple[list[str], list[str
     lines = [f"  sum of self times: {total / 1000:.1f} ms over {len(rows)} modules"]
     lines += [f"  {c / 1000:7.1f} ms cumulative {s / 1000:6.1f} ms self  {name}" for c, s, name in rows[:top]]
     return lines, dump.read_text(encoding="utf-8").split("\n")
-
-
-@contextlib.contextmanager
-def database(kind: str, workdir: Path) -> Iterator[str]:
-    """A database URL for the run: a new SQLite file, or a throw-away MariaDB database (dropped after)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{workdir / 'missedcall.sqlite3'}"
-        return
-    from tests.support.mariadb import ensure_mariadb, stop_pid, temporary_mariadb
-
-    server, started = ensure_mariadb(workdir / "mariadb")
-    try:
-        with temporary_mariadb(server, prefix="mc_bench_") as db:
-            yield db.url
-    finally:
-        if started is not None:
-            stop_pid(started, 60)
 
 
 def _summary(label: str, values: list[float]) -> str:

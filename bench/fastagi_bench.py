@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # the test equipment; an installed missedcall still comes first
 
+from benchdb import database  # noqa: E402 - bench/benchdb.py: on sys.path when this runs as a script
+
 from tests.agipeer import AgiPeer, make_headers  # noqa: E402
 from tests.agipeer.network import run_many  # noqa: E402
 from tests.paths import REPO_ROOT  # noqa: E402
@@ -129,15 +131,15 @@ class Relay:
 
 
 def _workdir(tmp: Path, db_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Settings, sendmail stand-in and settings cache for both sides; ``db_url`` from benchdb.database."""
     (tmp / "mail").mkdir()
     sendmail = tmp / "sendmail"
     # One process per mail: sh execs cat. Its pid names the file; noclobber turns a reused pid
     # into a failed (and so counted: "missing") mail instead of an overwritten one.
     sendmail.write_text('#!/bin/sh\nset -C\nexec cat > "$MISSEDCALL_TEST_MAILDIR/$$.eml"\n')
     sendmail.chmod(0o755)
-    sqlite = f"sqlite:///{tmp / 'missedcall.sqlite3'}"
     (tmp / "missedcall.env").write_text(
-        f"MISSEDCALL_DB_URL={db_url or sqlite}\n"
+        f"MISSEDCALL_DB_URL={db_url}\n"
         f"MISSEDCALL_SENDMAIL={sendmail}\n"
         f"MISSEDCALL_QUEUE_LOG={tmp / 'queue_log'}\n"
         f"MISSEDCALL_FREEPBX_CONF={tmp / 'none'}\n"
@@ -267,7 +269,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=300, help="sessions in the burst (at least 300; default 300)")
     parser.add_argument("--connections", type=int, default=30, help="simultaneous connections (default 30)")
-    parser.add_argument("--db", default="", help="a database URL (an empty MariaDB database) instead of SQLite")
+    parser.add_argument("--db", choices=["sqlite", "mariadb"], default="sqlite",
+                        help="a new SQLite file, or a throw-away MariaDB database dropped after (sqlite)")  # fmt: skip
     parser.add_argument("--hook-runs", type=int, default=30, help="process hook runs for its per-call cost (30)")
     parser.add_argument("--workers", type=int, default=4, help="the service's mail threads (serve --workers; 4)")
     parser.add_argument("--same-caller", action="store_true", help="one caller number for every call (repeats)")
@@ -277,14 +280,14 @@ def main() -> int:
     calls = max(300, args.n)
     callers = "one caller for all (repeat alerts)" if args.same_caller else "a caller of its own per call"
     mail = f"SMTP relay on loopback ({args.smtp})" if args.smtp else "sendmail stand-in"
-    print(f"missedcall: {_install_kind()}; database: {'the --db URL' if args.db else 'SQLite'}; {callers}; {mail}")
-    with tempfile.TemporaryDirectory(prefix="missedcall-fastagi-bench-") as tmp:
+    print(f"missedcall: {_install_kind()}; database: {args.db}; {callers}; {mail}")
+    with tempfile.TemporaryDirectory(prefix="missedcall-fastagi-bench-") as tmp, database(args.db, Path(tmp)) as url:
         relay = _relay(args.smtp, Path(tmp)) if args.smtp else None
         try:
             extra = {}
             if relay is not None:
                 extra = {**relay.config(), "MISSEDCALL_SMTP_CAFILE": str(relay.cafile)}
-            env = _workdir(Path(tmp), args.db, extra)
+            env = _workdir(Path(tmp), url, extra)
             sink: Maildir | Relay = Relay(relay) if relay is not None else Maildir(Path(tmp) / "mail")
             hook = bench_hook(args.hook_runs, env, args.same_caller)
             service = bench_service(calls, args.connections, env, sink, args.same_caller, args.workers)
