@@ -173,3 +173,19 @@ def test_a_switch_to_sendmail_lets_the_kept_connection_go(smtp_server: SmtpServe
     _send(_settings(smtp_server), 2)  # and forth: a new connection, the old one was closed (QUIT)
     smtp_server.wait_for(2)
     assert _connections(smtp_server) == 2
+
+
+@pytest.mark.usefixtures("keeping")
+def test_a_kept_connection_gone_silent_costs_the_noop_bound_not_the_mails_timeout(smtp_server: SmtpServer) -> None:
+    settings = _settings(smtp_server, MISSEDCALL_SMTP_TIMEOUT="20")
+    _send(settings, 1)
+    smtp_server.noop_delay = 30  # the relay stops answering on the kept connection
+    started = time.monotonic()
+    msg = mime.Draft()
+    msg["Subject"] = "missed call 2"
+    msg.set_content("x\n")
+    transport.send_smtp(msg, ["ops@example.com"], settings, timeout=20)
+    took = time.monotonic() - started
+    smtp_server.wait_for(2)
+    assert _connections(smtp_server) == 2  # given up after smtpkeep.NOOP_TIMEOUT, then a new connection
+    assert smtpkeep.NOOP_TIMEOUT <= took < smtpkeep.NOOP_TIMEOUT + 10

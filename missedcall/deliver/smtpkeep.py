@@ -9,8 +9,9 @@ thread keeps the connection it opened and sends its next mail over it when it is
   them gets a new one;
 - used less than :data:`IDLE` seconds ago (relays drop idle clients after 60-300 s) and for fewer than
   :data:`PER_CONNECTION` mails (Exchange refuses the 21st message of a connection by default);
-- answering a ``NOOP``. Only then does the mail go, once: a failure after that is the mail's own
-  (TransportError, the call stays pending for ``retry``), never a second try that could duplicate it.
+- answering a ``NOOP`` within :data:`NOOP_TIMEOUT`. Only then does the mail go, once: a failure after
+  that is the mail's own (TransportError, the call stays pending for ``retry``), never a second try
+  that could duplicate it.
 
 A connection that failed in any way is closed and forgotten, so the next mail starts afresh.
 """
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 IDLE = 30.0
 #: Mails sent over one connection at most.
 PER_CONNECTION = 20
+#: Seconds the relay has to answer the NOOP: a kept connection that went silent (a dropped route, a relay
+#: that hung) costs the mail this much, then a new connection, instead of the whole mail's timeout twice.
+NOOP_TIMEOUT = 2.0
 
 _local = threading.local()
 
@@ -55,10 +59,15 @@ def _fit(kept: _Kept, key: tuple[object, ...], timeout: float) -> bool:
 
     if kept.key != key or kept.sent >= PER_CONNECTION or time.monotonic() - kept.used > IDLE:
         return False
+    sock = kept.client.sock
     try:
-        if kept.client.sock is not None:
-            kept.client.sock.settimeout(timeout)
-        return kept.client.noop()[0] == 250
+        if sock is not None:
+            sock.settimeout(min(timeout, NOOP_TIMEOUT))
+        if kept.client.noop()[0] != 250:
+            return False
+        if sock is not None:
+            sock.settimeout(timeout)  # the mail's own bound, as for a new connection
+        return True
     except (smtplib.SMTPException, OSError):
         return False
 

@@ -76,6 +76,8 @@ class SmtpServer:
         self._certificate = certificate
         self._messages: list[ReceivedMail] = []
         self._cond = threading.Condition()
+        self.noop_delay = 0.0
+        """Seconds the server takes to answer NOOP (a relay gone silent on a kept connection)."""
         self.idle_timeout: float | None = None
         """Set before start() to drop a client that says nothing for that many seconds (as relays do)."""
         self.reply: str | None = None
@@ -101,6 +103,13 @@ class SmtpServer:
         with self._cond:
             self._messages.append(mail)
             self._cond.notify_all()
+        return "250 OK"
+
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
+        if self.noop_delay:
+            import asyncio
+
+            await asyncio.sleep(self.noop_delay)
         return "250 OK"
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
