@@ -47,14 +47,7 @@ def _fill(store: Store, others: int) -> None:
 
 
 def _indexes(store: Store) -> set[str]:
-    if store.kind == "sqlite":
-        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'missedcall_calls'"
-    else:
-        sql = (
-            "SELECT DISTINCT index_name FROM information_schema.statistics"
-            " WHERE table_schema = DATABASE() AND table_name = 'missedcall_calls'"
-        )
-    return {str(row[0]) for row in store.rows(sql)}
+    return store.index_names("missedcall_calls")
 
 
 def _plan(store: Store, sql: str, params: tuple[Any, ...]) -> str:
@@ -92,3 +85,28 @@ def test_init_replaces_the_index_of_earlier_versions_and_stays_idempotent(db_url
         assert OPEN_INDEX in _indexes(store) and old not in _indexes(store)
         store.init()
         assert {name for name, _table, _columns in ADDED_INDEXES} <= _indexes(store)
+
+
+class Executing(Store):
+    """A real Store that also keeps every statement it executed."""
+
+    ran: tuple[str, ...] = ()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.ran = (*self.ran, sql)
+        return super().execute(sql, params)
+
+
+def test_an_upgrade_on_mariadb_manages_indexes_without_if_exists(mariadb_url: str) -> None:
+    """No "CREATE INDEX IF NOT EXISTS" or "DROP INDEX IF EXISTS": MariaDB before 10.1.4 cannot parse them."""
+    with Executing.open(parse_db_url(mariadb_url)) as store:
+        store.init()
+        store.execute(f"DROP INDEX {OPEN_INDEX} ON missedcall_calls")
+        ((old, table),) = DROPPED_INDEXES
+        store.execute(f"CREATE INDEX {old} ON {table} (caller_key, ended_at)")
+        store.ran = ()
+        store.init()  # an upgrade: one index to add, one to drop
+        assert OPEN_INDEX in _indexes(store) and old not in _indexes(store)
+        said = " ".join(" ".join(sql.split()).upper() for sql in store.ran)
+        assert "CREATE INDEX " + OPEN_INDEX.upper() in said and "DROP INDEX " + old.upper() in said
+        assert "INDEX IF" not in said

@@ -63,11 +63,22 @@ class Store(Database):
                 except StorageError:
                     if not self.has_column(table, column):  # not another process's ALTER winning the race
                         raise
+        # Looked up, not "CREATE INDEX IF NOT EXISTS" / "DROP INDEX IF EXISTS": MariaDB knows those only
+        # since 10.1.4, and older FreePBX distributions ship older servers. Another init winning the race is fine.
         for name, table, columns in ADDED_INDEXES:
-            # Both engines know IF NOT EXISTS (MariaDB since 10.1.4), so a race is harmless.
-            self.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+            if name not in self.index_names(table):
+                try:
+                    self.execute(f"CREATE INDEX {name} ON {table} ({columns})")
+                except StorageError:
+                    if name not in self.index_names(table):
+                        raise
         for name, table in DROPPED_INDEXES:
-            self.execute(f"DROP INDEX IF EXISTS {name}" + (f" ON {table}" if self.kind == "mysql" else ""))
+            if name in self.index_names(table):
+                try:
+                    self.execute(f"DROP INDEX {name}" + (f" ON {table}" if self.kind == "mysql" else ""))
+                except StorageError:
+                    if name in self.index_names(table):
+                        raise
         if before is None or before < SCHEMA_VERSION:
             self.set_state("schema_version", str(SCHEMA_VERSION))
         return before, max(before or 0, SCHEMA_VERSION)
@@ -81,6 +92,18 @@ class Store(Database):
             (table, column),
         )
         return bool(rows)
+
+    def index_names(self, table: str) -> set[str]:
+        """The names of ``table``'s indexes (SQLite's automatic ones included)."""
+        if self.kind == "sqlite":
+            rows = self.rows("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,))
+        else:
+            rows = self.rows(
+                "SELECT DISTINCT index_name FROM information_schema.statistics"
+                " WHERE table_schema = DATABASE() AND table_name = ?",
+                (table,),
+            )
+        return {str(row[0]) for row in rows}
 
     def table_exists(self, name: str) -> bool:
         if self.kind == "sqlite":
