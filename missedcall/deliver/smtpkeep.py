@@ -124,5 +124,5 @@ def forget() -> None:
     _local.kept = None
     if kept is not None:
         if kept.client.sock is not None:
-            kept.client.sock.settimeout(2.0)  # a relay that hangs now must not hold up a stop
+            kept.client.sock.settimeout(NOOP_TIMEOUT)  # a relay that hangs now must not hold up a stop
         close(kept.client)

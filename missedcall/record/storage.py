@@ -63,22 +63,11 @@ class Store(Database):
                 except StorageError:
                     if not self.has_column(table, column):  # not another process's ALTER winning the race
                         raise
-        # Looked up, not "CREATE INDEX IF NOT EXISTS" / "DROP INDEX IF EXISTS": MariaDB knows those only
-        # since 10.1.4, and older FreePBX distributions ship older servers. Another init winning the race is fine.
         for name, table, columns in ADDED_INDEXES:
-            if name not in self.index_names(table):
-                try:
-                    self.execute(f"CREATE INDEX {name} ON {table} ({columns})")
-                except StorageError:
-                    if name not in self.index_names(table):
-                        raise
+            self._index_to_be(name, table, present=True, statement=f"CREATE INDEX {name} ON {table} ({columns})")
         for name, table in DROPPED_INDEXES:
-            if name in self.index_names(table):
-                try:
-                    self.execute(f"DROP INDEX {name}" + (f" ON {table}" if self.kind == "mysql" else ""))
-                except StorageError:
-                    if name in self.index_names(table):
-                        raise
+            on = f" ON {table}" if self.kind == "mysql" else ""
+            self._index_to_be(name, table, present=False, statement=f"DROP INDEX {name}{on}")
         if before is None or before < SCHEMA_VERSION:
             self.set_state("schema_version", str(SCHEMA_VERSION))
         return before, max(before or 0, SCHEMA_VERSION)
@@ -92,6 +81,18 @@ class Store(Database):
             (table, column),
         )
         return bool(rows)
+
+    def _index_to_be(self, name: str, table: str, *, present: bool, statement: str) -> None:
+        """Run ``statement`` unless index ``name`` already is (``present``) or is not; looked up rather than
+        "IF [NOT] EXISTS", which MariaDB parses only since 10.1.4 (older FreePBX distributions ship older
+        servers). A failure is another init winning the race when the index ends up as wanted."""
+        if (name in self.index_names(table)) == present:
+            return
+        try:
+            self.execute(statement)
+        except StorageError:
+            if (name in self.index_names(table)) != present:
+                raise
 
     def index_names(self, table: str) -> set[str]:
         """The names of ``table``'s indexes (SQLite's automatic ones included)."""
