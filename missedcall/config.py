@@ -18,6 +18,10 @@ from missedcall.settings import REASONS, Settings
 
 DEFAULT_CONFIG = "/etc/missedcall/missedcall.env"
 MAX_FILE = 1 << 20  # configuration files are read up to this many characters
+#: Longest address (and chat target key) accepted. RFC 5321 allows 254, but the key columns that hold one
+#: (missedcall_recipients, _flood, _held, _deliveries) are VARCHAR(191): at 4 bytes a character that is 764
+#: bytes, within the 767 that InnoDB indexes on MariaDB before 10.2.2 (SNG7's 5.5, 10.1) by default.
+ADDRESS_MAX = 191
 
 
 #: key -> (default, one-line meaning); the single source for the README table,
@@ -104,7 +108,7 @@ def is_plain_address(text: str) -> bool:
     RFC 2047 encoded word.
     """
     local, at, domain = text.partition("@")
-    if not at or len(text) > 254 or len(local) > 64 or "=?" in text:
+    if not at or len(text) > ADDRESS_MAX or len(local) > 64 or "=?" in text:
         return False
     atoms_ok = all(atom and _ATEXT.issuperset(atom) for atom in local.split("."))
     return atoms_ok and all(_is_label(label) for label in domain.split("."))
@@ -113,6 +117,15 @@ def is_plain_address(text: str) -> bool:
 def _is_label(label: str) -> bool:
     """A host name label: letters, digits and inner hyphens, 1 to 63 characters."""
     return 0 < len(label) <= 63 and _LABEL.issuperset(label) and label[0] != "-" and label[-1] != "-"
+
+
+def why_not_address(text: str) -> str:
+    """What to tell an admin about an address :func:`is_plain_address` refuses ("" for one it takes)."""
+    if is_plain_address(text):
+        return ""
+    if len(text) > ADDRESS_MAX:
+        return f"is longer than {ADDRESS_MAX} characters"
+    return "is not a plain e-mail address"
 
 
 def is_address(text: str) -> bool:
@@ -185,7 +198,7 @@ def _addresses(values: Mapping[str, str], key: str) -> tuple[str, ...]:
         if not address:
             continue
         if not is_plain_address(address):
-            raise ConfigError(f"{key}: {shown(address, 60)!r} is not a plain e-mail address")
+            raise ConfigError(f"{key}: {shown(address, 60)!r} {why_not_address(address)}")
         if address.lower() not in (a.lower() for a in found):
             found.append(address)
     return tuple(found)
@@ -324,7 +337,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, strict: bool = Fa
 
     mail_from = values.get("MISSEDCALL_FROM", "").strip()
     if mail_from and not is_plain_address(mail_from):
-        raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} is not a plain e-mail address")
+        raise ConfigError(f"MISSEDCALL_FROM: {shown(mail_from, 60)!r} {why_not_address(mail_from)}")
     if not mail_from:
         # FreePBX's own From, else this host's FQDN, as `missedcall-admin init` found them: a short read
         # each, no query and no DNS look-up per call (missedcall.fromcopy).

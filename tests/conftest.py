@@ -26,6 +26,7 @@ from tests.support.mariadb import (
     MariaDBUnavailable,
     ensure_mariadb,
     mariadb_leftovers,
+    old_server_defaults,
     stop_pid,
     temporary_mariadb,
 )
@@ -69,6 +70,21 @@ def mariadb_url(mariadb_database: MariaDBDatabase) -> str:
 
 
 @pytest.fixture
+def old_mariadb_database(mariadb_server: MariaDBServer) -> Iterator[MariaDBDatabase]:
+    """A temporary latin1 database on a server set to MariaDB 5.5's defaults (SNG7: FreePBX 13 to 16) for the
+    test's duration: COMPACT rows (767-byte index columns), no strict modes."""
+    with old_server_defaults(mariadb_server), temporary_mariadb(mariadb_server, charset="latin1") as db:
+        yield db
+    left = mariadb_leftovers(mariadb_server, db.name, db.user)
+    assert not left, f"temporary MariaDB objects survived teardown: {left}"
+
+
+@pytest.fixture
+def old_mariadb_url(old_mariadb_database: MariaDBDatabase) -> str:
+    return old_mariadb_database.url
+
+
+@pytest.fixture
 def freepbx_database(mariadb_database: MariaDBDatabase) -> MariaDBDatabase:
     """A temporary database that looks like FreePBX's ``asterisk`` (queues_config filled)."""
     make_freepbx_like(mariadb_database)
@@ -89,10 +105,30 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/missedcall.sqlite3"  # tmp_path is absolute: four slashes
 
 
-@pytest.fixture(params=["mariadb", "sqlite"])
+#: Modules whose ``db_url`` tests also run on a server set to MariaDB 5.5's defaults ("mariadb-5.5"): the
+#: ones that write every table (recipients, calls, storm control, chat deliveries, follow-ups, queues).
+OLD_MARIADB_MODULES = frozenset(
+    {
+        "test_storage", "test_flood", "test_isolation", "test_afterhours", "test_chat", "test_queues",
+        "test_followup", "test_threads", "test_retry", "test_hook", "test_resolve_cdr", "test_repeat_lookup",
+        "test_notify_guards", "test_recipients_import", "test_old_mariadb",
+    }
+)  # fmt: skip
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_url" in metafunc.fixturenames:
+        kinds = ["mariadb", "sqlite"]
+        if metafunc.module.__name__.rpartition(".")[2] in OLD_MARIADB_MODULES:
+            kinds.append("mariadb-5.5")
+        metafunc.parametrize("db_url", kinds, indirect=True)
+
+
+@pytest.fixture
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Each storage test runs on both backends; MariaDB is only touched for its own case."""
-    name = "mariadb_url" if request.param == "mariadb" else "sqlite_url"
+    """Each storage test runs on both backends (and some on old MariaDB defaults); MariaDB is only touched
+    for its own cases."""
+    name = {"mariadb": "mariadb_url", "sqlite": "sqlite_url", "mariadb-5.5": "old_mariadb_url"}[request.param]
     return cast(str, request.getfixturevalue(name))
 
 

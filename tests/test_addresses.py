@@ -64,6 +64,17 @@ def test_recipients_add_refuses(box: Pbx, capsys: pytest.CaptureFixture[str], va
         assert value not in [r.email for r in store.recipients()]
 
 
+def test_recipients_add_refuses_an_address_longer_than_its_column(box: Pbx, capsys: pytest.CaptureFixture[str]) -> None:
+    value = "a" * 64 + "@" + "b" * 62 + "." + "c" * 61 + ".ru"  # 192 characters: RFC 5321 allows it, the key not
+    code, out, err = run_cli(["recipients", "add", "600", value], capsys)
+    shown = cli.printable(value, 60)
+    assert (code, out, err) == (
+        2, "", f"missedcall-admin recipients add: error: argument EMAIL: {shown!r} is longer than 191 characters"
+        " (see --help)\n",
+    )  # fmt: skip
+    assert run_cli(["recipients", "add", "600", value[1:]], capsys)[0] == 0
+
+
 def test_recipients_add_takes_good_ones(box: Pbx, capsys: pytest.CaptureFixture[str]) -> None:
     for value in GOOD:
         assert run_cli(["recipients", "add", "600", value], capsys) == (0, f"added {value} for queue 600\n", "")

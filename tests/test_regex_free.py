@@ -42,7 +42,7 @@ def old_clean(text: str, limit: int = 1000) -> str:
 
 def old_is_address(text: str) -> bool:
     match = re.fullmatch(ADDRESS, text)
-    return match is not None and len(text) <= 254 and len(match["local"]) <= 64 and "=?" not in text
+    return match is not None and len(text) <= 191 and len(match["local"]) <= 64 and "=?" not in text
 
 
 def old_id_part(callid: str) -> str:

@@ -47,9 +47,9 @@ def queue_arg(text: str) -> str:
 def email_arg(text: str) -> str:
     text = text.strip()
     if not config.is_address(text):
-        raise argparse.ArgumentTypeError(
-            f"{printable(text, 60)!r} is not a plain e-mail address (like ops@example.com)"
-        )
+        why = config.why_not_address(text)
+        example = "" if why.startswith("is longer") else " (like ops@example.com)"
+        raise argparse.ArgumentTypeError(f"{printable(text, 60)!r} {why}{example}")
     return text
 
 

@@ -7,7 +7,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from missedcall.admin.checks_access import FAIL, OK, WARN, Check, user_may
-from missedcall.config import is_address, shown
+from missedcall.config import shown, why_not_address
 from missedcall.deliver import targets
 from missedcall.deliver.health import health as delivery_health
 from missedcall.record.db import StorageError
@@ -67,6 +67,10 @@ def check_database(doc: Doctor) -> Check:
     return Check(OK, name, f"{where} reachable, tables at schema version {version}")
 
 
+def _why(key: str) -> str:
+    return targets.problem(key) if targets.is_chat(key) else why_not_address(key)
+
+
 def check_recipients(doc: Doctor) -> Check:
     name = "recipients"
     if doc.settings is None or doc.store is None:
@@ -76,18 +80,14 @@ def check_recipients(doc: Doctor) -> Check:
         queues = doc.store.freepbx_queues()
     except StorageError as exc:
         return Check(FAIL, name, str(exc), "missedcall-admin init")
-    bad = [
-        row for row in rows
-        if (targets.problem(row.email) if targets.is_chat(row.email) else not is_address(row.email))
-    ]
+    bad = [row for row in rows if _why(row.email)]
     if bad:
         row = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         return Check(
             FAIL,
             name,
-            f"{shown(row.email, 80)!r} (queue {row.queue}) is not a plain e-mail address{more}:"
-            " it is left out of every mail",
+            f"{shown(row.email, 80)!r} (queue {row.queue}) {_why(row.email)}{more}: it is left out of every mail",
             f"missedcall-admin recipients remove {shlex.quote(row.queue)} {shlex.quote(shown(row.email, 80))}",
         )
     own = {row.queue for row in rows if row.queue != "*"}

@@ -52,7 +52,7 @@ def _checked(path: str, rules: list[QueueRule]) -> None:
             raise UserError(f"{path}:{rule.line}: {printable(rule.queue)!r} is not a queue")
         for address in rule.addresses:
             if not config.is_address(address):
-                raise UserError(f"{path}:{rule.line}: {printable(address, 60)!r} is not a plain e-mail address")
+                raise UserError(f"{path}:{rule.line}: {printable(address, 60)!r} {config.why_not_address(address)}")
 
 
 def cmd_import_script(args: argparse.Namespace) -> int:

@@ -137,7 +137,8 @@ def _import_csv(path: str, store: Store) -> int:
                     chats.append((queue, chat, mail.clean(row[2], 128) if len(row) > 2 else ""))
                     continue
                 if not config.is_address(email.removeprefix("mailto:")):
-                    raise UserError(f"{path}:{number}: {printable(email, 60)!r} is not a plain e-mail address")
+                    why = config.why_not_address(email.removeprefix("mailto:"))
+                    raise UserError(f"{path}:{number}: {printable(email, 60)!r} {why}")
                 wanted.append((queue, email.removeprefix("mailto:"), mail.clean(row[2], 128) if len(row) > 2 else ""))
         except (UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"{path}: not a UTF-8 CSV file ({exc.__class__.__name__})") from None

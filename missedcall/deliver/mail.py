@@ -268,9 +268,11 @@ def address_problem(address: str) -> str:
     to the mail program's argv after "--". No RFC 2047 encoded word, comment, quoting, space or control
     character. Checked one address at a time, so one bad row costs only itself.
     """
-    from missedcall.config import is_plain_address
+    from missedcall.config import ADDRESS_MAX, is_plain_address
 
-    if not address or len(address) > 254 or "=?" in address:
+    if len(address) > ADDRESS_MAX:
+        return f"is longer than {ADDRESS_MAX} characters"
+    if not address or "=?" in address:
         return "is not a plain address (an RFC 2047 encoded word?)"
     if not address.isprintable() or any(ch in address for ch in ' "(),;<>[]\\'):
         return "holds a space, quote, bracket or control character"

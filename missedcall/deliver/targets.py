@@ -4,7 +4,7 @@ A recipient is written as a *target*: ``mailto:ops@example.com`` (or the bare
 address), ``telegram:<chat_id>``, ``slack:<url>``, ``mattermost:<url>``,
 ``teams:<workflow-url>`` or ``webhook:<url>``.
 
-Every target has a short, stable *key* of at most 254 characters with no
+Every target has a short, stable *key* of at most 191 characters (config.ADDRESS_MAX) with no
 comma and no secret in it. The key is what the ``email`` column of
 ``missedcall_recipients`` holds, what storm control counts and holds by, what a
 call's ``recipients`` list and ``log`` show: the address itself for mail,
@@ -27,7 +27,7 @@ URL_SCHEMES = ("slack", "mattermost", "teams", "webhook")
 CHAT_SCHEMES = ("telegram", *URL_SCHEMES)
 #: Longest URL accepted (the ``target`` column's size); Teams workflow URLs are about 300 characters.
 URL_MAX = 2048
-KEY_MAX = 254
+KEY_MAX = 191  # config.ADDRESS_MAX: the key columns' width (InnoDB's 767-byte index limit on older MariaDB)
 # Patterns, compiled on first use, and ``re`` imported then: this module is imported by every AGI run,
 # most never parse a target, and nothing else on a mailed call imports ``re``.
 _PATTERNS = {
@@ -95,19 +95,21 @@ def parse(text: str) -> Target:
     scheme, colon, rest = text.partition(":")
     scheme = scheme.lower()
     if not colon or scheme not in (*CHAT_SCHEMES, "mailto"):
-        from missedcall.config import is_address
+        from missedcall.config import ADDRESS_MAX, is_address
 
         if is_address(text):
             return Target("mailto", text, text)
+        if "@" in text and len(text) > ADDRESS_MAX:
+            raise TargetError(f"{redact(text)!r} is longer than {ADDRESS_MAX} characters")
         raise TargetError(
             f"{redact(text)!r} is neither an e-mail address nor a target"
             f" ({', '.join(s + ':' for s in ('mailto', *CHAT_SCHEMES))})"
         )
     if scheme == "mailto":
-        from missedcall.config import is_address
+        from missedcall.config import is_address, why_not_address
 
         if not is_address(rest):
-            raise TargetError(f"mailto:{redact(rest)!r} is not a plain e-mail address")
+            raise TargetError(f"mailto:{redact(rest)!r} {why_not_address(rest)}")
         return Target("mailto", rest, rest)
     if scheme == "telegram":
         if not _pattern("telegram").fullmatch(rest):

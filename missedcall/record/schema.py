@@ -24,7 +24,7 @@ DDL_MYSQL = (
     """CREATE TABLE IF NOT EXISTS missedcall_recipients (
         id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
         queue VARCHAR(64) NOT NULL,
-        email VARCHAR(254) NOT NULL,
+        email VARCHAR(191) NOT NULL,
         name VARCHAR(128) NOT NULL DEFAULT '',
         created_at DATETIME NOT NULL,
         UNIQUE KEY missedcall_recipients_queue_email (queue, email)
@@ -56,14 +56,14 @@ DDL_MYSQL = (
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     # Storm control (missedcall/record/held.py): one counting window per recipient address ...
     """CREATE TABLE IF NOT EXISTS missedcall_flood (
-        email VARCHAR(254) NOT NULL PRIMARY KEY,
+        email VARCHAR(191) NOT NULL PRIMARY KEY,
         window_start DATETIME NOT NULL,
         sent INT NOT NULL DEFAULT 0
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     # ... and one row per (call, address) that waits for that address's digest.
     """CREATE TABLE IF NOT EXISTS missedcall_held (
         callid VARCHAR(64) NOT NULL,
-        email VARCHAR(254) NOT NULL,
+        email VARCHAR(191) NOT NULL,
         held_at DATETIME NOT NULL,
         due_at DATETIME NOT NULL,
         status VARCHAR(16) NOT NULL DEFAULT 'held',
@@ -79,7 +79,7 @@ DDL_MYSQL = (
     # id where the service gives one (Telegram), which a follow-up replies to.
     """CREATE TABLE IF NOT EXISTS missedcall_deliveries (
         callid VARCHAR(64) NOT NULL,
-        target VARCHAR(254) NOT NULL,
+        target VARCHAR(191) NOT NULL,
         status VARCHAR(16) NOT NULL DEFAULT 'pending',
         last_error VARCHAR(512) NOT NULL DEFAULT '',
         ref VARCHAR(64) NOT NULL DEFAULT '',

@@ -201,14 +201,39 @@ def _root_once_there_is_room(server: MariaDBServer, seconds: float = 60) -> pymy
             time.sleep(0.2)
 
 
+#: What MariaDB 5.5 (SNG7, so FreePBX 13 to 16) and 10.1 do by default and today's server does not: rows in
+#: COMPACT format, whose index columns hold at most 767 bytes (innodb_large_prefix off, Antelope), no InnoDB
+#: strict mode and no SQL strict mode (a value too long for its column is cut with a warning, not refused).
+OLD_SERVER_DEFAULTS = {"innodb_default_row_format": "compact", "innodb_strict_mode": 0, "sql_mode": ""}
+
+
+@contextlib.contextmanager
+def old_server_defaults(server: MariaDBServer) -> Iterator[None]:
+    """The server behaves like MariaDB 5.5's defaults (:data:`OLD_SERVER_DEFAULTS`) for connections and tables
+    made inside; the settings are global (row format has no session value), so they are put back on exit.
+    Safe because the suite runs one test at a time."""
+    names = list(OLD_SERVER_DEFAULTS)
+    with contextlib.closing(server.root()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT " + ", ".join(f"@@GLOBAL.{name}" for name in names))
+        before = dict(zip(names, cur.fetchone() or ()))
+        try:
+            for name, value in OLD_SERVER_DEFAULTS.items():
+                cur.execute(f"SET GLOBAL {name} = %s", (value,))  # names are ours, values parameters
+            yield
+        finally:
+            for name, value in before.items():
+                cur.execute(f"SET GLOBAL {name} = %s", (value,))
+
+
 @contextlib.contextmanager
 def temporary_mariadb(
-    server: MariaDBServer, *, password: str | None = None, prefix: str = "mc_test_"
+    server: MariaDBServer, *, password: str | None = None, prefix: str = "mc_test_", charset: str = "utf8mb4"
 ) -> Iterator[MariaDBDatabase]:
     """A new database plus a user made the way FreePBX makes ``freepbxuser``.
 
     ``CREATE USER ... IDENTIFIED BY`` at localhost and 127.0.0.1 and
-    ``GRANT ALL PRIVILEGES ON db.*``; dropped (sessions killed first) on exit.
+    ``GRANT ALL PRIVILEGES ON db.*``; dropped (sessions killed first) on exit. ``charset``: the database's
+    default, latin1 as a 5.5 server made it (the tables must then say utf8mb4 themselves).
     """
     token = secrets.token_hex(5)
     db = MariaDBDatabase(
@@ -220,7 +245,8 @@ def temporary_mariadb(
     try:
         with contextlib.closing(server.root()) as conn, conn.cursor() as cur:
             # Identifiers cannot be parameters; these are made of [a-z0-9_] only.
-            cur.execute(f"CREATE DATABASE `{db.name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            collation = {"utf8mb4": "utf8mb4_unicode_ci", "latin1": "latin1_swedish_ci"}[charset]
+            cur.execute(f"CREATE DATABASE `{db.name}` CHARACTER SET {charset} COLLATE {collation}")
             for host in ("localhost", "127.0.0.1"):
                 cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (db.user, host, db.password))
                 cur.execute(f"GRANT ALL PRIVILEGES ON `{db.name}`.* TO %s@%s", (db.user, host))
