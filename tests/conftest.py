@@ -29,6 +29,7 @@ from tests.support.mariadb import (
     old_server_defaults,
     stop_pid,
     temporary_mariadb,
+    undo_interrupted_old_defaults,
 )
 from tests.support.net import silent_tcp_listener
 from tests.support.smtp import SmtpServer, make_tls_certificate
@@ -49,6 +50,7 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB
         server, started_pid = ensure_mariadb(tmp_path_factory.mktemp("mariadb"))
     except MariaDBUnavailable as exc:
         pytest.fail(str(exc))
+    undo_interrupted_old_defaults(server)
     yield server
     if started_pid is not None:
         stop_pid(started_pid, 60)

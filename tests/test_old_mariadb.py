@@ -27,7 +27,7 @@ from missedcall.deliver import flood, targets
 from missedcall.record import deliveries, schema
 from missedcall.record.model import CallRecord
 from missedcall.record.storage import Store
-from tests.support.mariadb import MariaDBDatabase
+from tests.support.mariadb import MariaDBDatabase, MariaDBServer, old_server_defaults, undo_interrupted_old_defaults
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
 #: 64 + 1 + 126 = 191 characters: the longest address accepted.
@@ -101,3 +101,18 @@ def test_one_character_more_is_refused_saying_why(tmp_path: Path) -> None:
             targets.parse(text)
     with pytest.raises(config.ConfigError, match=r"MISSEDCALL_FALLBACK_TO: .* is longer than 191 characters"):
         config.load_settings({"MISSEDCALL_CONFIG": str(tmp_path / "none.env"), "MISSEDCALL_FALLBACK_TO": longer})
+
+
+def test_a_run_killed_inside_the_old_defaults_is_undone_by_the_next(mariadb_server: MariaDBServer) -> None:
+    def row_format() -> str:
+        with contextlib.closing(mariadb_server.root()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT @@GLOBAL.innodb_default_row_format")
+            return str(cur.fetchone()[0]).lower()
+
+    assert not undo_interrupted_old_defaults(mariadb_server)  # nothing to undo: left alone
+    today = row_format()
+    with old_server_defaults(mariadb_server):
+        assert row_format() == "compact"
+        assert undo_interrupted_old_defaults(mariadb_server)  # what the next run's first step does
+        assert row_format() != "compact"
+    assert row_format() == today

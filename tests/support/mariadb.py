@@ -225,6 +225,20 @@ def old_server_defaults(server: MariaDBServer) -> Iterator[None]:
                 cur.execute(f"SET GLOBAL {name} = %s", (value,))
 
 
+def undo_interrupted_old_defaults(server: MariaDBServer) -> bool:
+    """A run killed inside :func:`old_server_defaults` left them set for every later test: put the server's own
+    defaults back (the suite's first step). True when there was something to undo."""
+    names = list(OLD_SERVER_DEFAULTS)
+    with contextlib.closing(server.root()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT " + ", ".join(f"@@GLOBAL.{name}" for name in names))
+        now = dict(zip(names, cur.fetchone() or ()))
+        if any(str(now[name]).lower() != str(value) for name, value in OLD_SERVER_DEFAULTS.items()):
+            return False
+        for name in names:
+            cur.execute(f"SET GLOBAL {name} = DEFAULT")
+    return True
+
+
 @contextlib.contextmanager
 def temporary_mariadb(
     server: MariaDBServer, *, password: str | None = None, prefix: str = "mc_test_", charset: str = "utf8mb4"
