@@ -103,6 +103,15 @@ def test_recipients(store: Store) -> None:
     assert not store.remove_recipient("600", "ops@example.com")
 
 
+def test_an_address_is_one_recipient_whatever_its_case_on_both_engines(store: Store) -> None:
+    assert store.add_recipient("600", "Ops@Example.com", "Ops")
+    assert not store.add_recipient("600", "ops@example.COM")  # SQLite's own UNIQUE would have let it in
+    assert store.add_recipient("601", "ops@example.com")  # another queue: another row
+    assert [(r.queue, r.email) for r in store.recipients()] == [("600", "Ops@Example.com"), ("601", "ops@example.com")]
+    assert store.remove_recipient("600", "OPS@example.com")
+    assert [r.queue for r in store.recipients()] == ["601"]
+
+
 def test_hostile_values_are_stored_verbatim_and_clipped(store: Store) -> None:
     name = "Robert'); DROP TABLE missedcall_calls;-- \x00 " + "я" * 600
     did = "1'; DELETE FROM missedcall_calls;-- \x00\U0001f4de" + "9" * 100

@@ -157,8 +157,16 @@ class Store(Database):
         """Every (queue, email) row in the table's order: one query, whatever the queue."""
         return [(str(q), str(e)) for q, e in self.rows("SELECT queue, email FROM missedcall_recipients ORDER BY id")]
 
+    def _same_email(self) -> str:
+        # MariaDB's utf8mb4_general_ci compares addresses without case, SQLite's default does not: both the same.
+        return "email = ? COLLATE NOCASE" if self.kind == "sqlite" else "email = ?"
+
     def add_recipient(self, queue: str, email: str, name: str = "") -> bool:
-        """False when the (queue, email) pair is already there."""
+        """False when the (queue, email) pair is already there (the address compared without case)."""
+        if self.kind == "sqlite" and self.rows(
+            f"SELECT 1 FROM missedcall_recipients WHERE queue = ? AND {self._same_email()}", (queue, email)
+        ):
+            return False
         try:
             self.execute(
                 "INSERT INTO missedcall_recipients (queue, email, name, created_at) VALUES (?, ?, ?, ?)",
@@ -169,7 +177,9 @@ class Store(Database):
         return True
 
     def remove_recipient(self, queue: str, email: str) -> bool:
-        cursor = self.execute("DELETE FROM missedcall_recipients WHERE queue = ? AND email = ?", (queue, email))
+        cursor = self.execute(
+            f"DELETE FROM missedcall_recipients WHERE queue = ? AND {self._same_email()}", (queue, email)
+        )
         return bool(cursor.rowcount)
 
     # -- FreePBX -----------------------------------------------------------
