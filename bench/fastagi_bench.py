@@ -130,7 +130,8 @@ class Relay:
         return f" over {len({m.peer for m in self.server.messages[since:]})} relay connections"
 
 
-def _workdir(tmp: Path, db_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def _workdir(tmp: Path, db_url: str, extra: dict[str, str] | None = None,
+             openssl: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
     """Settings, sendmail stand-in and settings cache for both sides; ``db_url`` from benchdb.database."""
     (tmp / "mail").mkdir()
     sendmail = tmp / "sendmail"
@@ -152,6 +153,7 @@ def _workdir(tmp: Path, db_url: str, extra: dict[str, str] | None = None) -> dic
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "MISSEDCALL_CONFIG": str(tmp / "missedcall.env"),
         "MISSEDCALL_TEST_MAILDIR": str(tmp / "mail"),
+        **(openssl or {}),
     }
     (tmp / "missedcall.env").chmod(0o640)
     # As on a PBX: the settings were written a while ago and a root command (init) left python-dotenv's
@@ -265,6 +267,26 @@ def _relay(mode: str, tmp: Path) -> Any:
     return server
 
 
+def _system_cas(trust: str, cafile: Path, tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(settings, environment) that make the relay's certificate trusted the way ``--trust`` says."""
+    if trust == "cafile":
+        return {"MISSEDCALL_SMTP_CAFILE": str(cafile)}, {}
+    system = Path("/etc/ssl/certs")
+    if trust == "bundle":  # the whole system bundle plus the relay's CA, parsed at every handshake (RHEL, SNG7)
+        bundle = tmp / "ca-bundle.crt"
+        bundle.write_bytes((system / "ca-certificates.crt").read_bytes() + cafile.read_bytes())
+        return {}, {"SSL_CERT_FILE": str(bundle)}
+    # Debian's directory of hash links with the relay's CA added, as update-ca-certificates would.
+    certs = tmp / "certs"
+    certs.mkdir()
+    for link in system.glob("*.0"):
+        (certs / link.name).symlink_to(link.resolve())
+    digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(cafile)], check=True,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (certs / f"{digest}.0").symlink_to(cafile)
+    return {}, {"SSL_CERT_DIR": str(certs)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=300, help="sessions in the burst (at least 300; default 300)")
@@ -276,18 +298,24 @@ def main() -> int:
     parser.add_argument("--same-caller", action="store_true", help="one caller number for every call (repeats)")
     parser.add_argument("--smtp", choices=("plain", "starttls+auth"), default=None,
                         help="mail through an SMTP relay on loopback (aiosmtpd), not a sendmail")  # fmt: skip
+    parser.add_argument("--trust", choices=("cafile", "system", "bundle"), default="cafile",
+                        help="with --smtp starttls+auth, how the relay's certificate is trusted: MISSEDCALL_SMTP_CAFILE"
+                             " (default), the system's CAs from Debian's directory of hash links, or a whole"
+                             " bundle in SSL_CERT_FILE (RHEL/SNG7's layout)")  # fmt: skip
     args = parser.parse_args()
     calls = max(300, args.n)
     callers = "one caller for all (repeat alerts)" if args.same_caller else "a caller of its own per call"
-    mail = f"SMTP relay on loopback ({args.smtp})" if args.smtp else "sendmail stand-in"
+    mail = f"SMTP relay on loopback ({args.smtp}, CAs: {args.trust})" if args.smtp else "sendmail stand-in"
     print(f"missedcall: {_install_kind()}; database: {args.db}; {callers}; {mail}")
     with tempfile.TemporaryDirectory(prefix="missedcall-fastagi-bench-") as tmp, database(args.db, Path(tmp)) as url:
         relay = _relay(args.smtp, Path(tmp)) if args.smtp else None
         try:
-            extra = {}
+            extra: dict[str, str] = {}
+            openssl: dict[str, str] = {}
             if relay is not None:
-                extra = {**relay.config(), "MISSEDCALL_SMTP_CAFILE": str(relay.cafile)}
-            env = _workdir(Path(tmp), url, extra)
+                extra, openssl = _system_cas(args.trust, relay.cafile, Path(tmp))
+                extra.update(relay.config())
+            env = _workdir(Path(tmp), url, extra, openssl)
             sink: Maildir | Relay = Relay(relay) if relay is not None else Maildir(Path(tmp) / "mail")
             hook = bench_hook(args.hook_runs, env, args.same_caller)
             service = bench_service(calls, args.connections, env, sink, args.same_caller, args.workers)

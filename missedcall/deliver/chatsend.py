@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from missedcall import config
-from missedcall.deliver import targets, webpost
+from missedcall.deliver import targets, trust, webpost
 from missedcall.deliver.webpost import ChatError
 
 SIGNATURE_HEADER = "X-Missedcall-Signature"
@@ -157,7 +157,7 @@ def reach(url: str, opts: Options, *, timeout: float) -> None:
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             if https:
-                context = ssl.create_default_context(cafile=opts.cafile or None)
+                context = trust.client_context(opts.cafile)
                 with context.wrap_socket(raw, server_hostname=host):
                     pass
     except ssl.SSLCertVerificationError as exc:

@@ -75,11 +75,12 @@ def open_smtp(settings: Settings, *, timeout: float, opened: list[smtplib.SMTP])
     """Connect, secure and log in as configured; the client is appended to ``opened`` as soon as it
     exists, so the caller can close it whatever fails after that. Shared with ``doctor``."""
     import smtplib
-    import ssl
+
+    from missedcall.deliver import trust
 
     context = None
     if settings.smtp_security in ("ssl", "starttls"):
-        context = ssl.create_default_context(cafile=settings.smtp_cafile or None)
+        context = trust.client_context(settings.smtp_cafile)
     client: smtplib.SMTP
     if settings.smtp_security == "ssl":
         client = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=timeout, context=context)

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from missedcall.deliver import trust
 from missedcall.text import printable
 
 ANSWER_MAX = 64 * 1024
@@ -85,7 +86,7 @@ def request(url: str, *, body: bytes | None, headers: Mapping[str, str], timeout
         raise ChatError("not an http:// or https:// URL", temporary=False)
     secrets = [url, *secrets]
     try:
-        context = ssl.create_default_context(cafile=cafile or None)
+        context = trust.client_context(cafile)
     except (OSError, ssl.SSLError) as exc:
         raise ChatError(f"cannot load the CA file {printable(cafile, limit=80)}: {exc}", temporary=True) from None
     deadline = time.monotonic() + timeout
