@@ -146,3 +146,23 @@ def test_chat_posts_verify_against_the_directory_too(
 def _fresh(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+@pytest.mark.usefixtures("no_openssl_env")
+def test_a_long_running_process_makes_a_context_once_per_ca_file_until_forget(
+    tmp_path: Path, tls_certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert trust.client_context() is not trust.client_context()  # the hook: a context per call
+    trust.keep_contexts()
+    try:
+        first = trust.client_context()
+        assert trust.client_context() is first
+        assert trust.client_context(str(tls_certificate[0])) is not first  # a CA file of its own
+        monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))  # OpenSSL told to look elsewhere: a new context
+        assert trust.client_context() is not first
+        monkeypatch.delenv("SSL_CERT_DIR")
+        assert trust.client_context() is first
+        trust.forget()  # SIGHUP
+        assert trust.client_context() is not first
+    finally:
+        trust.keep_contexts(False)

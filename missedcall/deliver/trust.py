@@ -13,6 +13,10 @@ directory OpenSSL reads only the CA a handshake asks for. So:
   on Debian. Verification, host name checks and protocol settings are ``create_default_context``'s own.
 
 Nothing here relaxes a check: a certificate no CA vouches for is refused either way (tests/test_trust.py).
+
+A long-running process (the FastAGI service) calls :func:`keep_contexts`: a context is then made once per
+CA file and OpenSSL environment and shared by every connection and thread (``SSLContext`` is made for
+that), instead of once per relay connection or chat post; :func:`forget` (on SIGHUP) drops them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import ssl
 
 _HEX = frozenset("0123456789abcdef")
+_kept: dict[tuple[str, str, str], ssl.SSLContext] | None = None  # None: a new context per call (the hook)
 
 
 def hashed_directory() -> str:
@@ -41,9 +46,31 @@ def hashed_directory() -> str:
     return ""
 
 
+def keep_contexts(keep: bool = True) -> None:
+    global _kept
+    _kept = {} if keep else None
+
+
+def forget() -> None:
+    """The kept contexts go (a reload: a CA file may have changed); the next connection makes its own."""
+    if _kept is not None:
+        _kept.clear()
+
+
 def client_context(cafile: str = "") -> ssl.SSLContext:
     """A context that verifies the server against ``cafile``, else the system's CAs (see the module's doc).
     Raises what ``ssl`` raises for a CA file it cannot read."""
+    kept = _kept
+    if kept is None:
+        return _new(cafile)
+    key = (cafile, os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    context = kept.get(key)
+    if context is None:  # two threads may both make one: the same, and the last stays (no lock needed)
+        context = kept[key] = _new(cafile)
+    return context
+
+
+def _new(cafile: str) -> ssl.SSLContext:
     if cafile:
         return ssl.create_default_context(cafile=cafile)
     directory = hashed_directory()

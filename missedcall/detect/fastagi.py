@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from missedcall import __version__, config, log
-from missedcall.deliver import mailprog, transport
+from missedcall.deliver import mailprog, transport, trust
 from missedcall.detect import agiproto, fastagi_cache, fastagi_work, verdict
 from missedcall.detect.fastagi_io import (
     Garbage,
@@ -115,6 +115,7 @@ class Service:
                 self.max_sessions = configured_cap(self.settings.raw)
             except config.ConfigError as exc:
                 log.error(f"fastagi: configuration error: {exc}; keeping {self.max_sessions}")
+        trust.forget()  # a CA file named by the new settings, or changed on disk, is read afresh
         # A reload is also how an admin says "now": the copy of recipients and queue settings goes.
         try:
             fastagi_cache.SHELF.clear(cache_seconds(self.settings.raw))
@@ -325,6 +326,7 @@ def serve(listen: Listen, *, workers: int = 4, backlog: int = 1000, ready: Calla
     """Run until SIGTERM; 0 on a clean stop. Raises OSError when the address cannot be bound."""
     mailprog.start_with(mailprog.SUBPROCESS)  # a mail thread's start must not hold the GIL the event loop needs
     transport.keep_smtp_connections()  # a relay's handshake once per thread, not once per call
+    trust.keep_contexts()  # and its CAs read once, not once per connection or chat post
     service = Service(listen, workers=workers, backlog=backlog)
     if service.settings is None:
         raise config.ConfigError(service.settings_error)
