@@ -11,6 +11,7 @@ and checks that they are gone.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Callable, cast
@@ -56,13 +57,20 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB
         stop_pid(started_pid, 60)
 
 
+def _checked_database(server: MariaDBServer, *, old: bool = False) -> Iterator[MariaDBDatabase]:
+    with contextlib.ExitStack() as stack:
+        if old:
+            stack.enter_context(old_server_defaults(server))
+        db = stack.enter_context(temporary_mariadb(server, charset="latin1" if old else "utf8mb4"))
+        yield db
+    left = mariadb_leftovers(server, db.name, db.user)
+    assert not left, f"temporary MariaDB objects survived teardown: {left}"
+
+
 @pytest.fixture
 def mariadb_database(mariadb_server: MariaDBServer) -> Iterator[MariaDBDatabase]:
     """A temporary database and user; verified gone after the test."""
-    with temporary_mariadb(mariadb_server) as db:
-        yield db
-    left = mariadb_leftovers(mariadb_server, db.name, db.user)
-    assert not left, f"temporary MariaDB objects survived teardown: {left}"
+    yield from _checked_database(mariadb_server)
 
 
 @pytest.fixture
@@ -75,10 +83,7 @@ def mariadb_url(mariadb_database: MariaDBDatabase) -> str:
 def old_mariadb_database(mariadb_server: MariaDBServer) -> Iterator[MariaDBDatabase]:
     """A temporary latin1 database on a server set to MariaDB 5.5's defaults (SNG7: FreePBX 13 to 16) for the
     test's duration: COMPACT rows (767-byte index columns), no strict modes."""
-    with old_server_defaults(mariadb_server), temporary_mariadb(mariadb_server, charset="latin1") as db:
-        yield db
-    left = mariadb_leftovers(mariadb_server, db.name, db.user)
-    assert not left, f"temporary MariaDB objects survived teardown: {left}"
+    yield from _checked_database(mariadb_server, old=True)
 
 
 @pytest.fixture
