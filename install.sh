@@ -312,7 +312,7 @@ check_python() {
         found=${found:-"Python $version ($(command -v "$candidate"))"}
     done
     if [ -n "$found" ]; then
-        die "found $found, but missedcall needs Python 3.9 or newer: install one (RHEL/SNG7: yum install python39 or python3.11; Debian: apt-get install python3) and re-run with --python /path/to/python3.X"
+        die "found $found, but missedcall needs Python 3.9 or newer: install one (RHEL 8/9: dnf install python3.11; SNG7/CentOS 7 ship only 3.6: build 3.9 from python.org's source with make altinstall, as 3.10 and newer need OpenSSL 1.1.1; Debian: apt-get install python3) and re-run with --python /path/to/python3.X"
     fi
     die "no Python 3 found${PYTHON:+ at $PYTHON}: install Python 3.9 or newer (Debian: apt-get install python3; RHEL: dnf install python3) or pass --python PATH"
 }
