@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -13,6 +14,7 @@ from missedcall.record.db import StorageError
 from missedcall.record.model import CallRecord
 from missedcall.record.schema import SCHEMA_VERSION
 from missedcall.record.storage import Store
+from tests.paths import REPO_ROOT
 
 
 @pytest.fixture
@@ -155,3 +157,17 @@ def test_freepbx_queue_labels(mariadb_url: str) -> None:
         store.execute("INSERT INTO queues_config VALUES ('600', 'Продажи'), ('601', 'Support')")
         assert store.freepbx_queues() == {"600": "Продажи", "601": "Support"}
         assert store.queue_label("600") == "Продажи"
+
+
+def test_no_statement_needs_an_sqlite_newer_than_centos_7s() -> None:
+    """CentOS 7 (SNG7) ships SQLite 3.7.17, which a Python built there links: no UPSERT (3.24), RETURNING
+    (3.35), window functions (3.25), UPDATE ... FROM (3.33), ->> (3.38) or STRICT tables (3.37) in our SQL."""
+    # Our SQL is upper case, so prose never matches.
+    newer = re.compile(r"ON CONFLICT\s*\(|\bRETURNING\b|\bOVER\s*\(|\bUPDATE\b[^\"']*\bFROM\b|->>|\)\s*STRICT\b")
+    found = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+        for path in sorted((REPO_ROOT / "missedcall").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if newer.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert not found, found

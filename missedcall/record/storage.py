@@ -132,10 +132,9 @@ class Store(Database):
 
     def set_state(self, name: str, value: str) -> None:
         if self.kind == "sqlite":
-            sql = (
-                "INSERT INTO missedcall_state (name, value) VALUES (?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = excluded.value"
-            )
+            # Not an UPSERT (SQLite 3.24+): CentOS 7's SQLite is 3.7.17, and for a row that is only its key
+            # and one value, REPLACE is the same.
+            sql = "INSERT OR REPLACE INTO missedcall_state (name, value) VALUES (?, ?)"
         else:
             sql = (
                 "INSERT INTO missedcall_state (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"
