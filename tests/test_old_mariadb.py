@@ -67,6 +67,7 @@ def test_init_makes_every_table_there(old_mariadb_database: MariaDBDatabase) -> 
 
 
 def test_the_longest_address_and_chat_key_go_through_every_keyed_table(db_url: str) -> None:
+    assert targets.KEY_MAX == config.ADDRESS_MAX == 191  # the key columns, VARCHAR(191)
     assert len(LONGEST) == config.ADDRESS_MAX and config.is_address(LONGEST) and targets.problem(LONGEST) == ""
     hook = targets.parse("webhook:https://" + "h" * 60 + ".example.com/" + "p" * 200 + "/SECRET")
     assert targets.KEY_MAX - 2 <= len(hook.key) <= targets.KEY_MAX and targets.problem(hook.key) == ""
