@@ -113,12 +113,14 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 #: Modules whose ``db_url`` tests also run on a server set to MariaDB 5.5's defaults ("mariadb-5.5"): the
-#: ones that write every table (recipients, calls, storm control, chat deliveries, follow-ups, queues).
+#: ones that write every table (recipients, calls, storm control, chat deliveries, follow-ups, queues), and
+#: the hostile values and faults, since without strict mode a value too long for its column is cut, not refused.
 OLD_MARIADB_MODULES = frozenset(
     {
         "test_storage", "test_flood", "test_isolation", "test_afterhours", "test_chat", "test_queues",
         "test_followup", "test_threads", "test_retry", "test_hook", "test_resolve_cdr", "test_repeat_lookup",
-        "test_notify_guards", "test_recipients_import", "test_old_mariadb",
+        "test_notify_guards", "test_recipients_import", "test_old_mariadb", "test_hostile", "test_spool_hostile",
+        "test_faults", "test_sweep", "test_log_cli", "test_resolve_cli", "test_json_cli",
     }
 )  # fmt: skip
 
