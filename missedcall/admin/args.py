@@ -47,9 +47,8 @@ def queue_arg(text: str) -> str:
 def email_arg(text: str) -> str:
     text = text.strip()
     if not config.is_address(text):
-        why = config.why_not_address(text)
-        example = "" if why.startswith("is longer") else " (like ops@example.com)"
-        raise argparse.ArgumentTypeError(f"{printable(text, 60)!r} {why}{example}")
+        example = "" if len(text) > config.ADDRESS_MAX else " (like ops@example.com)"
+        raise argparse.ArgumentTypeError(f"{printable(text, 60)!r} {config.why_not_address(text)}{example}")
     return text
 
 
